@@ -1,0 +1,187 @@
+"""The four-stage interface every backend implements (see DESIGN.md "The four stages").
+
+Shapes use: B = rows (objects x pathways), C = hidden dim (256), Cm = memory dim (64),
+S = image size, H x W = S/16 x S/16 feature map, M = num_maskmem frame slots,
+K = max_obj_ptrs_in_encoder pointer slots. One spec per stage drives the backends' checks
+now and the ONNX export names later; `tests/test_stage_specs.py` keeps the typed outputs
+and the specs in agreement.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    image_size: int
+    feat_hw: tuple[int, int]
+    hidden_dim: int
+    mem_dim: int
+    num_maskmem: int
+    max_obj_ptrs: int
+    hr0_channels: int
+    hr1_channels: int
+    multimask_points: tuple[int, int] = (0, 1)  # click counts that get 3 candidate masks
+
+    @property
+    def low_res(self) -> int:
+        """Side of the decoder's low-res masks (S/4)."""
+        return self.image_size // 4
+
+    @property
+    def mem_tokens(self) -> int:
+        return self.feat_hw[0] * self.feat_hw[1]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    dims: tuple  # ints or symbolic names resolved against ModelGeometry
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass
+class ImageFeatures:
+    """Image encoder outputs for one frame (batch 1, shared by every row)."""
+
+    feat: torch.Tensor  # [1, C, H, W] lowest-resolution features
+    hr0: torch.Tensor  # [1, C0, 4H, 4W] projected by the decoder's conv_s0
+    hr1: torch.Tensor  # [1, C1, 2H, 2W] projected by the decoder's conv_s1
+
+
+@dataclass
+class MemoryInputs:
+    """Fixed-size memory for B rows; slot validity replaces variable token counts."""
+
+    mem_feats: torch.Tensor  # [B, M, H*W, Cm] float32 (values stored rounded to bf16)
+    mem_valid: torch.Tensor  # [B, M] bool
+    mem_tpos: torch.Tensor  # [B, M] int64 index into maskmem_tpos_enc
+    mem_weight: torch.Tensor  # [B, M] float32 SAM2Long key weight
+    ptrs: torch.Tensor  # [B, K, C] object pointers
+    ptr_valid: torch.Tensor  # [B, K] bool
+    ptr_pos: torch.Tensor  # [B, K] float32 temporal distance / (max pointers - 1)
+    ptr_weight: torch.Tensor  # [B, K] float32 SAM2Long key weight
+
+
+@dataclass
+class DecoderOutput:
+    """Mask decoder outputs: all three candidates plus the single-mask token."""
+
+    masks: torch.Tensor  # [B, 3, S/4, S/4] logits, -1024 where the object is absent
+    ious: torch.Tensor  # [B, 3] predicted IoUs
+    obj_score: torch.Tensor  # [B] object-score logit
+    obj_ptrs: torch.Tensor  # [B, 3, C] one pointer per candidate mask
+    single_mask: torch.Tensor  # [B, 1, S/4, S/4] the single-output token's mask
+    single_iou: torch.Tensor  # [B]
+    single_ptr: torch.Tensor  # [B, C]
+
+
+def _t(name, dtype, *dims):
+    return TensorSpec(name, dtype, tuple(dims))
+
+
+STAGE_SPECS = {
+    "image_encoder": StageSpec(
+        "image_encoder",
+        inputs=(_t("image", "float32", 1, 3, "S", "S"),),
+        outputs=(
+            _t("feat", "float32", 1, "C", "H", "W"),
+            _t("hr0", "float32", 1, "C0", "4H", "4W"),
+            _t("hr1", "float32", 1, "C1", "2H", "2W"),
+        ),
+    ),
+    "memory_attention": StageSpec(
+        "memory_attention",
+        inputs=(
+            _t("feat", "float32", 1, "C", "H", "W"),
+            _t("mem_feats", "float32", "B", "M", "HW", "Cm"),
+            _t("mem_valid", "bool", "B", "M"),
+            _t("mem_tpos", "int64", "B", "M"),
+            _t("mem_weight", "float32", "B", "M"),
+            _t("ptrs", "float32", "B", "K", "C"),
+            _t("ptr_valid", "bool", "B", "K"),
+            _t("ptr_pos", "float32", "B", "K"),
+            _t("ptr_weight", "float32", "B", "K"),
+        ),
+        outputs=(_t("pix_feat", "float32", "B", "C", "H", "W"),),
+    ),
+    "mask_decoder": StageSpec(
+        "mask_decoder",
+        inputs=(
+            _t("pix_feat", "float32", "B", "C", "H", "W"),
+            _t("hr0", "float32", 1, "C0", "4H", "4W"),
+            _t("hr1", "float32", 1, "C1", "2H", "2W"),
+        ),
+        outputs=(
+            _t("masks", "float32", "B", 3, "S/4", "S/4"),
+            _t("ious", "float32", "B", 3),
+            _t("obj_score", "float32", "B"),
+            _t("obj_ptrs", "float32", "B", 3, "C"),
+            _t("single_mask", "float32", "B", 1, "S/4", "S/4"),
+            _t("single_iou", "float32", "B"),
+            _t("single_ptr", "float32", "B", "C"),
+        ),
+    ),
+    "memory_encoder": StageSpec(
+        "memory_encoder",
+        inputs=(
+            _t("feat", "float32", 1, "C", "H", "W"),
+            _t("masks", "float32", "B", 1, "S/4", "S/4"),
+            _t("obj_score", "float32", "B"),
+        ),
+        outputs=(_t("mem_feat", "float32", "B", "Cm", "H", "W"),),
+    ),
+}
+
+
+def dataclass_field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+class StageBackend(ABC):
+    """What the runtime calls, one method per stage. Tensors in and out on `device`."""
+
+    geometry: ModelGeometry
+    device: torch.device
+    name: str
+    # [C] added to the frame features of a point-prompted first frame (SAM 2's
+    # `no_mem_embed`): that frame has no memory to attend to.
+    no_mem_embed: torch.Tensor
+
+    @abstractmethod
+    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
+        """image [1, 3, S, S] normalised -> ImageFeatures."""
+
+    @abstractmethod
+    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs) -> torch.Tensor:
+        """feat [1, C, H, W] + memory for B rows -> pix_feat [B, C, H, W]."""
+
+    @abstractmethod
+    def decode_masks(
+        self,
+        pix_feat: torch.Tensor,
+        image: ImageFeatures,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+    ) -> DecoderOutput:
+        """pix_feat [B, C, H, W] (+ points [B, N, 2] in image-size pixels with labels
+        [B, N], or a binary mask [B, 1, S, S]) -> DecoderOutput."""
+
+    @abstractmethod
+    def encode_memory(
+        self, feat: torch.Tensor, masks: torch.Tensor, obj_score: torch.Tensor, from_prompt: bool = False
+    ) -> torch.Tensor:
+        """feat [1, C, H, W], low-res mask logits [B, 1, S/4, S/4], obj_score [B]
+        -> memory features [B, Cm, H, W] (upsampling to S happens inside)."""

@@ -1,0 +1,259 @@
+"""Pure-tensor modules for the four stages, built around the `sam2` modules' weights.
+
+These are the PyTorch reference backend and the modules the ONNX export wraps. Compared
+with SAM 2's own code paths they differ only where export and batching need it:
+RoPE in real cos/sin form, fixed-size memory with per-slot validity, temporal positions
+and SAM2Long key weights as tensors, and all candidate masks / pointers as outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.stages import ModelGeometry
+
+NO_OBJ_SCORE = -1024.0
+
+
+def model_geometry(model) -> ModelGeometry:
+    side = model.image_size // model.backbone_stride
+    return ModelGeometry(
+        image_size=model.image_size,
+        feat_hw=(side, side),
+        hidden_dim=model.hidden_dim,
+        mem_dim=model.mem_dim,
+        num_maskmem=model.num_maskmem,
+        max_obj_ptrs=model.max_obj_ptrs_in_encoder,
+        hr0_channels=model.sam_mask_decoder.conv_s0.out_channels,
+        hr1_channels=model.sam_mask_decoder.conv_s1.out_channels,
+        multimask_points=(model.multimask_min_pt_num, model.multimask_max_pt_num),
+    )
+
+
+def rope_tables(attn, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [H*W, head_dim/2] of SAM 2's axial RoPE for one RoPEAttention module."""
+    from sam2.modeling.position_encoding import compute_axial_cis
+
+    head_dim = attn.internal_dim // attn.num_heads
+    theta = attn.compute_cis.keywords.get("theta", 10000.0)
+    cis = compute_axial_cis(dim=head_dim, end_x=width, end_y=height, theta=theta)
+    return cis.real.contiguous(), cis.imag.contiguous()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs of x [..., N, D] by angles with cos/sin [N, D/2]."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.reshape(b, n, heads, c // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def rope_attention(
+    attn,
+    q_in: torch.Tensor,
+    k_in: torch.Tensor,
+    v_in: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    num_k_rope: int,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SAM 2's RoPEAttention with real RoPE; keys past `num_k_rope` are not rotated and
+    the first `num_k_rope` keys reuse the query table once per frame (rope_k_repeat)."""
+    cos, sin = rope
+    q = _split_heads(attn.q_proj(q_in), attn.num_heads)
+    k = _split_heads(attn.k_proj(k_in), attn.num_heads)
+    v = _split_heads(attn.v_proj(v_in), attn.num_heads)
+    q = apply_rope(q, cos, sin)
+    repeat = num_k_rope // cos.shape[0]
+    k_rot = apply_rope(k[:, :, :num_k_rope], cos.repeat(repeat, 1), sin.repeat(repeat, 1))
+    k = torch.cat((k_rot, k[:, :, num_k_rope:]), dim=2)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.out_proj(_merge_heads(out))
+
+
+class ImageEncoderStage(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.image_encoder = model.image_encoder
+        self.conv_s0 = model.sam_mask_decoder.conv_s0
+        self.conv_s1 = model.sam_mask_decoder.conv_s1
+
+    def forward(self, image: torch.Tensor):
+        fpn = self.image_encoder(image)["backbone_fpn"]
+        return fpn[-1], self.conv_s0(fpn[-3]), self.conv_s1(fpn[-2])
+
+
+class MemoryAttentionStage(nn.Module):
+    """Memory attention over fixed slots: M frames of H*W tokens, K pointers of C/Cm tokens."""
+
+    def __init__(self, model):
+        super().__init__()
+        geo = model_geometry(model)
+        self.geo = geo
+        h, w = geo.feat_hw
+        self.attention = model.memory_attention
+        self.maskmem_tpos_enc = model.maskmem_tpos_enc  # [M, 1, 1, Cm]
+        self.obj_ptr_tpos_proj = model.obj_ptr_tpos_proj
+        self.add_tpos_enc_to_obj_ptrs = model.add_tpos_enc_to_obj_ptrs
+        self.tpos_dim = geo.hidden_dim if model.proj_tpos_enc_in_obj_ptrs else geo.mem_dim
+        self.tokens_per_ptr = geo.hidden_dim // geo.mem_dim if geo.mem_dim < geo.hidden_dim else 1
+        with torch.no_grad():
+            feat_shape = torch.zeros(1, geo.hidden_dim, h, w)
+            curr_pos = model.image_encoder.neck.position_encoding(feat_shape)
+            mem_shape = torch.zeros(1, geo.mem_dim, h, w)
+            mem_pos = model.memory_encoder.position_encoding(mem_shape)
+        self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2), persistent=False)
+        self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2), persistent=False)
+        layer0 = self.attention.layers[0]
+        self_rope = rope_tables(layer0.self_attn, h, w)
+        cross_rope = rope_tables(layer0.cross_attn_image, h, w)
+        self.register_buffer("self_cos", self_rope[0], persistent=False)
+        self.register_buffer("self_sin", self_rope[1], persistent=False)
+        self.register_buffer("cross_cos", cross_rope[0], persistent=False)
+        self.register_buffer("cross_sin", cross_rope[1], persistent=False)
+
+    def _memory_tokens(self, mem_feats, mem_tpos, ptrs, ptr_pos):
+        b, m, hw, cm = mem_feats.shape
+        tpos = self.maskmem_tpos_enc[:, 0, 0, :][mem_tpos]  # [B, M, Cm]
+        frame_pos = self.mem_pos[:, None] + tpos[:, :, None, :]  # [B, M, HW, Cm]
+        k = ptrs.shape[1]
+        ptr_tokens = ptrs.reshape(b, k * self.tokens_per_ptr, -1)
+        if self.add_tpos_enc_to_obj_ptrs:
+            from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+            ptr_pos_enc = self.obj_ptr_tpos_proj(get_1d_sine_pe(ptr_pos, dim=self.tpos_dim))
+        else:
+            ptr_pos_enc = ptrs.new_zeros(b, k, cm)
+        ptr_pos_enc = ptr_pos_enc.repeat_interleave(self.tokens_per_ptr, dim=1)
+        memory = torch.cat((mem_feats.reshape(b, m * hw, cm), ptr_tokens), dim=1)
+        memory_pos = torch.cat((frame_pos.reshape(b, m * hw, cm), ptr_pos_enc), dim=1)
+        return memory, memory_pos
+
+    def forward(
+        self, feat, mem_feats, mem_valid, mem_tpos, mem_weight, ptrs, ptr_valid, ptr_pos, ptr_weight
+    ):
+        b, m, hw, _ = mem_feats.shape
+        c, (h, w) = self.geo.hidden_dim, self.geo.feat_hw
+        memory, memory_pos = self._memory_tokens(mem_feats, mem_tpos, ptrs, ptr_pos)
+        per = self.tokens_per_ptr
+        token_weight = torch.cat(
+            (mem_weight.repeat_interleave(hw, dim=1), ptr_weight.repeat_interleave(per, dim=1)), 1
+        )
+        token_valid = torch.cat(
+            (mem_valid.repeat_interleave(hw, dim=1), ptr_valid.repeat_interleave(per, dim=1)), 1
+        )
+        self_rope = (self.self_cos, self.self_sin)
+        cross_rope = (self.cross_cos, self.cross_sin)
+        tgt = feat.flatten(2).transpose(1, 2)  # [1, HW, C]: the same for every row
+        if self.attention.pos_enc_at_input:
+            tgt = tgt + 0.1 * self.curr_pos
+        for layer in self.attention.layers:
+            x = layer.norm1(tgt)
+            qk = x + self.curr_pos if layer.pos_enc_at_attn else x
+            tgt = tgt + rope_attention(layer.self_attn, qk, qk, x, self_rope, qk.shape[1])
+            # Layer one's self-attention sees only the current frame: run it once and
+            # broadcast to the rows only now.
+            tgt = tgt.expand(b, -1, -1)
+            x = layer.norm2(tgt)
+            q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
+            key = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
+            key = key * token_weight[..., None]
+            tgt = tgt + rope_attention(
+                layer.cross_attn_image, q, key, memory, cross_rope, m * hw, token_valid
+            )
+            x = layer.norm3(tgt)
+            tgt = tgt + layer.linear2(layer.activation(layer.linear1(x)))
+        out = self.attention.norm(tgt)
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class MaskDecoderStage(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.prompt_encoder = model.sam_prompt_encoder
+        self.decoder = model.sam_mask_decoder
+        self.mask_downsample = model.mask_downsample
+        self.obj_ptr_proj = model.obj_ptr_proj
+        self.no_obj_ptr = model.no_obj_ptr
+        with torch.no_grad():
+            self.register_buffer("image_pe", self.prompt_encoder.get_dense_pe(), persistent=False)
+
+    def _pointer(self, tokens, present):
+        # SAM 2.1's fixed no-object pointer: the decoder's pointer when the object is
+        # present, the learned `no_obj_ptr` when it is not.
+        return present * self.obj_ptr_proj(tokens) + (1 - present) * self.no_obj_ptr
+
+    def forward(self, pix_feat, hr0, hr1, point_coords=None, point_labels=None, mask_input=None):
+        b = pix_feat.shape[0]
+        if point_coords is None:
+            point_coords = pix_feat.new_zeros(b, 1, 2)
+            point_labels = -torch.ones(b, 1, dtype=torch.int32, device=pix_feat.device)
+        mask_prompt = None if mask_input is None else self.mask_downsample(mask_input.float())
+        sparse, dense = self.prompt_encoder(
+            points=(point_coords, point_labels), boxes=None, masks=mask_prompt
+        )
+        masks, ious, tokens, score = self.decoder.predict_masks(
+            image_embeddings=pix_feat,
+            image_pe=self.image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=[hr0.expand(b, -1, -1, -1), hr1.expand(b, -1, -1, -1)],
+        )
+        present = (score > 0).float()  # [B, 1]
+        masks = torch.where(present[:, :, None, None] > 0, masks, NO_OBJ_SCORE).float()
+        obj_ptrs = self._pointer(tokens[:, 1:], present[:, :, None])
+        single_ptr = self._pointer(tokens[:, 0], present)
+        return (
+            masks[:, 1:],
+            ious[:, 1:],
+            score[:, 0],
+            obj_ptrs,
+            masks[:, :1],
+            ious[:, 0],
+            single_ptr,
+        )
+
+
+class MemoryEncoderStage(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.memory_encoder = model.memory_encoder
+        self.image_size = model.image_size
+        self.scale = model.sigmoid_scale_for_mem_enc
+        self.bias = model.sigmoid_bias_for_mem_enc
+        self.binarize_prompt_masks = model.binarize_mask_from_pts_for_mem_enc
+        self.no_obj_embed_spatial = model.no_obj_embed_spatial
+
+    def forward(self, feat, masks, obj_score, from_prompt: bool = False):
+        b = masks.shape[0]
+        high = F.interpolate(
+            masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
+        if from_prompt and self.binarize_prompt_masks:
+            mask_for_mem = (high > 0).float()
+        else:
+            mask_for_mem = torch.sigmoid(high)
+        if self.scale != 1.0:
+            mask_for_mem = mask_for_mem * self.scale
+        if self.bias != 0.0:
+            mask_for_mem = mask_for_mem + self.bias
+        out = self.memory_encoder(feat.expand(b, -1, -1, -1), mask_for_mem, skip_mask_sigmoid=True)
+        mem = out["vision_features"]
+        if self.no_obj_embed_spatial is not None:
+            absent = 1 - (obj_score > 0).float()
+            mem = mem + absent[:, None, None, None] * self.no_obj_embed_spatial[..., None, None]
+        return mem

@@ -1,0 +1,262 @@
+"""The SAM2Long tracker: every object and pathway through the four stages, batched.
+
+Per frame: encode the image once; start objects whose prompt is on this frame; then one
+batched memory-attention + decoder call over the rows that differ (pathways that are
+exact copies are computed once), selection for all objects with tensor ops, one batched
+memory-encoder call for the new entries, and a gather of the pathway banks. Output masks
+wait in each object's lineage until they are decided (see runtime/lineage.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.stages import ImageFeatures, StageBackend
+from runtime.config import TrackerConfig
+from runtime.lineage import ObjectLineage
+from runtime.memory_bank import NewEntries, PathwayBank
+from runtime.prompts import ObjectPrompt, PromptError
+from runtime.selection import NUM_MASKS, select_candidates
+
+PROMPT_LOGIT = 10.0  # a mask prompt becomes logits +-10, as in SAM 2
+
+
+@dataclass
+class FrameResult:
+    frame_idx: int
+    obj_ids: list[int]  # objects whose prompt frame is at or before this frame
+    low_res_logits: np.ndarray  # [len(obj_ids), S/4, S/4] float32
+
+
+@dataclass
+class TraceRow:
+    """Per tracked frame and object: the kept slots' IoU, object score and accumulated score
+    (slot order), for parity checks against the reference."""
+
+    frame_idx: int
+    ious: np.ndarray
+    obj_scores: np.ndarray
+    acc: np.ndarray
+
+
+@dataclass
+class _Session:
+    prompts: list[ObjectPrompt]
+    bank: PathwayBank
+    copy_class: torch.Tensor  # [O, P] slots with equal values are exact copies
+    acc: torch.Tensor  # [O, P] float64
+    lineages: list[ObjectLineage]
+    decided: list[deque]
+    trace: dict[int, list[TraceRow]] | None
+    next_emit: int = 0
+    frames_seen: int = 0
+    starts: list[int] = field(default_factory=list)
+
+
+def _first_index_of_equal(keys: torch.Tensor) -> torch.Tensor:
+    """[A, P] -> [A, P]: for each slot, the first slot holding the same key."""
+    return (keys[:, :, None] == keys[:, None, :]).long().argmax(2)
+
+
+def _slot_table(a_idx, s_idx, shape, device):
+    table = torch.full(shape, -1, dtype=torch.int64, device=device)
+    table[a_idx, s_idx] = torch.arange(len(a_idx), device=device)
+    return table
+
+
+class SAM2LongTracker:
+    def __init__(self, backend: StageBackend, config: TrackerConfig):
+        self.backend = backend
+        self.config = config
+        self.geo = backend.geometry
+        self.device = backend.device
+
+    # -- public ----------------------------------------------------------------------
+    def track(
+        self,
+        frames: Iterable[torch.Tensor],
+        prompts: list[ObjectPrompt],
+        num_frames: int,
+        video_hw: tuple[int, int],
+        trace: dict | None = None,
+    ) -> Iterator[FrameResult]:
+        """Track `prompts` through `frames` (preprocessed [1, 3, S, S], read lazily).
+
+        Yields one FrameResult per frame, in order, as soon as every started object's
+        mask for it is decided. Pass a dict as `trace` to collect TraceRows per object id.
+        """
+        if not prompts:
+            raise PromptError("nothing to track: no object prompts")
+        ids = [p.obj_id for p in prompts]
+        if len(set(ids)) != len(ids):
+            raise PromptError(f"object ids must be unique, got {ids}")
+        for p in prompts:
+            p.validate(video_hw, num_frames)
+        session = self._new_session(prompts, num_frames, trace)
+        count = 0
+        for frame_idx, image in enumerate(frames):
+            if frame_idx >= num_frames:
+                raise ValueError(f"the video has more frames than num_frames={num_frames}")
+            self._step(session, frame_idx, image, video_hw)
+            count += 1
+            session.frames_seen = count
+            yield from self._emit(session)
+        if count != num_frames:
+            raise ValueError(f"the video ended after {count} frames, expected {num_frames}")
+        for obj, lineage in enumerate(session.lineages):
+            session.decided[obj].extend(lineage.finish())
+        yield from self._emit(session)
+
+    # -- per video -------------------------------------------------------------------
+    def _new_session(self, prompts, num_frames, trace) -> _Session:
+        num_obj, num_path = len(prompts), self.config.num_pathway
+        bank = PathwayBank(self.geo, num_obj, num_path, num_frames, self.config.iou_thre, self.device)
+        if trace is not None:
+            trace.clear()
+            trace.update({p.obj_id: [] for p in prompts})
+        return _Session(
+            prompts=list(prompts),
+            bank=bank,
+            copy_class=torch.zeros(num_obj, num_path, dtype=torch.int64, device=self.device),
+            acc=torch.zeros(num_obj, num_path, dtype=torch.float64, device=self.device),
+            lineages=[ObjectLineage() for _ in prompts],
+            decided=[deque() for _ in prompts],
+            trace=trace,
+            starts=[p.frame_idx for p in prompts],
+        )
+
+    def _step(self, s: _Session, t: int, image: torch.Tensor, video_hw):
+        feats = self.backend.encode_image(image.to(self.device))
+        for obj, start in enumerate(s.starts):
+            if start == t:
+                s.decided[obj].append((t, self._start_object(s, obj, feats, video_hw)))
+        active = [obj for obj, start in enumerate(s.starts) if start < t]
+        if active:
+            self._track_active(s, t, feats, active)
+
+    # -- the prompt frame --------------------------------------------------------------
+    def _start_object(self, s: _Session, obj: int, feats: ImageFeatures, video_hw) -> np.ndarray:
+        prompt = s.prompts[obj]
+        size = self.geo.image_size
+        if prompt.mask is not None:
+            mask = torch.from_numpy(np.asarray(prompt.mask, dtype=bool))[None, None].float()
+            mask = mask.to(self.device)
+            if mask.shape[-2:] != (size, size):
+                mask = F.interpolate(mask, size=(size, size), mode="bilinear",
+                                     align_corners=False, antialias=True)
+                mask = (mask >= 0.5).float()
+            high = mask * 2 * PROMPT_LOGIT - PROMPT_LOGIT
+            low = F.interpolate(high, size=(self.geo.low_res,) * 2, mode="bilinear",
+                                align_corners=False, antialias=True)
+            # The pointer comes from the SAM heads on the raw features with the mask prompt.
+            dec = self.backend.decode_masks(feats.feat, feats, mask_input=mask)
+            ptr = dec.single_ptr[0]
+            score = torch.full((1,), PROMPT_LOGIT, device=self.device)
+        else:
+            coords, labels = prompt.click_inputs(video_hw)
+            h, w = video_hw
+            coords_t = torch.from_numpy(coords) / torch.tensor([w, h]) * size
+            labels_t = torch.from_numpy(labels)
+            pix = feats.feat + self.backend.no_mem_embed.view(1, -1, 1, 1)
+            dec = self.backend.decode_masks(
+                pix, feats, coords_t[None].to(self.device), labels_t[None].to(self.device))
+            lo, hi = self.geo.multimask_points
+            if lo <= len(labels) <= hi:
+                best = int(torch.argmax(dec.ious[0]))
+                low, ptr = dec.masks[:, best:best + 1], dec.obj_ptrs[0, best]
+            else:
+                low, ptr = dec.single_mask, dec.single_ptr[0]
+            score = dec.obj_score[:1]
+        mem = self.backend.encode_memory(feats.feat, low, score, from_prompt=True)
+        s.bank.set_condition(obj, mem[0].flatten(1).transpose(0, 1), ptr, prompt.frame_idx)
+        s.copy_class[obj] = 0
+        s.acc[obj] = 0
+        return low[0, 0].float().cpu().numpy()
+
+    # -- frames after the prompt --------------------------------------------------------
+    def _track_active(self, s: _Session, t: int, feats: ImageFeatures, active: list[int]):
+        dev, P = self.device, self.config.num_pathway
+        objs = torch.tensor(active, device=dev)
+        num_act = len(active)
+        cls = s.copy_class[objs]  # [A, P]
+        slot_ids = torch.arange(P, device=dev)
+        rep_a, rep_slot = torch.nonzero(cls == slot_ids, as_tuple=True)
+        row_table = _slot_table(rep_a, rep_slot, (num_act, P), dev)
+        row_of_slot = row_table.gather(1, cls)  # [A, P] decoded row of each slot
+
+        memory = s.bank.memory_inputs(objs[rep_a], rep_slot, t)
+        pix = self.backend.attend_memory(feats.feat, memory)
+        dec = self.backend.decode_masks(pix, feats)
+        ious = dec.ious[row_of_slot]  # [A, P, 3]
+        scores = dec.obj_score[row_of_slot]  # [A, P]
+
+        # Frame start+1 is a plain SAM 2 step (best-IoU mask, every slot a copy of it);
+        # later frames are the tree step.
+        first = torch.tensor([s.starts[o] == t - 1 for o in active], device=dev)
+        sel = select_candidates(s.acc[objs], ious, scores, self.config.uncertainty)
+        best = torch.argmax(ious[:, 0], dim=1)  # first maximum, as torch.argmax in SAM 2
+        parent = torch.where(first[:, None], 0, sel.parent)
+        mask_idx = torch.where(first[:, None], best[:, None].expand(-1, P), sel.mask_idx)
+        acc = torch.where(first[:, None], 0.0, sel.score)
+
+        new_cls = _first_index_of_equal(cls.gather(1, parent) * NUM_MASKS + mask_idx)
+        src_row = row_of_slot.gather(1, parent)  # [A, P]
+        new_a, new_slot = torch.nonzero(new_cls == slot_ids, as_tuple=True)
+        new_rows, new_masks = src_row[new_a, new_slot], mask_idx[new_a, new_slot]
+        low_masks = dec.masks[new_rows, new_masks][:, None]  # [U, 1, h, w]
+        mem = self.backend.encode_memory(feats.feat, low_masks, dec.obj_score[new_rows])
+        mem = mem.flatten(2).transpose(1, 2).to(torch.bfloat16)  # [U, HW, Cm]
+        unique_of_slot = _slot_table(new_a, new_slot, (num_act, P), dev).gather(1, new_cls)
+
+        kept_iou = dec.ious[src_row, mask_idx]
+        kept_score = dec.obj_score[src_row]
+        s.bank.advance(objs, parent, NewEntries(
+            feat=mem[unique_of_slot],
+            ptr=dec.obj_ptrs[src_row, mask_idx],
+            score=kept_score,
+            iou=kept_iou,
+        ))
+        s.acc[objs] = acc
+        s.copy_class[objs] = new_cls
+
+        # One device -> host copy per frame: the new low-res masks (unique ones only).
+        host = low_masks[:, 0].float().cpu().numpy()
+        unique_of_slot = unique_of_slot.cpu().numpy()
+        parent_np, cls_np = parent.cpu().numpy(), new_cls.cpu().numpy()
+        for a, obj in enumerate(active):
+            slots_unique = unique_of_slot[a]
+            base = slots_unique.min()
+            masks = host[base:slots_unique.max() + 1]  # this object's unique masks
+            s.lineages[obj].push(t, masks, slots_unique - base, parent_np[a], cls_np[a])
+            s.decided[obj].extend(s.lineages[obj].pop_decided())
+        if s.trace is not None:
+            self._record_trace(s, t, active, first, kept_iou, kept_score, acc)
+
+    def _record_trace(self, s, t, active, first, kept_iou, kept_score, acc):
+        iou_np, score_np, acc_np = (x.double().cpu().numpy() for x in (kept_iou, kept_score, acc))
+        first_np = first.cpu().numpy()
+        for a, obj in enumerate(active):
+            row_iou, row_score = iou_np[a].copy(), score_np[a].copy()
+            if first_np[a]:  # the reference has one slot at the first tracked frame
+                row_iou[1:], row_score[1:] = np.nan, np.nan
+            s.trace[s.prompts[obj].obj_id].append(TraceRow(t, row_iou, row_score, acc_np[a]))
+
+    # -- output ----------------------------------------------------------------------
+    def _emit(self, s: _Session) -> Iterator[FrameResult]:
+        """Frames in order, each once every object started by then has decided it."""
+        while s.next_emit < s.frames_seen:
+            f = s.next_emit
+            started = [o for o, start in enumerate(s.starts) if start <= f]
+            if any(not s.decided[o] or s.decided[o][0][0] != f for o in started):
+                return
+            masks = [s.decided[o].popleft()[1] for o in started]
+            size = self.geo.low_res
+            stacked = np.stack(masks) if masks else np.zeros((0, size, size), np.float32)
+            yield FrameResult(f, [s.prompts[o].obj_id for o in started], stacked)
+            s.next_emit += 1
