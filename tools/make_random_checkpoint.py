@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Write a SAM 2 checkpoint of seeded random weights in the official layout.
+
+For tests and offline runs only: the masks such weights give are meaningless. `--lively`
+amplifies the memory read-out and the IoU / object-score heads so that pathways diverge
+and the memory tree's branches fire (default random weights barely let memory matter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+
+def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -5.2):
+    from engine.model_loading import _instantiate_model, resolve_config_path
+
+    torch.manual_seed(seed)
+    model = _instantiate_model(resolve_config_path(sam2_cfg))
+    if lively:
+        with torch.no_grad():
+            for layer in model.memory_attention.layers:
+                layer.cross_attn_image.v_proj.weight.mul_(8)
+                layer.cross_attn_image.out_proj.weight.mul_(8)
+            decoder = model.sam_mask_decoder
+            for linear in decoder.iou_prediction_head.layers:
+                linear.weight.mul_(3)
+            for linear in decoder.pred_obj_score_head.layers:
+                linear.weight.mul_(30)
+            decoder.pred_obj_score_head.layers[-1].bias.fill_(obj_score_bias)
+    return model
+
+
+def write_checkpoint(path: str | Path, sam2_cfg: str, seed: int = 0, lively: bool = False,
+                     obj_score_bias: float = -5.2) -> Path:
+    path = Path(path)
+    model = random_model(sam2_cfg, seed, lively, obj_score_bias)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"model": model.state_dict()}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sam2_cfg", default="configs/micro_sam2.1_256.yaml",
+                   help="config name in the sam2 package or YAML path")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--seed", type=int, default=0, help="torch.manual_seed before building")
+    p.add_argument("--lively", action="store_true",
+                   help="amplify memory read-out and score heads so the memory tree matters")
+    p.add_argument("--obj_score_bias", type=float, default=-5.2,
+                   help="object-score head bias with --lively (centres scores near 0)")
+    args = p.parse_args(argv)
+    out = write_checkpoint(args.out, args.sam2_cfg, args.seed, args.lively, args.obj_score_bias)
+    print(f"wrote {out} (random weights: masks are meaningless)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
