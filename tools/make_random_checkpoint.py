@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 import torch
 
 
-def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -5.2):
+def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -4.0):
     from engine.model_loading import _instantiate_model, resolve_config_path
 
     torch.manual_seed(seed)
@@ -31,14 +31,13 @@ def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float =
             decoder = model.sam_mask_decoder
             for linear in decoder.iou_prediction_head.layers:
                 linear.weight.mul_(3)
-            for linear in decoder.pred_obj_score_head.layers:
-                linear.weight.mul_(30)
+            decoder.pred_obj_score_head.layers[-1].weight.mul_(30)
             decoder.pred_obj_score_head.layers[-1].bias.fill_(obj_score_bias)
     return model
 
 
 def write_checkpoint(path: str | Path, sam2_cfg: str, seed: int = 0, lively: bool = False,
-                     obj_score_bias: float = -5.2) -> Path:
+                     obj_score_bias: float = -4.0) -> Path:
     path = Path(path)
     model = random_model(sam2_cfg, seed, lively, obj_score_bias)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="torch.manual_seed before building")
     p.add_argument("--lively", action="store_true",
                    help="amplify memory read-out and score heads so the memory tree matters")
-    p.add_argument("--obj_score_bias", type=float, default=-5.2,
+    p.add_argument("--obj_score_bias", type=float, default=-4.0,
                    help="object-score head bias with --lively (centres scores near 0)")
     args = p.parse_args(argv)
     out = write_checkpoint(args.out, args.sam2_cfg, args.seed, args.lively, args.obj_score_bias)
