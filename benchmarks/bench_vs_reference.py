@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Side-by-side benchmark: our engine vs the original SAM2Long, same inputs.
+
+Both sides run in subprocesses with the same CLI and write the same npz keys:
+- the original through `benchmarks/reference_runner.py`, with PYTHONPATH set to
+  `--reference_repo` (a local copy of Mark12Ding/SAM2Long) so its `sam2` fork
+  shadows the pip package;
+- ours through `benchmarks/engine_runner.py`.
+
+Each side runs `--repeats` times, alternating, and the median of the `seconds`
+each run reports is used. The table shows tracked frames, seconds, frames/s,
+the speed ratio (ours / original, in frames/s) and mask agreement: per object,
+the minimum over frames of the IoU between `logits > 0` of the two sides (and
+the max abs logit difference). `--warmup N` adds untimed runs first (the very
+first run on a cold machine can be several times slower). No timing assertions.
+
+    .venv/bin/python benchmarks/bench_vs_reference.py \
+        --reference_repo .reference/SAM2Long --repeats 3 --json /tmp/bench.json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
+
+
+def fixture_default(name):
+    path = FIXTURE / name
+    return str(path) if path.exists() else None
+
+
+def run_side(script, pythonpath, args, out_path, extra=()):
+    cmd = [args.python, str(script),
+           "--config", args.config, "--checkpoint", args.checkpoint,
+           "--frames", args.frames, "--prompts", args.prompts,
+           "--num_pathway", str(args.num_pathway), "--iou_thre", str(args.iou_thre),
+           "--uncertainty", str(args.uncertainty), "--out", str(out_path), *extra]
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"{script.name} failed with exit code {proc.returncode}")
+    with np.load(out_path) as data:
+        return float(data["seconds"])
+
+
+def object_ids(npz):
+    return sorted(int(k[len("logits_"):]) for k in npz.files if k.startswith("logits_"))
+
+
+def tracked_frames(npz):
+    return sum(int(npz[f"logits_{k}"].shape[0]) for k in object_ids(npz))
+
+
+def agreement(ours, ref):
+    """Per object: min per-frame IoU of logits > 0, and max abs logit difference."""
+    result = {}
+    for k in object_ids(ref):
+        a, b = ours[f"logits_{k}"], ref[f"logits_{k}"]
+        if a.shape != b.shape:
+            result[k] = {"min_iou": None, "max_abs": None, "note": f"shape {a.shape} vs {b.shape}"}
+            continue
+        ious = []
+        for x, y in zip(a > 0, b > 0):
+            union = np.logical_or(x, y).sum()
+            ious.append(1.0 if union == 0 else np.logical_and(x, y).sum() / union)
+        diff = np.abs(a.astype(np.float32) - b.astype(np.float32)).max()
+        result[k] = {"min_iou": float(min(ious)), "max_abs": float(diff)}
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reference_repo", help="local copy of the original SAM2Long repo")
+    p.add_argument("--config", default=fixture_default("micro_sam2.1.yaml"))
+    p.add_argument("--checkpoint", default=fixture_default("micro_lively_seed0.pt"))
+    p.add_argument("--frames", default=fixture_default("frames"))
+    p.add_argument("--prompts", default=fixture_default("prompts.npz"))
+    p.add_argument("--num_pathway", type=int, default=3)
+    p.add_argument("--iou_thre", type=float, default=0.1)
+    p.add_argument("--uncertainty", type=float, default=2)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=0, help="untimed runs of each side first")
+    p.add_argument("--engine_arg", action="append", default=[],
+                   help="extra argument passed to engine_runner.py (repeatable)")
+    p.add_argument("--python", default=sys.executable, help="interpreter for both sides")
+    p.add_argument("--json", help="write the numbers to this file")
+    args = p.parse_args(argv)
+    for name in ("config", "checkpoint", "frames", "prompts"):
+        if getattr(args, name) is None:
+            p.error(f"--{name} is required (no fixture found at {FIXTURE})")
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+
+    ref_repo = Path(args.reference_repo).resolve() if args.reference_repo else None
+    if ref_repo is None or not (ref_repo / "sam2" / "sam2_video_predictor.py").exists():
+        print(f"reference repo {'not given' if ref_repo is None else f'missing at {ref_repo}'}: "
+              "running only our engine")
+        ref_repo = None
+
+    sides = {}
+    engine_runner = ROOT / "benchmarks" / "engine_runner.py"
+    if engine_runner.exists():
+        sides["ours"] = (engine_runner, str(ROOT), args.engine_arg)
+    else:
+        print(f"{engine_runner} not found: not running our engine")
+    if ref_repo is not None:
+        sides["original"] = (ROOT / "benchmarks" / "reference_runner.py", str(ref_repo), [])
+    if not sides:
+        raise SystemExit("nothing to run")
+
+    seconds = {name: [] for name in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = {name: Path(tmp) / f"{name}.npz" for name in sides}
+        for _ in range(args.warmup):
+            for name, (script, pythonpath, extra) in sides.items():
+                run_side(script, pythonpath, args, outs[name], extra)
+        for r in range(args.repeats):
+            for name in (["original", "ours"] if r % 2 == 0 else ["ours", "original"]):
+                if name not in sides:
+                    continue
+                script, pythonpath, extra = sides[name]
+                seconds[name].append(run_side(script, pythonpath, args, outs[name], extra))
+                print(f"  run {r + 1}/{args.repeats} {name}: {seconds[name][-1]:.2f} s", flush=True)
+        npz = {name: np.load(outs[name]) for name in sides}
+        frames = {name: tracked_frames(npz[name]) for name in sides}
+        both = len(sides) == 2
+        agree = agreement(npz["ours"], npz["original"]) if both else {}
+
+    report = {"settings": {k: getattr(args, k) for k in (
+        "config", "checkpoint", "frames", "prompts", "num_pathway", "iou_thre",
+        "uncertainty", "repeats", "warmup")}, "sides": {}}
+    print(f"\n{'side':<10}{'frames':>8}{'median s':>11}{'frames/s':>10}")
+    for name in sides:
+        med = statistics.median(seconds[name])
+        fps = frames[name] / med if med > 0 else float("nan")
+        report["sides"][name] = {"frames": frames[name], "seconds": med,
+                                 "fps": fps, "all_seconds": seconds[name]}
+        print(f"{name:<10}{frames[name]:>8}{med:>11.2f}{fps:>10.2f}")
+    if both:
+        ratio = report["sides"]["ours"]["fps"] / report["sides"]["original"]["fps"]
+        report["speed_ratio_ours_over_original"] = ratio
+        report["agreement"] = {str(k): v for k, v in agree.items()}
+        print(f"speed ratio (ours/original, fps): {ratio:.2f}x")
+        for k, v in agree.items():
+            if v["min_iou"] is None:
+                print(f"object {k}: not comparable ({v['note']})")
+            else:
+                print(f"object {k}: min per-frame mask IoU {v['min_iou']:.4f}, "
+                      f"max abs logit diff {v['max_abs']:.3g}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Run our engine on the reference runner's inputs and write the same npz keys.
+
+Same CLI and timed span as benchmarks/reference_runner.py (frame loading, prompts and
+tracking; model build and npz writing excluded), so the two can be compared side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from PIL import Image
+
+from engine.factory import build_backend
+from runtime.config import TrackerConfig
+from runtime.frames import prefetch, preprocess_frame
+from runtime.postprocess import to_video_resolution
+from runtime.prompts import ObjectPrompt
+from runtime.tracker import SAM2LongTracker
+from runtime.vos_dataset import list_frames, frame_path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", required=True, help="model YAML or sam2 config name")
+    p.add_argument("--checkpoint", required=True, help='{"model": state_dict} .pt')
+    p.add_argument("--frames", required=True, help="folder of <index>.jpg frames")
+    p.add_argument("--prompts", required=True, help="npz with mask_<id> and frame_<id>")
+    p.add_argument("--num_pathway", type=int, default=3)
+    p.add_argument("--iou_thre", type=float, default=0.1)
+    p.add_argument("--uncertainty", type=float, default=2)
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+
+    backend = build_backend(args.backend, args.config, args.checkpoint, args.device)
+    tracker = SAM2LongTracker(backend, TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty))
+    data = np.load(args.prompts)
+    ids = sorted(int(k[5:]) for k in data.files if k.startswith("mask_"))
+    prompts = [ObjectPrompt(i, int(data[f"frame_{i}"]), mask=data[f"mask_{i}"]) for i in ids]
+    names = list_frames(args.frames)
+    start = time.perf_counter()
+    first = Image.open(frame_path(args.frames, names[0]))
+    video_hw = (first.height, first.width)
+    frames = prefetch(names, lambda n: preprocess_frame(Image.open(frame_path(args.frames, n)),
+                                                        backend.geometry.image_size))
+    trace: dict = {}
+    logits = {i: [] for i in ids}
+    for result in tracker.track(frames, prompts, len(names), video_hw, trace=trace):
+        video_res = to_video_resolution(result.low_res_logits, video_hw)
+        for obj, frame_logits in zip(result.obj_ids, video_res):
+            logits[obj].append(frame_logits.astype(np.float16))
+    seconds = time.perf_counter() - start
+    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds)}
+    for prompt in prompts:
+        i = prompt.obj_id
+        out[f"logits_{i}"] = np.stack(logits[i])
+        out[f"start_{i}"] = np.array(prompt.frame_idx)
+        for name in ("ious", "obj_scores", "acc"):
+            out[f"{name}_{i}"] = np.stack([getattr(r, name) for r in trace[i]])
+    np.savez(args.out, **out)
+    print(f"{len(names)} frames in {seconds:.2f}s ({len(names) / seconds:.2f} frames/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Run the ORIGINAL SAM2Long implementation and dump its outputs as a parity npz.
+
+This script drives the upstream code (Mark12Ding/SAM2Long); it contains no
+algorithm of its own. Run it with the original repository first on the path so
+that its `sam2` package (a fork) shadows the pip `sam2`:
+
+    PYTHONPATH=.reference/SAM2Long .venv/bin/python benchmarks/reference_runner.py \
+        --config ../shared/fixtures/sam2long_parity/micro_sam2.1.yaml \
+        --checkpoint ../shared/fixtures/sam2long_parity/micro_lively_seed0.pt \
+        --frames ../shared/fixtures/sam2long_parity/frames \
+        --prompts ../shared/fixtures/sam2long_parity/prompts.npz \
+        --num_pathway 3 --iou_thre 0.1 --uncertainty 2 --out /tmp/ref.npz
+
+Protocol (mirrors the fixture README and `vos_separate_inference_per_object`):
+- model: YAML loaded with OmegaConf, `model._target_` set to the fork's
+  `SAM2VideoPredictor`, `model.non_overlap_masks=false`, no post-processing
+  overrides, hydra `instantiate`, strict `{"model": state_dict}` load, eval,
+  CPU float32;
+- one `init_state` on the JPEG folder; then for each object (sorted ids):
+  `reset_state`, `add_new_mask(start, mask)`, `propagate_in_video(start)`.
+
+Output npz keys, per object id k:
+- `logits_k`  float16 [frames start..end, H, W]: video-res logits of the best
+  pathway's lineage (what `propagate_in_video` returns);
+- `obj_scores_k`, `ious_k`, `acc_k` float64 [frames after start, P]: read from
+  `output_dict["non_cond_frame_outputs"][t]` after propagation (slot order as
+  stored; missing slots are NaN);
+- `start_k`; plus `num_frames` and `seconds` (wall time of `init_state` and all
+  objects' prompting + propagation; model build and npz writing excluded).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def build_predictor(config_path, checkpoint_path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config_path)
+    cfg.model["_target_"] = "sam2.sam2_video_predictor.SAM2VideoPredictor"
+    cfg.model["non_overlap_masks"] = False
+    OmegaConf.resolve(cfg)
+    model = instantiate(cfg.model, _recursive_=True)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"], strict=True)
+    return model.to(torch.device("cpu")).float().eval()
+
+
+def load_prompts(path):
+    data = np.load(path)
+    prompts = {}
+    for key in data.files:
+        if key.startswith("mask_"):
+            obj_id = int(key[len("mask_"):])
+            prompts[obj_id] = (int(data[f"frame_{obj_id}"]), data[key].astype(bool))
+    if not prompts:
+        raise SystemExit(f"no mask_<id> keys in {path}")
+    return dict(sorted(prompts.items()))
+
+
+def _flat(value):
+    """A stored per-slot value (tensor or list of numbers) as a 1-D float64 array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu().reshape(-1).double().numpy()
+    return np.asarray([float(v) for v in value], dtype=np.float64)
+
+
+def read_traces(inference_state, start, num_frames, num_pathway):
+    """Per-slot object-score / IoU / accumulated-score traces for frames start+1..end."""
+    outputs = inference_state["output_dict"]["non_cond_frame_outputs"]
+    rows = max(num_frames - start - 1, 0)
+    traces = {name: np.full((rows, num_pathway), np.nan) for name in ("obj", "iou", "acc")}
+    for row, t in enumerate(range(start + 1, num_frames)):
+        out = outputs[t]
+        for name, key in (("obj", "object_score_logits"), ("iou", "ious"), ("acc", "acc_score")):
+            vals = _flat(out[key])[:num_pathway]
+            traces[name][row, : len(vals)] = vals
+    return traces
+
+
+def run(args):
+    predictor = build_predictor(args.config, args.checkpoint)
+    prompts = load_prompts(args.prompts)
+    results = {}
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        state = predictor.init_state(video_path=args.frames, async_loading_frames=False)
+        state["num_pathway"] = args.num_pathway
+        state["iou_thre"] = args.iou_thre
+        state["uncertainty"] = args.uncertainty
+        num_frames = state["num_frames"]
+        for obj_id, (start, mask) in prompts.items():
+            predictor.reset_state(state)
+            predictor.add_new_mask(
+                inference_state=state, frame_idx=start, obj_id=obj_id, mask=mask
+            )
+            _, masks = predictor.propagate_in_video(
+                state, start_frame_idx=start, reverse=False
+            )
+            logits = torch.cat([m[0:1, 0] for m in masks], dim=0)  # [frames, H, W]
+            results[obj_id] = (start, logits.float().cpu().numpy().astype(np.float16),
+                               read_traces(state, start, num_frames, args.num_pathway))
+    seconds = time.perf_counter() - t0
+
+    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds)}
+    for obj_id, (start, logits, tr) in results.items():
+        out[f"logits_{obj_id}"] = logits
+        out[f"obj_scores_{obj_id}"] = tr["obj"]
+        out[f"ious_{obj_id}"] = tr["iou"]
+        out[f"acc_{obj_id}"] = tr["acc"]
+        out[f"start_{obj_id}"] = np.int64(start)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    np.savez_compressed(args.out, **out)
+    print(f"wrote {args.out}: {num_frames} frames, objects {list(results)}, "
+          f"{seconds:.2f}s", file=sys.stderr)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="model YAML (SAM 2.1 layout)")
+    p.add_argument("--checkpoint", required=True, help='{"model": state_dict} .pt')
+    p.add_argument("--frames", required=True, help="folder of <index>.jpg frames")
+    p.add_argument("--prompts", required=True, help="npz with mask_<id> and frame_<id>")
+    p.add_argument("--num_pathway", type=int, default=3)
+    p.add_argument("--iou_thre", type=float, default=0.1)
+    p.add_argument("--uncertainty", type=float, default=2)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+
+    import sam2
+    from sam2.modeling.sam2_base import SAM2Base
+
+    if not hasattr(SAM2Base, "track_step") or "mem_pick_index" not in \
+            SAM2Base.track_step.__code__.co_varnames:
+        raise SystemExit(f"`sam2` resolves to {sam2.__file__}, not the SAM2Long fork; "
+                         "put the original repo first on PYTHONPATH")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
