@@ -7,7 +7,6 @@ tracking; model build and npz writing excluded), so the two can be compared side
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,21 +22,16 @@ from runtime.frames import prefetch, preprocess_frame
 from runtime.postprocess import to_video_resolution
 from runtime.prompts import ObjectPrompt
 from runtime.tracker import SAM2LongTracker
-from runtime.vos_dataset import list_frames, frame_path
+from runtime.vos_dataset import frame_path, list_frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runner_cli import runner_parser  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", required=True, help="model YAML or sam2 config name")
-    p.add_argument("--checkpoint", required=True, help='{"model": state_dict} .pt')
-    p.add_argument("--frames", required=True, help="folder of <index>.jpg frames")
-    p.add_argument("--prompts", required=True, help="npz with mask_<id> and frame_<id>")
-    p.add_argument("--num_pathway", type=int, default=3)
-    p.add_argument("--iou_thre", type=float, default=0.1)
-    p.add_argument("--uncertainty", type=float, default=2)
+    p = runner_parser(__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="torch")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
     backend = build_backend(args.backend, args.config, args.checkpoint, args.device)

@@ -30,7 +30,6 @@ Output npz keys, per object id k:
   objects' prompting + propagation; model build and npz writing excluded).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -124,15 +123,9 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="model YAML (SAM 2.1 layout)")
-    p.add_argument("--checkpoint", required=True, help='{"model": state_dict} .pt')
-    p.add_argument("--frames", required=True, help="folder of <index>.jpg frames")
-    p.add_argument("--prompts", required=True, help="npz with mask_<id> and frame_<id>")
-    p.add_argument("--num_pathway", type=int, default=3)
-    p.add_argument("--iou_thre", type=float, default=0.1)
-    p.add_argument("--uncertainty", type=float, default=2)
-    p.add_argument("--out", required=True)
+    from runner_cli import runner_parser
+
+    p = runner_parser(__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
 
     import sam2
