@@ -418,22 +418,18 @@ def load_prompts(
     frame_names: Sequence[str],
     per_obj_png_file: bool,
     track_later: bool,
-    use_all_masks: bool = False,
-) -> tuple[dict[int, dict[int, np.ndarray]], list[int] | None]:
-    """Read the prompt masks of one video.
+) -> tuple[dict[int, tuple[int, np.ndarray]], list[int] | None]:
+    """Read the prompt mask of each object of one video.
 
-    Returns ``({obj_id: {frame_index: bool HxW mask}}, palette)`` where
+    Returns ``({obj_id: (frame_index, bool HxW mask)}, palette)`` where
     ``frame_index`` indexes ``frame_names`` and ``palette`` is the palette of
     the first mask PNG read that has one (reused for the outputs so they
     look like the inputs), or ``None``.
 
     * ``track_later=False``: objects are defined by the first frame, whose
-      mask file(s) must exist.  With ``use_all_masks`` the masks of later
-      frames that have files are added too, but an object that is not in the
-      first frame is an error (as in the SAM 2 evaluation script).
+      mask file(s) must exist.
     * ``track_later=True``: all frames are scanned in order; each object's
-      prompt is its first non-empty mask (all non-empty masks with
-      ``use_all_masks``).
+      prompt is its first non-empty mask.
 
     Empty masks are never prompts.  A video with no object to track raises
     :class:`DatasetError`, because silently writing empty outputs would hide
@@ -444,7 +440,7 @@ def load_prompts(
     video_mask_dir = os.path.join(input_mask_dir, video_name)
     sources = _mask_sources(video_mask_dir, video_name, per_obj_png_file)
 
-    prompts: dict[int, dict[int, np.ndarray]] = {}
+    prompts: dict[int, tuple[int, np.ndarray]] = {}
     palette: list[int] | None = None
     shape: tuple[int, ...] | None = None
 
@@ -475,7 +471,7 @@ def load_prompts(
                     path=source.path(first),
                 )
             for oid, mask in read(source, first).items():
-                prompts[oid] = {0: mask}
+                prompts[oid] = (0, mask)
         if not prompts:
             where = sources[0].path(first) if not per_obj_png_file else video_mask_dir
             raise DatasetError(
@@ -483,34 +479,16 @@ def load_prompts(
                 video=video_name,
                 path=where,
             )
-        if use_all_masks:
-            for idx in range(1, len(frame_names)):
-                name = frame_names[idx]
-                for source in sources:
-                    if not source.has(name):
-                        continue
-                    for oid, mask in read(source, name).items():
-                        if oid not in prompts:
-                            raise DatasetError(
-                                f"object {oid} appears in frame '{name}' but not in the "
-                                f"first frame; {_LATER_FLAG_HINT}",
-                                video=video_name,
-                                path=source.path(name),
-                            )
-                        prompts[oid][idx] = mask
     else:
         for idx, name in enumerate(frame_names):
             for source in sources:
                 if not source.has(name):
                     continue
                 # An SA-V object that already has its prompt needs no more reads.
-                if not use_all_masks and source.obj_id is not None and source.obj_id in prompts:
+                if source.obj_id is not None and source.obj_id in prompts:
                     continue
                 for oid, mask in read(source, name).items():
-                    if oid not in prompts:
-                        prompts[oid] = {idx: mask}
-                    elif use_all_masks:
-                        prompts[oid][idx] = mask
+                    prompts.setdefault(oid, (idx, mask))
         if not prompts:
             raise DatasetError(
                 f"no object to track: no non-empty mask in any of the "
@@ -519,7 +497,7 @@ def load_prompts(
                 path=video_mask_dir,
             )
 
-    return {oid: dict(sorted(prompts[oid].items())) for oid in sorted(prompts)}, palette
+    return {oid: prompts[oid] for oid in sorted(prompts)}, palette
 
 
 # --------------------------------------------------------------------------

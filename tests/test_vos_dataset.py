@@ -190,9 +190,9 @@ def test_davis_first_frame_prompts(tmp_path):
     write_png(tmp_path / "ann" / "bear" / "00001.png", box(0, 4, 0, 6, value=3))  # not read
     prompts, palette = load_prompts(str(tmp_path / "ann"), "bear", FRAMES, False, False)
     assert sorted(prompts) == [1, 2]
-    assert list(prompts[1]) == [0]
-    assert prompts[1][0].dtype == np.bool_ and prompts[1][0].shape == (H, W)
-    np.testing.assert_array_equal(prompts[2][0], ann == 2)
+    assert prompts[1][0] == 0
+    assert prompts[1][1].dtype == np.bool_ and prompts[1][1].shape == (H, W)
+    np.testing.assert_array_equal(prompts[2][1], ann == 2)
     assert bytes(palette[:12]) == DAVIS_PALETTE[:12]
 
 
@@ -238,22 +238,7 @@ def test_davis_track_later_first_non_empty_frame(tmp_path):
     write_png(ann_dir / "00001.png", box(0, 2, 0, 2, value=2))
     write_png(ann_dir / "00002.png", box(0, 2, 0, 2, value=2) + box(2, 4, 2, 4, value=1))
     prompts, _ = load_prompts(str(tmp_path / "ann"), "bear", FRAMES, False, True)
-    assert {oid: list(f) for oid, f in prompts.items()} == {1: [2], 2: [1]}
-
-    prompts, _ = load_prompts(str(tmp_path / "ann"), "bear", FRAMES, False, True, use_all_masks=True)
-    assert {oid: list(f) for oid, f in prompts.items()} == {1: [2], 2: [1, 2]}
-
-
-def test_use_all_masks_without_track_later(tmp_path):
-    ann_dir = tmp_path / "ann" / "bear"
-    write_png(ann_dir / "00000.png", box(0, 2, 0, 2, value=1))
-    write_png(ann_dir / "00002.png", box(1, 3, 0, 2, value=1))
-    prompts, _ = load_prompts(str(tmp_path / "ann"), "bear", FRAMES, False, False, use_all_masks=True)
-    assert list(prompts[1]) == [0, 2]
-
-    write_png(ann_dir / "00001.png", box(0, 1, 0, 1, value=4))  # object absent from frame 0
-    with pytest.raises(DatasetError, match="track_object_appearing_later_in_video"):
-        load_prompts(str(tmp_path / "ann"), "bear", FRAMES, False, False, use_all_masks=True)
+    assert {oid: start for oid, (start, _) in prompts.items()} == {1: 2, 2: 1}
 
 
 # ---------------------------------------------------------------- prompts: SA-V
@@ -267,7 +252,7 @@ def test_sav_prompts_layout(tmp_path):
     (vid / "not_an_object").mkdir()
     prompts, _ = load_prompts(str(tmp_path / "ann"), "sav_001", FRAMES, True, False)
     assert sorted(prompts) == [0, 3]
-    np.testing.assert_array_equal(prompts[3][0], box(1, 3, 1, 3) > 0)
+    np.testing.assert_array_equal(prompts[3][1], box(1, 3, 1, 3) > 0)
 
 
 def test_sav_track_later_and_missing_first_frame(tmp_path):
@@ -277,9 +262,7 @@ def test_sav_track_later_and_missing_first_frame(tmp_path):
     write_png(vid / "002" / "00001.png", box(2, 4, 2, 4))
     write_png(vid / "002" / "00002.png", box(2, 4, 3, 5))
     prompts, _ = load_prompts(str(tmp_path / "ann"), "sav_002", FRAMES, True, True)
-    assert {oid: list(f) for oid, f in prompts.items()} == {1: [2], 2: [1]}
-    prompts, _ = load_prompts(str(tmp_path / "ann"), "sav_002", FRAMES, True, True, use_all_masks=True)
-    assert {oid: list(f) for oid, f in prompts.items()} == {1: [2], 2: [1, 2]}
+    assert {oid: start for oid, (start, _) in prompts.items()} == {1: 2, 2: 1}
 
     with pytest.raises(DatasetError) as exc:
         load_prompts(str(tmp_path / "ann"), "sav_002", FRAMES, True, False)
@@ -300,7 +283,7 @@ def test_davis_output_keeps_input_palette(tmp_path):
     write_png(tmp_path / "ann" / "v" / "00000.png", box(0, 2, 0, 2, value=1), palette=custom)
     prompts, palette = load_prompts(str(tmp_path / "ann"), "v", FRAMES, False, False)
     writer = OutputWriter(str(tmp_path / "out"), "v", False, palette, H, W, sorted(prompts))
-    writer.write("00000", {1: np.where(prompts[1][0], 3.0, -3.0)})
+    writer.write("00000", {1: np.where(prompts[1][1], 3.0, -3.0)})
     arr, mode, out_palette = read_png(tmp_path / "out" / "v" / "00000.png")
     assert mode == "P"
     assert out_palette[: len(palette)] == palette

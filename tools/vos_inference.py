@@ -106,10 +106,8 @@ def _video_prompts(args, video: str, frame_names: list[str]) -> tuple[list[Objec
         args.input_mask_dir, video, frame_names, args.per_obj_png_file,
         args.track_object_appearing_later_in_video,
     )
-    prompts = []
-    for obj_id in sorted(per_obj):
-        start = min(per_obj[obj_id])
-        prompts.append(ObjectPrompt(obj_id=obj_id, frame_idx=start, mask=per_obj[obj_id][start]))
+    prompts = [ObjectPrompt(obj_id=obj_id, frame_idx=start, mask=mask)
+               for obj_id, (start, mask) in per_obj.items()]
     return prompts, palette
 
 
