@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,9 +54,9 @@ class _Session:
     lineages: list[ObjectLineage]
     decided: list[deque]
     trace: dict[int, list[TraceRow]] | None
+    starts: list[int]
     next_emit: int = 0
     frames_seen: int = 0
-    starts: list[int] = field(default_factory=list)
 
 
 def _first_index_of_equal(keys: torch.Tensor) -> torch.Tensor:
@@ -99,16 +99,15 @@ class SAM2LongTracker:
         for p in prompts:
             p.validate(video_hw, num_frames)
         session = self._new_session(prompts, num_frames, trace)
-        count = 0
         for frame_idx, image in enumerate(frames):
             if frame_idx >= num_frames:
                 raise ValueError(f"the video has more frames than num_frames={num_frames}")
             self._step(session, frame_idx, image, video_hw)
-            count += 1
-            session.frames_seen = count
+            session.frames_seen = frame_idx + 1
             yield from self._emit(session)
-        if count != num_frames:
-            raise ValueError(f"the video ended after {count} frames, expected {num_frames}")
+        if session.frames_seen != num_frames:
+            raise ValueError(
+                f"the video ended after {session.frames_seen} frames, expected {num_frames}")
         for obj, lineage in enumerate(session.lineages):
             session.decided[obj].extend(lineage.finish())
         yield from self._emit(session)
@@ -132,6 +131,8 @@ class SAM2LongTracker:
         )
 
     def _step(self, s: _Session, t: int, image: torch.Tensor, video_hw):
+        if t < min(s.starts):
+            return  # no object yet: nothing to compute for this frame
         feats = self.backend.encode_image(image.to(self.device))
         for obj, start in enumerate(s.starts):
             if start == t:
