@@ -6,7 +6,6 @@ users never see a traceback from deep inside hydra or torch.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +158,6 @@ class LoadedModel:
     model: torch.nn.Module
     config_path: Path
     checkpoint_path: Path
-
-    def checkpoint_sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.checkpoint_path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
 
 
 def load_sam2_model(sam2_cfg: str, sam2_checkpoint: str | os.PathLike, device="cpu") -> LoadedModel:
