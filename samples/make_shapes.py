@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Regenerate samples/shapes: a small synthetic clip (two moving objects on a textured,
+"""Regenerate samples/shapes and samples/shapes.mp4: a small synthetic clip (two moving objects on a textured,
 slowly panning background) in the DAVIS layout, with the first frame's annotation.
 
 Made here from scratch, so it carries no licence beyond this repository's own.
@@ -50,6 +50,24 @@ def main():
             png.putpalette(DAVIS_PALETTE)
             png.save(annotations / f"{t:05d}.png")
     print(f"wrote {NUM_FRAMES} frames to {frames}")
+    write_mp4(ROOT.parent / "shapes.mp4")
+
+
+def write_mp4(path: Path, fps: int = 12):
+    """The same clip as an H.264 MP4, the video tool's sample input."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"crf": "23"}
+        for t in range(NUM_FRAMES):
+            frame = av.VideoFrame.from_ndarray(frame_and_labels(t)[0], format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the shipped sample: SAM2Long over samples/shapes (DAVIS layout, two
-# objects) with tools/vos_inference.py. Real SAM 2.1 checkpoints cannot be fetched here, so
-# unless SAM2_CFG / SAM2_CHECKPOINT point at one, it runs on seeded random micro weights:
-# the whole pipeline runs, but the masks are meaningless.
+# The main job: SAM2Long on the shipped sample video (samples/shapes.mp4), one object
+# clicked on frame 0, written to outputs/shapes_sam2long.mp4 with per-frame masks.
+#
+#   bash tools/run_sample.sh                  # SAM 2.1 base+; downloads it when missing
+#   bash tools/run_sample.sh --random_weights # offline: seeded random micro weights,
+#                                             # the whole pipeline runs, masks are meaningless
+# Extra arguments go to tools/video_inference.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
-OUT=${OUT:-outputs/sample}
-CFG=${SAM2_CFG:-configs/micro_sam2.1_256.yaml}
-CKPT=${SAM2_CHECKPOINT:-}
-if [ -z "$CKPT" ]; then
-  CKPT=outputs/checkpoints/micro_random_seed0.pt
-  [ -f "$CKPT" ] || .venv/bin/python tools/make_random_checkpoint.py --sam2_cfg "$CFG" --out "$CKPT"
-  echo "NOTE: random micro weights (no official checkpoint given): masks are meaningless."
-fi
-.venv/bin/python tools/vos_inference.py --backend torch \
-  --sam2_cfg "$CFG" --sam2_checkpoint "$CKPT" \
-  --base_video_dir samples/shapes/JPEGImages --input_mask_dir samples/shapes/Annotations \
-  --output_mask_dir "$OUT" --overwrite "$@"
-echo "masks: $OUT/shapes/*.png"
+exec .venv/bin/python tools/video_inference.py --video_path samples/shapes.mp4 \
+  --points 70 120 --output_video outputs/shapes_sam2long.mp4 \
+  --output_mask_dir outputs/shapes_masks "$@"

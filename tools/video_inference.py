@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Track one object through a video with SAM2Long and write the video with the mask drawn on.
+
+Prompt the object on one frame with clicks (--points, positive or negative via --labels)
+and/or a box (--box). The input is any video FFmpeg opens (mp4, mov, avi, webm, ...) or a
+folder of frames, decoded as a stream. The output is an H.264 MP4 of the same size and
+frame rate with the mask overlaid (audio is dropped), plus optional per-frame PNG masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from runtime.config import TrackerConfig
+from runtime.frames import prefetch, preprocess_frame
+from runtime.overlay import overlay_masks
+from runtime.postprocess import to_video_resolution
+from runtime.prompts import ObjectPrompt, PromptError
+from runtime.video_io import H264Writer, VideoError, VideoSource
+from runtime.vos_dataset import save_palette_png
+
+OBJ_ID = 1
+RANDOM_CFG = str(Path(__file__).resolve().parents[1] / "configs" / "micro_sam2.1_256.yaml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--video_path", required=True, help="video file or folder of frames")
+    p.add_argument("--points", type=float, nargs="+", metavar="X Y",
+                   help="click coordinates in video pixels: x1 y1 x2 y2 ...")
+    p.add_argument("--labels", type=int, nargs="+",
+                   help="one per point: 1 positive, 0 negative (default: all positive)")
+    p.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                   help="box around the object in video pixels")
+    p.add_argument("--frame", type=int, default=0, help="frame the prompt is on")
+    p.add_argument("--output_video", default=None,
+                   help="output MP4 (default: outputs/<video name>_sam2long.mp4)")
+    p.add_argument("--output_mask_dir", default=None,
+                   help="also write one PNG mask per frame (palette, object = 1) here")
+    p.add_argument("--sam2_cfg", default="configs/sam2.1/sam2.1_hiera_b+.yaml",
+                   help="SAM 2 config: a name inside the sam2 package or a path to a YAML file")
+    p.add_argument("--sam2_checkpoint", default="./checkpoints/sam2.1_hiera_base_plus.pt",
+                   help="checkpoint; an official one that is missing is downloaded first")
+    p.add_argument("--random_weights", action="store_true",
+                   help="offline check of the whole pipeline: a seeded random micro model "
+                        "instead of SAM 2.1 (the masks are meaningless)")
+    p.add_argument("--num_pathway", type=int, default=3, help="SAM2Long pathways (1..8)")
+    p.add_argument("--iou_thre", type=float, default=0.1,
+                   help="a frame enters memory only if its predicted IoU is above this")
+    p.add_argument("--uncertainty", type=float, default=2.0,
+                   help="when every |object score| is at most this, favour diverse masks")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch"],
+                   help="inference backend; auto picks the fastest available and says which")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--fps", type=float, default=24.0, help="frame rate for a folder of frames")
+    return p
+
+
+def _prompt(args, info) -> ObjectPrompt:
+    points = labels = None
+    if args.points is not None:
+        if len(args.points) % 2:
+            raise PromptError(f"--points needs x y pairs, got {len(args.points)} numbers")
+        points = np.asarray(args.points, dtype=np.float64).reshape(-1, 2)
+        labels = np.asarray(args.labels if args.labels is not None else [1] * len(points))
+        if len(labels) != len(points):
+            raise PromptError(f"--labels has {len(labels)} values for {len(points)} points")
+    elif args.labels is not None:
+        raise PromptError("--labels needs --points")
+    if points is None and args.box is None:
+        raise PromptError("give the object with --points and/or --box")
+    box = None if args.box is None else np.asarray(args.box, dtype=np.float64)
+    prompt = ObjectPrompt(OBJ_ID, args.frame, points=points, labels=labels, box=box)
+    prompt.validate((info.height, info.width), info.num_frames)
+    return prompt
+
+
+def _backend(args):
+    from engine.factory import build_backend
+
+    if args.random_weights:
+        from tools.make_random_checkpoint import write_checkpoint
+
+        path = Path("outputs/checkpoints/micro_random_seed0.pt")
+        if not path.is_file():
+            write_checkpoint(path, RANDOM_CFG, seed=0)
+        print("NOTE: --random_weights: a random micro model, the masks are meaningless.")
+        return build_backend("torch", RANDOM_CFG, str(path), args.device)
+    checkpoint = Path(args.sam2_checkpoint)
+    if not checkpoint.is_file():
+        from tools.download_checkpoints import OFFICIAL, download
+
+        if checkpoint.name not in OFFICIAL:
+            raise FileNotFoundError(
+                f"checkpoint not found: {checkpoint}. Official SAM 2.1 checkpoints: "
+                f"python tools/download_checkpoints.py ({', '.join(OFFICIAL)})")
+        print(f"{checkpoint} is missing: downloading the official checkpoint")
+        download(checkpoint.name, checkpoint.parent)
+    # `auto`: the torch backend is the only one so far; CUDA when the machine has it.
+    return build_backend("torch", args.sam2_cfg, str(checkpoint), args.device)
+
+
+def run(args) -> int:
+    source = VideoSource(args.video_path, folder_fps=args.fps)
+    info = source.info
+    prompt = _prompt(args, info)
+    output = args.output_video or os.path.join(
+        "outputs", f"{Path(args.video_path.rstrip('/')).stem}_sam2long.mp4")
+    config = TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty)
+    backend = _backend(args)
+    from runtime.tracker import SAM2LongTracker
+
+    tracker = SAM2LongTracker(backend, config)
+    print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
+          f"{float(info.fps):.2f} fps; backend {backend.name} on {backend.device}")
+    size = backend.geometry.image_size
+    originals: dict[int, np.ndarray] = {}  # frames read but not yet written (bounded by the lag)
+
+    def prepare(item):
+        index, rgb = item
+        originals[index] = rgb
+        return preprocess_frame(Image.fromarray(rgb), size)
+
+    if args.output_mask_dir:
+        os.makedirs(args.output_mask_dir, exist_ok=True)
+    writer = H264Writer(output, info.height, info.width, info.fps)
+    start, written = time.perf_counter(), 0
+    try:
+        frames = prefetch(enumerate(source.frames()), prepare)
+        results = tracker.track(frames, [prompt], info.num_frames, (info.height, info.width))
+        for result in tqdm(results, total=info.num_frames, unit="frame", desc="tracking"):
+            rgb = originals.pop(result.frame_idx)
+            masks = {}
+            if result.obj_ids:
+                logits = to_video_resolution(result.low_res_logits, (info.height, info.width))
+                masks = {obj: logit > 0 for obj, logit in zip(result.obj_ids, logits)}
+            writer.write(overlay_masks(rgb, masks))
+            if args.output_mask_dir:
+                mask = masks.get(OBJ_ID, np.zeros((info.height, info.width), bool))
+                save_palette_png(os.path.join(args.output_mask_dir, f"{result.frame_idx:05d}.png"),
+                                 mask.astype(np.uint8), None)
+            written += 1
+    except BaseException:
+        writer.close(keep=False)
+        raise
+    writer.close()
+    elapsed = time.perf_counter() - start
+    print(f"wrote {output} ({written} frames, {written / elapsed:.2f} frames/s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from engine.model_loading import ModelLoadError
+    from tools.download_checkpoints import DownloadError
+
+    try:
+        return run(args)
+    except (VideoError, PromptError, ModelLoadError, DownloadError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
