@@ -70,6 +70,37 @@ def _slot_table(a_idx, s_idx, shape, device):
     return table
 
 
+def decode_prompt(backend: StageBackend, feats: ImageFeatures, prompt: ObjectPrompt,
+                  video_hw: tuple[int, int]):
+    """The prompt frame as SAM 2 handles it -> (low-res logits [1, 1, S/4, S/4], object
+    pointer [C], object score [1]). Also what an interactive demo shows after a click."""
+    geo, device = backend.geometry, backend.device
+    size = geo.image_size
+    if prompt.mask is not None:
+        mask = torch.from_numpy(np.asarray(prompt.mask, dtype=bool))[None, None].float().to(device)
+        if mask.shape[-2:] != (size, size):
+            mask = F.interpolate(mask, size=(size, size), mode="bilinear",
+                                 align_corners=False, antialias=True)
+            mask = (mask >= 0.5).float()
+        high = mask * 2 * PROMPT_LOGIT - PROMPT_LOGIT
+        low = F.interpolate(high, size=(geo.low_res,) * 2, mode="bilinear",
+                            align_corners=False, antialias=True)
+        # The pointer comes from the SAM heads on the raw features with the mask prompt.
+        dec = backend.decode_masks(feats.feat, feats, mask_input=mask)
+        return low, dec.single_ptr[0], torch.full((1,), PROMPT_LOGIT, device=device)
+    coords, labels = prompt.click_inputs(video_hw)
+    h, w = video_hw
+    coords_t = torch.from_numpy(coords) / torch.tensor([w, h]) * size
+    pix = feats.feat + backend.no_mem_embed.view(1, -1, 1, 1)
+    dec = backend.decode_masks(pix, feats, coords_t[None].to(device),
+                               torch.from_numpy(labels)[None].to(device))
+    lo, hi = geo.multimask_points
+    if lo <= len(labels) <= hi:  # one click: three candidates, the best predicted IoU wins
+        best = int(torch.argmax(dec.ious[0]))
+        return dec.masks[:, best:best + 1], dec.obj_ptrs[0, best], dec.obj_score[:1]
+    return dec.single_mask, dec.single_ptr[0], dec.obj_score[:1]
+
+
 class SAM2LongTracker:
     def __init__(self, backend: StageBackend, config: TrackerConfig):
         self.backend = backend
@@ -144,36 +175,7 @@ class SAM2LongTracker:
     # -- the prompt frame --------------------------------------------------------------
     def _start_object(self, s: _Session, obj: int, feats: ImageFeatures, video_hw) -> np.ndarray:
         prompt = s.prompts[obj]
-        size = self.geo.image_size
-        if prompt.mask is not None:
-            mask = torch.from_numpy(np.asarray(prompt.mask, dtype=bool))[None, None].float()
-            mask = mask.to(self.device)
-            if mask.shape[-2:] != (size, size):
-                mask = F.interpolate(mask, size=(size, size), mode="bilinear",
-                                     align_corners=False, antialias=True)
-                mask = (mask >= 0.5).float()
-            high = mask * 2 * PROMPT_LOGIT - PROMPT_LOGIT
-            low = F.interpolate(high, size=(self.geo.low_res,) * 2, mode="bilinear",
-                                align_corners=False, antialias=True)
-            # The pointer comes from the SAM heads on the raw features with the mask prompt.
-            dec = self.backend.decode_masks(feats.feat, feats, mask_input=mask)
-            ptr = dec.single_ptr[0]
-            score = torch.full((1,), PROMPT_LOGIT, device=self.device)
-        else:
-            coords, labels = prompt.click_inputs(video_hw)
-            h, w = video_hw
-            coords_t = torch.from_numpy(coords) / torch.tensor([w, h]) * size
-            labels_t = torch.from_numpy(labels)
-            pix = feats.feat + self.backend.no_mem_embed.view(1, -1, 1, 1)
-            dec = self.backend.decode_masks(
-                pix, feats, coords_t[None].to(self.device), labels_t[None].to(self.device))
-            lo, hi = self.geo.multimask_points
-            if lo <= len(labels) <= hi:
-                best = int(torch.argmax(dec.ious[0]))
-                low, ptr = dec.masks[:, best:best + 1], dec.obj_ptrs[0, best]
-            else:
-                low, ptr = dec.single_mask, dec.single_ptr[0]
-            score = dec.obj_score[:1]
+        low, ptr, score = decode_prompt(self.backend, feats, prompt, video_hw)
         mem = self.backend.encode_memory(feats.feat, low, score, from_prompt=True)
         s.bank.set_condition(obj, mem[0].flatten(1).transpose(0, 1), ptr, prompt.frame_idx)
         s.copy_class[obj] = 0
