@@ -19,16 +19,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from runtime.config import TrackerConfig
-from runtime.frames import prefetch, preprocess_frame
-from runtime.overlay import overlay_masks
-from runtime.postprocess import to_video_resolution
 from runtime.prompts import ObjectPrompt, PromptError
-from runtime.video_io import H264Writer, VideoError, VideoSource
-from runtime.vos_dataset import save_palette_png
+from runtime.video_io import VideoError, VideoSource
+from runtime.video_job import track_video
 
 OBJ_ID = 1
 RANDOM_CFG = str(Path(__file__).resolve().parents[1] / "configs" / "micro_sam2.1_256.yaml")
@@ -86,18 +82,20 @@ def _prompt(args, info) -> ObjectPrompt:
     return prompt
 
 
-def _backend(args):
+def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, device: str):
+    """The model the user asked for (shared with the Gradio demo): random micro weights,
+    or a checkpoint, downloading an official one that is missing."""
     from engine.factory import build_backend
 
-    if args.random_weights:
+    if random_weights:
         from tools.make_random_checkpoint import write_checkpoint
 
         path = Path("outputs/checkpoints/micro_random_seed0.pt")
         if not path.is_file():
             write_checkpoint(path, RANDOM_CFG, seed=0)
         print("NOTE: --random_weights: a random micro model, the masks are meaningless.")
-        return build_backend("torch", RANDOM_CFG, str(path), args.device)
-    checkpoint = Path(args.sam2_checkpoint)
+        return build_backend("torch", RANDOM_CFG, str(path), device)
+    checkpoint = Path(sam2_checkpoint)
     if not checkpoint.is_file():
         from tools.download_checkpoints import OFFICIAL, download
 
@@ -108,7 +106,7 @@ def _backend(args):
         print(f"{checkpoint} is missing: downloading the official checkpoint")
         download(checkpoint.name, checkpoint.parent)
     # `auto`: the torch backend is the only one so far; CUDA when the machine has it.
-    return build_backend("torch", args.sam2_cfg, str(checkpoint), args.device)
+    return build_backend("torch", sam2_cfg, str(checkpoint), device)
 
 
 def run(args) -> int:
@@ -118,45 +116,11 @@ def run(args) -> int:
     output = args.output_video or os.path.join(
         "outputs", f"{Path(args.video_path.rstrip('/')).stem}_sam2long.mp4")
     config = TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty)
-    backend = _backend(args)
-    from runtime.tracker import SAM2LongTracker
-
-    tracker = SAM2LongTracker(backend, config)
+    backend = load_backend(args.sam2_cfg, args.sam2_checkpoint, args.random_weights, args.device)
     print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
           f"{float(info.fps):.2f} fps; backend {backend.name} on {backend.device}")
-    size = backend.geometry.image_size
-    originals: dict[int, np.ndarray] = {}  # frames read but not yet written (bounded by the lag)
-
-    def prepare(item):
-        index, rgb = item
-        originals[index] = rgb
-        return preprocess_frame(Image.fromarray(rgb), size)
-
-    if args.output_mask_dir:
-        os.makedirs(args.output_mask_dir, exist_ok=True)
-    writer = H264Writer(output, info.height, info.width, info.fps)
-    start, written = time.perf_counter(), 0
-    try:
-        frames = prefetch(enumerate(source.frames()), prepare)
-        results = tracker.track(frames, [prompt], info.num_frames, (info.height, info.width))
-        for result in tqdm(results, total=info.num_frames, unit="frame", desc="tracking"):
-            rgb = originals.pop(result.frame_idx)
-            masks = {}
-            if result.obj_ids:
-                logits = to_video_resolution(result.low_res_logits, (info.height, info.width))
-                masks = {obj: logit > 0 for obj, logit in zip(result.obj_ids, logits)}
-            writer.write(overlay_masks(rgb, masks))
-            if args.output_mask_dir:
-                mask = masks.get(OBJ_ID, np.zeros((info.height, info.width), bool))
-                save_palette_png(os.path.join(args.output_mask_dir, f"{result.frame_idx:05d}.png"),
-                                 mask.astype(np.uint8), None)
-            written += 1
-    except BaseException:
-        writer.close(keep=False)
-        raise
-    writer.close()
-    elapsed = time.perf_counter() - start
-    print(f"wrote {output} ({written} frames, {written / elapsed:.2f} frames/s)")
+    fps = track_video(backend, source, [prompt], config, output, args.output_mask_dir, progress=tqdm)
+    print(f"wrote {output} ({info.num_frames} frames, {fps:.2f} frames/s)")
     return 0
 
 
