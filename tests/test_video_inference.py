@@ -58,6 +58,26 @@ def test_sample_video_end_to_end(in_tmp):
         np.testing.assert_array_equal(png > 0, expected)
 
 
+@pytest.mark.parametrize("suffix,codec", [(".mov", "libx264"), (".avi", "mpeg4"), (".webm", "libvpx-vp9")])
+def test_other_containers(in_tmp, suffix, codec):
+    frames, _, _ = _decode(SAMPLE)
+    path = in_tmp / f"clip{suffix}"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=12)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for rgb in frames[:6]:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = in_tmp / "out.mp4"
+    assert video_inference.main(["--video_path", str(path), "--points", "70", "120",
+                                 "--random_weights", "--output_video", str(out)]) == 0
+    decoded, rate, codec_out = _decode(out)
+    assert len(decoded) == 6 and decoded[0].shape == (240, 320, 3) and rate == 12
+    assert codec_out == "h264"
+
+
 def test_folder_of_frames_and_box(in_tmp):
     folder = in_tmp / "frames"
     folder.mkdir()
