@@ -55,8 +55,9 @@ class TorchBackend(StageBackend):
     def decode_masks(
         self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None
     ) -> DecoderOutput:
+        mask_prompt = None if mask_input is None else self.mask_decoder.mask_downsample(mask_input.float())
         outputs = self.mask_decoder(
-            pix_feat, image.hr0, image.hr1, point_coords, point_labels, mask_input
+            pix_feat, image.hr0, image.hr1, point_coords, point_labels, mask_prompt
         )
         return DecoderOutput(*outputs)
 

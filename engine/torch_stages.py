@@ -196,15 +196,26 @@ class MaskDecoderStage(nn.Module):
         # present, the learned `no_obj_ptr` when it is not.
         return present * self.obj_ptr_proj(tokens) + (1 - present) * self.no_obj_ptr
 
-    def forward(self, pix_feat, hr0, hr1, point_coords=None, point_labels=None, mask_input=None):
+    def _dense_prompt(self, pix_feat, mask_prompt, mask_valid):
+        b, _, h, w = pix_feat.shape
+        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(b, -1, h, w)
+        if mask_prompt is None:
+            return no_mask
+        embedded = self.prompt_encoder._embed_masks(mask_prompt)
+        if mask_valid is None:
+            return embedded
+        return torch.where(mask_valid[:, None, None, None] > 0, embedded, no_mask)
+
+    def forward(self, pix_feat, hr0, hr1, point_coords=None, point_labels=None,
+                mask_prompt=None, mask_valid=None):
+        """mask_prompt [B, 1, S/4, S/4] is a mask already through `mask_downsample`; with
+        mask_valid [B] only the rows where it is 1 use it (the exported form)."""
         b = pix_feat.shape[0]
-        if point_coords is None:
+        if point_coords is None:  # no clicks: SAM 2's single padding point
             point_coords = pix_feat.new_zeros(b, 1, 2)
             point_labels = -torch.ones(b, 1, dtype=torch.int32, device=pix_feat.device)
-        mask_prompt = None if mask_input is None else self.mask_downsample(mask_input.float())
-        sparse, dense = self.prompt_encoder(
-            points=(point_coords, point_labels), boxes=None, masks=mask_prompt
-        )
+        sparse = self.prompt_encoder._embed_points(point_coords, point_labels, pad=True)
+        dense = self._dense_prompt(pix_feat, mask_prompt, mask_valid)
         masks, ious, tokens, score = self.decoder.predict_masks(
             image_embeddings=pix_feat,
             image_pe=self.image_pe,
@@ -232,7 +243,6 @@ class MemoryEncoderStage(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.memory_encoder = model.memory_encoder
-        self.image_size = model.image_size
         self.scale = model.sigmoid_scale_for_mem_enc
         self.bias = model.sigmoid_bias_for_mem_enc
         self.binarize_prompt_masks = model.binarize_mask_from_pts_for_mem_enc
@@ -240,9 +250,8 @@ class MemoryEncoderStage(nn.Module):
 
     def forward(self, feat, masks, obj_score, from_prompt: bool = False):
         b = masks.shape[0]
-        high = F.interpolate(
-            masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
-        )
+        # By scale, not size: exported graphs keep a dynamic batch (same coordinates).
+        high = F.interpolate(masks, scale_factor=4.0, mode="bilinear", align_corners=False)
         if from_prompt and self.binarize_prompt_masks:
             mask_for_mem = (high > 0).float()
         else:
