@@ -32,9 +32,10 @@ def main(argv=None) -> int:
     p = runner_parser(__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="torch")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--engine_dir", default=None, help="engines for --backend onnx")
     args = p.parse_args(argv)
 
-    backend = build_backend(args.backend, args.config, args.checkpoint, args.device)
+    backend = build_backend(args.backend, args.config, args.checkpoint, args.device, args.engine_dir)
     tracker = SAM2LongTracker(backend, TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty))
     data = np.load(args.prompts)
     ids = sorted(int(k[5:]) for k in data.files if k.startswith("mask_"))

@@ -145,6 +145,16 @@ STAGE_SPECS = {
 }
 
 
+def resolve_dims(spec: TensorSpec, geo: ModelGeometry, batch: int) -> tuple[int, ...]:
+    """A spec's symbolic dims as numbers for this model and batch."""
+    h, w = geo.feat_hw
+    table = {"S": geo.image_size, "C": geo.hidden_dim, "H": h, "W": w, "C0": geo.hr0_channels,
+             "C1": geo.hr1_channels, "4H": 4 * h, "4W": 4 * w, "2H": 2 * h, "2W": 2 * w,
+             "B": batch, "M": geo.num_maskmem, "K": geo.max_obj_ptrs, "HW": h * w,
+             "Cm": geo.mem_dim, "S/4": geo.low_res}
+    return tuple(table.get(d, d) for d in spec.dims)
+
+
 def dataclass_field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 

@@ -146,7 +146,8 @@ class PathwayBank:
 
         # Pointers: conditioning in slot 0, then ranks 1 .. L-1 (the oldest entry never
         # contributes one: the reference's quirk).
-        ptr_rank = torch.arange(1, G + 1, device=dev).expand(len(rows), -1)
+        # Always the model's K slots (fixed graph shapes); short videos leave some empty.
+        ptr_rank = torch.arange(1, self.geo.max_obj_ptrs, device=dev).expand(len(rows), -1)
         p_entry, p_exists = entry_of_rank(ptr_rank)
         p_valid = p_exists & (ptr_rank <= (length - 1)[:, None])
         ptr_tokens = torch.cat((self.cond_ptr[objs][:, None], ptrs[rows[:, None], p_entry]), 1)

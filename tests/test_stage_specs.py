@@ -2,16 +2,12 @@
 
 import torch
 
-from engine.stages import STAGE_SPECS, DecoderOutput, ImageFeatures, MemoryInputs, dataclass_field_names
+from engine.stages import (STAGE_SPECS, DecoderOutput, ImageFeatures, MemoryInputs,
+                           dataclass_field_names, resolve_dims)
 
 
 def _dims(spec, geo, batch):
-    h, w = geo.feat_hw
-    table = {"S": geo.image_size, "C": geo.hidden_dim, "H": h, "W": w, "C0": geo.hr0_channels,
-             "C1": geo.hr1_channels, "4H": 4 * h, "4W": 4 * w, "2H": 2 * h, "2W": 2 * w,
-             "B": batch, "M": geo.num_maskmem, "K": geo.max_obj_ptrs, "HW": h * w,
-             "Cm": geo.mem_dim, "S/4": geo.image_size // 4}
-    return tuple(table.get(d, d) for d in spec.dims)
+    return resolve_dims(spec, geo, batch)
 
 
 def test_dataclasses_follow_spec_order():

@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random_weights", action="store_true",
                    help="a seeded random micro model (offline; the masks are meaningless)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend; auto picks the fastest available here")
+    p.add_argument("--engine_dir", default=None,
+                   help="folder of engines from export/build_engines.py (for --backend onnx)")
     p.add_argument("--max_frames", type=int, default=3000,
                    help="refuse longer videos with a message (0: no limit)")
     return p
@@ -178,19 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
 def create_demo(args) -> gr.Blocks:
     from tools.video_inference import load_backend
 
-    backend = load_backend(args.sam2_cfg, args.sam2_checkpoint, args.random_weights, args.device)
+    backend = load_backend(args.sam2_cfg, args.sam2_checkpoint, args.random_weights, args.device,
+                           args.backend, args.engine_dir)
     note = "**Random weights: the masks are meaningless.**" if args.random_weights else ""
     return Demo(backend, args.max_frames or None, note).build()
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from engine.manifest import EngineMismatchError
     from engine.model_loading import ModelLoadError
     from tools.download_checkpoints import DownloadError
 
     try:
         demo = create_demo(args)
-    except (ModelLoadError, DownloadError, FileNotFoundError, ValueError) as e:
+    except (ModelLoadError, EngineMismatchError, DownloadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share,

@@ -56,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a frame enters memory only if its predicted IoU is above this")
     p.add_argument("--uncertainty", type=float, default=2.0,
                    help="when every |object score| is at most this, favour diverse masks")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch"],
-                   help="inference backend; auto picks the fastest available and says which")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="inference backend; auto picks the fastest available here (torch; "
+                        "ONNX Runtime is slower on CPUs) and says which")
+    p.add_argument("--engine_dir", default=None,
+                   help="folder of engines from export/build_engines.py (for --backend onnx)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--fps", type=float, default=24.0, help="frame rate for a folder of frames")
     return p
@@ -82,11 +85,14 @@ def _prompt(args, info) -> ObjectPrompt:
     return prompt
 
 
-def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, device: str):
+def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, device: str,
+                 backend: str = "auto", engine_dir: str | None = None):
     """The model the user asked for (shared with the Gradio demo): random micro weights,
     or a checkpoint, downloading an official one that is missing."""
     from engine.factory import build_backend
 
+    # `auto`: torch, on CUDA when the machine has it (the fastest backend built so far).
+    name = "torch" if backend == "auto" else backend
     if random_weights:
         from tools.make_random_checkpoint import write_checkpoint
 
@@ -94,7 +100,7 @@ def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, devi
         if not path.is_file():
             write_checkpoint(path, RANDOM_CFG, seed=0)
         print("NOTE: --random_weights: a random micro model, the masks are meaningless.")
-        return build_backend("torch", RANDOM_CFG, str(path), device)
+        return build_backend(name, RANDOM_CFG, str(path), device, engine_dir)
     checkpoint = Path(sam2_checkpoint)
     if not checkpoint.is_file():
         from tools.download_checkpoints import OFFICIAL, download
@@ -105,8 +111,7 @@ def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, devi
                 f"python tools/download_checkpoints.py ({', '.join(OFFICIAL)})")
         print(f"{checkpoint} is missing: downloading the official checkpoint")
         download(checkpoint.name, checkpoint.parent)
-    # `auto`: the torch backend is the only one so far; CUDA when the machine has it.
-    return build_backend("torch", sam2_cfg, str(checkpoint), device)
+    return build_backend(name, sam2_cfg, str(checkpoint), device, engine_dir)
 
 
 def run(args) -> int:
@@ -116,7 +121,8 @@ def run(args) -> int:
     output = args.output_video or os.path.join(
         "outputs", f"{Path(args.video_path.rstrip('/')).stem}_sam2long.mp4")
     config = TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty)
-    backend = load_backend(args.sam2_cfg, args.sam2_checkpoint, args.random_weights, args.device)
+    backend = load_backend(args.sam2_cfg, args.sam2_checkpoint, args.random_weights, args.device,
+                           args.backend, args.engine_dir)
     print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
           f"{float(info.fps):.2f} fps; backend {backend.name} on {backend.device}")
     fps = track_video(backend, source, [prompt], config, output, args.output_mask_dir, progress=tqdm)
@@ -126,12 +132,14 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from engine.manifest import EngineMismatchError
     from engine.model_loading import ModelLoadError
     from tools.download_checkpoints import DownloadError
 
     try:
         return run(args)
-    except (VideoError, PromptError, ModelLoadError, DownloadError, FileNotFoundError, ValueError) as e:
+    except (VideoError, PromptError, ModelLoadError, EngineMismatchError, DownloadError,
+            FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

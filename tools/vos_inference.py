@@ -48,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SAM 2 config: a name inside the sam2 package or a path to a YAML file")
     model.add_argument("--sam2_checkpoint", default="./checkpoints/sam2.1_hiera_b+.pt",
                        help='checkpoint in the official layout {"model": state_dict}')
-    model.add_argument("--backend", default="torch", choices=["torch"],
-                       help="inference backend (torch: the PyTorch reference)")
+    model.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                       help="inference backend: torch (the PyTorch reference) or onnx (ONNX "
+                            "Runtime over graphs built by export/build_engines.py)")
+    model.add_argument("--engine_dir", default=None,
+                       help="folder of engines from export/build_engines.py (for --backend onnx)")
     model.add_argument("--device", default="auto",
                        help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
     data = p.add_argument_group("data")
@@ -191,12 +194,14 @@ def main(argv=None) -> int:
         return 0
 
     from engine.factory import build_backend
+    from engine.manifest import EngineMismatchError
     from engine.model_loading import ModelLoadError
     from runtime.tracker import SAM2LongTracker
 
     try:
-        backend = build_backend(args.backend, args.sam2_cfg, args.sam2_checkpoint, args.device)
-    except (ModelLoadError, ValueError) as e:
+        backend = build_backend(args.backend, args.sam2_cfg, args.sam2_checkpoint, args.device,
+                                args.engine_dir)
+    except (ModelLoadError, EngineMismatchError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tracker = SAM2LongTracker(backend, config)

@@ -1,0 +1,91 @@
+"""The manifest written beside exported graphs, and the check the runtime makes before use.
+
+A mismatch between engines and the model the user asked for (another config, another
+checkpoint, another image size or precision) is a clear error telling how to rebuild,
+never wrong masks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+CONSTANTS_NAME = "constants.npz"
+STAGES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+
+
+class EngineMismatchError(RuntimeError):
+    """Engines that do not belong to the requested model; the message says how to rebuild."""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    config_sha256: str
+    checkpoint_sha256: str
+    config_name: str
+    image_size: int
+    num_maskmem: int
+    max_obj_ptrs: int
+    precision: str
+    opset: int
+    max_batch: int
+    versions: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # stage -> graph file name
+
+    def save(self, folder: Path):
+        path = Path(folder) / MANIFEST_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest:
+        path = Path(folder) / MANIFEST_NAME
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise EngineMismatchError(f"{path} is not a manifest this version can read ({e})") from e
+
+    def identity(self) -> dict:
+        """What must match for the graphs to serve a model."""
+        return {"config_sha256": self.config_sha256, "checkpoint_sha256": self.checkpoint_sha256,
+                "precision": self.precision}
+
+
+def build_command(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "fp32") -> str:
+    return (f"python export/build_engines.py --sam2_cfg {sam2_cfg} --sam2_checkpoint "
+            f"{sam2_checkpoint} --out_dir {out_dir} --targets onnx --precision {precision}")
+
+
+def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, precision: str,
+                   sam2_cfg: str, sam2_checkpoint: str) -> Manifest:
+    """The manifest in `folder`, after checking it was built for this config and checkpoint."""
+    rebuild = build_command(sam2_cfg, sam2_checkpoint, str(folder), precision)
+    try:
+        manifest = Manifest.load(folder)
+    except FileNotFoundError:
+        raise EngineMismatchError(f"no engines in {folder} (no {MANIFEST_NAME}); build them with:\n  {rebuild}") from None
+    wanted = {"config_sha256": file_sha256(config_path),
+              "checkpoint_sha256": file_sha256(checkpoint_path), "precision": precision}
+    wrong = [k for k, v in wanted.items() if manifest.identity()[k] != v]
+    if wrong:
+        raise EngineMismatchError(
+            f"the engines in {folder} were built for another model ({', '.join(wrong)} differ: "
+            f"built from {manifest.config_name}); rebuild them with:\n  {rebuild}")
+    missing = [stage for stage in STAGES if not (Path(folder) / manifest.files.get(stage, "?")).is_file()]
+    if missing:
+        raise EngineMismatchError(f"{folder} lacks the graphs of {', '.join(missing)}; rebuild with:\n  {rebuild} --force")
+    return manifest

@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Build inference engines from a SAM 2 checkpoint: the four stages as ONNX graphs.
+
+Writes <out_dir>/<stage>.onnx, constants.npz (small tensors the runtime applies itself)
+and manifest.json (model identity, geometry, opset, tool versions, precision), which the
+runtime checks before use. A rerun with the same inputs reuses what is built (--force to
+redo). TensorRT engines come with `--targets trt` in a later version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engine.manifest import CONSTANTS_NAME, STAGES, EngineMismatchError, Manifest, file_sha256
+from engine.model_loading import ModelLoadError, load_sam2_model
+from engine.torch_stages import model_geometry
+
+OPSET = 18
+EXTERNAL_DATA_BYTES = 512 << 20  # bigger graphs keep their weights in a side file
+
+
+def export_stage(stage: str, module, inputs: dict, path: Path):
+    import onnx
+
+    from export.wrappers import dynamic_axes, output_names
+
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, tuple(inputs.values()), str(tmp), input_names=list(inputs),
+                          output_names=output_names(stage), dynamic_axes=dynamic_axes(stage, inputs),
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    if tmp.stat().st_size > EXTERNAL_DATA_BYTES:
+        graph = onnx.load(str(tmp))
+        onnx.save_model(graph, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
+    onnx.checker.check_model(str(tmp))  # by path: works with external data too
+    tmp.replace(path)  # the weights side file already has its final name
+
+
+def write_constants(model, geo, path: Path):
+    np.savez(
+        path,
+        no_mem_embed=model.no_mem_embed.detach().reshape(-1).numpy(),
+        mask_downsample_weight=model.mask_downsample.weight.detach().numpy(),
+        mask_downsample_bias=model.mask_downsample.bias.detach().numpy(),
+        **{f"geometry_{k}": np.array(v) for k, v in asdict(geo).items()},
+    )
+
+
+def build(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "fp32",
+          max_batch: int = 24, force: bool = False) -> Path:
+    import onnx
+    import onnxruntime
+
+    from export.wrappers import example_inputs, stage_modules
+
+    out = Path(out_dir)
+    steps = tqdm(total=len(STAGES) + 2, desc="build engines", unit="step")
+    steps.set_postfix_str("loading model")
+    loaded = load_sam2_model(sam2_cfg, sam2_checkpoint)
+    model = loaded.model
+    if model.binarize_mask_from_pts_for_mem_enc:
+        raise ModelLoadError("binarize_mask_from_pts_for_mem_enc=true is not supported by the exported memory encoder")
+    geo = model_geometry(model)
+    manifest = Manifest(
+        config_sha256=file_sha256(loaded.config_path),
+        checkpoint_sha256=file_sha256(loaded.checkpoint_path),
+        config_name=str(sam2_cfg), image_size=geo.image_size, num_maskmem=geo.num_maskmem,
+        max_obj_ptrs=geo.max_obj_ptrs, precision=precision, opset=OPSET, max_batch=max_batch,
+        versions={"torch": torch.__version__, "onnx": onnx.__version__,
+                  "onnxruntime": onnxruntime.__version__},
+        files={stage: f"{stage}.onnx" for stage in STAGES},
+    )
+    steps.update()
+    try:
+        previous = Manifest.load(out)
+    except (FileNotFoundError, EngineMismatchError):
+        previous = None
+    reusable = (not force and previous is not None
+                and {k: v for k, v in asdict(previous).items() if k != "versions"}
+                == {k: v for k, v in asdict(manifest).items() if k != "versions"}
+                and all((out / f).is_file() for f in manifest.files.values()))
+    if reusable:
+        steps.set_postfix_str("up to date")
+        steps.update(steps.total - steps.n)
+        steps.close()
+        print(f"engines in {out} are up to date (use --force to rebuild)")
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # an interrupted build is never reused
+    modules, inputs = stage_modules(model), example_inputs(geo)
+    for stage in STAGES:
+        steps.set_postfix_str(stage)
+        export_stage(stage, modules[stage], inputs[stage], out / manifest.files[stage])
+        steps.update()
+    write_constants(model, geo, out / CONSTANTS_NAME)
+    manifest.save(out)
+    steps.update()
+    steps.close()
+    print(f"wrote {', '.join(manifest.files.values())}, {CONSTANTS_NAME} and manifest.json to {out}")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sam2_cfg", default="configs/sam2.1/sam2.1_hiera_b+.yaml",
+                   help="SAM 2 config: a name inside the sam2 package or a path to a YAML file")
+    p.add_argument("--sam2_checkpoint", default="./checkpoints/sam2.1_hiera_base_plus.pt",
+                   help='checkpoint in the official layout {"model": state_dict}')
+    p.add_argument("--out_dir", default="engines/sam2.1_hiera_b+", help="where the engines go")
+    p.add_argument("--targets", nargs="+", default=["onnx"], choices=["onnx"],
+                   help="what to build (TensorRT engines come in a later version)")
+    p.add_argument("--precision", default="fp32", choices=["fp32"],
+                   help="graph precision (fp16/bf16 come with the TensorRT build)")
+    p.add_argument("--max_batch", type=int, default=24,
+                   help="objects x pathways the graphs are sized for (checked at run time)")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    args = p.parse_args(argv)
+    if args.max_batch < 1:
+        print("error: --max_batch must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        build(args.sam2_cfg, args.sam2_checkpoint, args.out_dir, args.precision, args.max_batch, args.force)
+    except ModelLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""ONNX export and the ONNX Runtime backend (CPU) against the PyTorch backend.
+
+Per stage on fresh random inputs and real frames (max abs error <= 1e-4 of the output's
+scale, batches of several sizes, partly empty memory equal to SAM 2's variable-length
+call), end to end through the tools, and the manifest checks.
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.manifest import EngineMismatchError
+from engine.stages import MemoryInputs
+from runtime.frames import preprocess_frame
+from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/setup_env.sh")
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, micro_checkpoints):
+    from export.build_engines import build
+
+    return build(MICRO_CFG, str(micro_checkpoints["lively"]), str(tmp_path_factory.mktemp("eng")))
+
+
+@pytest.fixture(scope="module")
+def onnx_backend(engines, micro_checkpoints):
+    from engine.factory import build_backend
+
+    return build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(engines))
+
+
+def _close(got, want, what):
+    scale = float(want.abs().max()) or 1.0
+    err = float((got - want).abs().max())
+    assert err <= 1e-4 * scale, f"{what}: max abs error {err:.3g} vs scale {scale:.3g}"
+
+
+def test_image_encoder_random_and_real_frames(onnx_backend, lively_backend):
+    images = [torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    images += [preprocess_frame(Image.open(ROOT / "samples/shapes/JPEGImages/shapes/00005.jpg"), 256)]
+    for image in images:
+        got, want = onnx_backend.encode_image(image), lively_backend.encode_image(image)
+        for name in ("feat", "hr0", "hr1"):
+            _close(getattr(got, name), getattr(want, name), name)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 6])
+def test_memory_attention_partly_empty_equals_variable_length(onnx_backend, lively_backend,
+                                                              micro_checkpoints, batch):
+    from engine.model_loading import load_sam2_model
+    from tests.test_memory_attention import _random_memory, _sam2_variable_length
+
+    geo = onnx_backend.geometry
+    gen = torch.Generator().manual_seed(100 + batch)
+    feat = torch.randn(1, geo.hidden_dim, *geo.feat_hw, generator=gen)
+    mem = _random_memory(geo, batch, gen, weighted=True)
+    got = onnx_backend.attend_memory(feat, mem)
+    _close(got, lively_backend.attend_memory(feat, mem), "vs torch backend")
+    model = load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model
+    with torch.inference_mode():
+        for row in range(batch):
+            _close(got[row], _sam2_variable_length(model, feat, mem, row)[0], f"row {row} vs SAM 2")
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_decoder_and_memory_encoder(onnx_backend, lively_backend, batch):
+    geo = onnx_backend.geometry
+    gen = torch.Generator().manual_seed(200 + batch)
+    image = lively_backend.encode_image(torch.randn(1, 3, 256, 256, generator=gen))
+    pix = torch.randn(batch, geo.hidden_dim, *geo.feat_hw, generator=gen)
+    clicks = (torch.rand(batch, 3, 2, generator=gen) * 256, torch.tensor([[1, 0, 2]] * batch, dtype=torch.int32))
+    mask = (torch.rand(batch, 1, 256, 256, generator=gen) > 0.5).float()
+    for kwargs in ({}, {"point_coords": clicks[0], "point_labels": clicks[1]}, {"mask_input": mask}):
+        got, want = onnx_backend.decode_masks(pix, image, **kwargs), lively_backend.decode_masks(pix, image, **kwargs)
+        for name in vars(want):
+            _close(getattr(got, name), getattr(want, name), f"{name} {list(kwargs)}")
+    masks = torch.randn(batch, 1, geo.low_res, geo.low_res, generator=gen) * 5
+    score = torch.randn(batch, generator=gen)
+    _close(onnx_backend.encode_memory(image.feat, masks, score),
+           lively_backend.encode_memory(image.feat, masks, score), "memory encoder")
+
+
+def test_end_to_end_longer_video_matches_torch(onnx_backend, lively_backend):
+    from runtime.config import TrackerConfig
+    from runtime.postprocess import to_video_resolution
+    from runtime.prompts import ObjectPrompt
+    from runtime.tracker import SAM2LongTracker
+
+    prompts = [ObjectPrompt(1, 0, mask=synthetic_mask(0)),
+               ObjectPrompt(2, 9, points=np.array([[30.0, 20.0]]))]
+
+    def run(backend):
+        frames = (preprocess_frame(Image.fromarray(synthetic_frame(t)), 256) for t in range(40))
+        tracker = SAM2LongTracker(backend, TrackerConfig(3, 0.1, 2.0))
+        return [to_video_resolution(r.low_res_logits, (120, 160)) > 0
+                for r in tracker.track(frames, prompts, 40, (120, 160))]
+
+    for t, (a, b) in enumerate(zip(run(onnx_backend), run(lively_backend))):
+        for obj in range(a.shape[0]):
+            union = (a[obj] | b[obj]).sum()
+            iou = 1.0 if union == 0 else (a[obj] & b[obj]).sum() / union
+            assert iou >= 0.999, (t, obj, iou)
+
+
+def test_onnx_backend_reproduces_torch_on_parity_fixture(parity_dir, tmp_path):
+    from export.build_engines import build
+    from tests.test_parity_fixture import make_sav_dataset, mask_iou
+    from tools import vos_inference
+
+    cfg, ckpt = str(parity_dir / "micro_sam2.1.yaml"), str(parity_dir / "micro_lively_seed0.pt")
+    build(cfg, ckpt, str(tmp_path / "eng"))
+    make_sav_dataset(tmp_path, parity_dir / "frames", np.load(parity_dir / "prompts.npz"))
+    outputs = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        assert vos_inference.main([
+            "--backend", backend, "--engine_dir", str(tmp_path / "eng"), "--device", "cpu",
+            "--per_obj_png_file", "--sam2_cfg", cfg, "--sam2_checkpoint", ckpt,
+            "--base_video_dir", str(tmp_path / "JPEGImages"),
+            "--input_mask_dir", str(tmp_path / "Annotations"), "--output_mask_dir", str(out)]) == 0
+        outputs[backend] = sorted((out / "bedroom" / "001").glob("*.png"))
+    assert len(outputs["onnx"]) == 8
+    for a, b in zip(outputs["torch"], outputs["onnx"]):
+        assert mask_iou(np.array(Image.open(a)) > 0, np.array(Image.open(b)) > 0) >= 0.999, a.name
+
+
+def test_manifest_checks_and_rebuilds(engines, micro_checkpoints, tmp_path, capsys):
+    from engine.factory import build_backend
+    from export.build_engines import main as build_main
+
+    with pytest.raises(EngineMismatchError, match="(?s)another model.*checkpoint_sha256.*build_engines.py"):
+        build_backend("onnx", MICRO_CFG, str(micro_checkpoints["plain"]), "cpu", str(engines))
+    with pytest.raises(EngineMismatchError, match="no engines in"):
+        build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(tmp_path))
+    with pytest.raises(ValueError, match="needs --engine_dir"):
+        build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", None)
+    args = ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(micro_checkpoints["lively"]),
+            "--out_dir", str(engines)]
+    stamp = (engines / "mask_decoder.onnx").stat().st_mtime_ns
+    assert build_main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (engines / "mask_decoder.onnx").stat().st_mtime_ns == stamp
+    assert build_main(args + ["--force"]) == 0
+    assert (engines / "mask_decoder.onnx").stat().st_mtime_ns != stamp
+    assert build_main(["--sam2_checkpoint", str(tmp_path / "none.pt"), "--out_dir", str(tmp_path)]) == 2
+    (engines / "memory_encoder.onnx").rename(tmp_path / "moved.onnx")
+    try:
+        with pytest.raises(EngineMismatchError, match="lacks the graphs of memory_encoder"):
+            build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(engines))
+    finally:
+        (tmp_path / "moved.onnx").rename(engines / "memory_encoder.onnx")
