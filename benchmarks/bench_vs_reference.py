@@ -54,7 +54,7 @@ def run_side(script, pythonpath, args, out_path, extra=()):
 
 
 def object_ids(npz):
-    return sorted(int(k[len("logits_"):]) for k in npz.files if k.startswith("logits_"))
+    return sorted(int(k[len("logits_"):]) for k in npz if k.startswith("logits_"))
 
 
 def tracked_frames(npz):
@@ -90,6 +90,8 @@ def main(argv=None):
     p.add_argument("--uncertainty", type=float, default=2)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=0, help="untimed runs of each side first")
+    p.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnx"],
+                   help="our backends to time (onnx engines are built first, untimed)")
     p.add_argument("--engine_arg", action="append", default=[],
                    help="extra argument passed to engine_runner.py (repeatable)")
     p.add_argument("--python", default=sys.executable, help="interpreter for both sides")
@@ -108,32 +110,33 @@ def main(argv=None):
 
     sides = {}
     engine_runner = ROOT / "benchmarks" / "engine_runner.py"
-    if engine_runner.exists():
-        sides["ours"] = (engine_runner, str(ROOT), args.engine_arg)
-    else:
-        print(f"{engine_runner} not found: not running our engine")
+    tmp_holder = tempfile.TemporaryDirectory()
+    tmp = Path(tmp_holder.name)
+    for backend in args.backends:
+        extra = ["--backend", backend, *args.engine_arg]
+        if backend == "onnx":
+            subprocess.run([args.python, str(ROOT / "export" / "build_engines.py"), "--sam2_cfg",
+                            args.config, "--sam2_checkpoint", args.checkpoint, "--out_dir",
+                            str(tmp / "engines")], check=True, capture_output=True, cwd=ROOT)
+            extra += ["--engine_dir", str(tmp / "engines")]
+        sides[backend] = (engine_runner, str(ROOT), extra)
     if ref_repo is not None:
         sides["original"] = (ROOT / "benchmarks" / "reference_runner.py", str(ref_repo), [])
-    if not sides:
-        raise SystemExit("nothing to run")
 
     seconds = {name: [] for name in sides}
-    with tempfile.TemporaryDirectory() as tmp:
-        outs = {name: Path(tmp) / f"{name}.npz" for name in sides}
-        for _ in range(args.warmup):
-            for name, (script, pythonpath, extra) in sides.items():
-                run_side(script, pythonpath, args, outs[name], extra)
-        for r in range(args.repeats):
-            for name in (["original", "ours"] if r % 2 == 0 else ["ours", "original"]):
-                if name not in sides:
-                    continue
-                script, pythonpath, extra = sides[name]
-                seconds[name].append(run_side(script, pythonpath, args, outs[name], extra))
-                print(f"  run {r + 1}/{args.repeats} {name}: {seconds[name][-1]:.2f} s", flush=True)
-        npz = {name: np.load(outs[name]) for name in sides}
-        frames = {name: tracked_frames(npz[name]) for name in sides}
-        both = len(sides) == 2
-        agree = agreement(npz["ours"], npz["original"]) if both else {}
+    outs = {name: tmp / f"{name}.npz" for name in sides}
+    for _ in range(args.warmup):
+        for name, (script, pythonpath, extra) in sides.items():
+            run_side(script, pythonpath, args, outs[name], extra)
+    for r in range(args.repeats):
+        order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+        for name in order:
+            script, pythonpath, extra = sides[name]
+            seconds[name].append(run_side(script, pythonpath, args, outs[name], extra))
+            print(f"  run {r + 1}/{args.repeats} {name}: {seconds[name][-1]:.2f} s", flush=True)
+    npz = {name: dict(np.load(outs[name])) for name in sides}
+    tmp_holder.cleanup()
+    frames = {name: tracked_frames(npz[name]) for name in sides}
 
     report = {"settings": {k: getattr(args, k) for k in (
         "config", "checkpoint", "frames", "prompts", "num_pathway", "iou_thre",
@@ -145,17 +148,26 @@ def main(argv=None):
         report["sides"][name] = {"frames": frames[name], "seconds": med,
                                  "fps": fps, "all_seconds": seconds[name]}
         print(f"{name:<10}{frames[name]:>8}{med:>11.2f}{fps:>10.2f}")
-    if both:
-        ratio = report["sides"]["ours"]["fps"] / report["sides"]["original"]["fps"]
-        report["speed_ratio_ours_over_original"] = ratio
-        report["agreement"] = {str(k): v for k, v in agree.items()}
-        print(f"speed ratio (ours/original, fps): {ratio:.2f}x")
-        for k, v in agree.items():
-            if v["min_iou"] is None:
-                print(f"object {k}: not comparable ({v['note']})")
-            else:
-                print(f"object {k}: min per-frame mask IoU {v['min_iou']:.4f}, "
-                      f"max abs logit diff {v['max_abs']:.3g}")
+    if "original" in sides:
+        report["agreement"] = {}
+        for name in args.backends:
+            ratio = report["sides"][name]["fps"] / report["sides"]["original"]["fps"]
+            report["sides"][name]["speed_ratio_over_original"] = ratio
+            print(f"speed ratio ({name}/original, fps): {ratio:.2f}x")
+            agree = agreement(npz[name], npz["original"])
+            report["agreement"][name] = {str(k): v for k, v in agree.items()}
+            for k, v in agree.items():
+                if v["min_iou"] is None:
+                    print(f"  object {k}: not comparable ({v['note']})")
+                else:
+                    print(f"  object {k}: min per-frame mask IoU {v['min_iou']:.4f}, "
+                          f"max abs logit diff {v['max_abs']:.3g}")
+    stages = ("encode_image", "attend_memory", "decode_masks", "encode_memory")
+    print(f"\nper-stage seconds (last run){''.join(f'{st:>15}' for st in stages)}")
+    for name in args.backends:
+        values = [float(npz[name].get(f"stage_seconds_{st}", float("nan"))) for st in stages]
+        report["sides"][name]["stage_seconds"] = dict(zip(stages, values))
+        print(f"{name:<28}{''.join(f'{v:>15.2f}' for v in values)}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

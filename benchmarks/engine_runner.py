@@ -28,6 +28,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner_cli import runner_parser  # noqa: E402
 
 
+def time_stages(backend) -> dict[str, float]:
+    """Wrap the backend's four stage methods to add up their wall time (CPU: synchronous)."""
+    totals: dict[str, float] = {}
+    for name in ("encode_image", "attend_memory", "decode_masks", "encode_memory"):
+        method = getattr(backend, name)
+        totals[name] = 0.0
+
+        def timed(*a, _method=method, _name=name, **k):
+            start = time.perf_counter()
+            result = _method(*a, **k)
+            totals[_name] += time.perf_counter() - start
+            return result
+
+        setattr(backend, name, timed)
+    return totals
+
+
 def main(argv=None) -> int:
     p = runner_parser(__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="torch")
@@ -36,6 +53,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     backend = build_backend(args.backend, args.config, args.checkpoint, args.device, args.engine_dir)
+    stage_seconds = time_stages(backend)
     tracker = SAM2LongTracker(backend, TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty))
     data = np.load(args.prompts)
     ids = sorted(int(k[5:]) for k in data.files if k.startswith("mask_"))
@@ -53,7 +71,8 @@ def main(argv=None) -> int:
         for obj, frame_logits in zip(result.obj_ids, video_res):
             logits[obj].append(frame_logits.astype(np.float16))
     seconds = time.perf_counter() - start
-    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds)}
+    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds),
+           **{f"stage_seconds_{k}": np.array(v) for k, v in stage_seconds.items()}}
     for prompt in prompts:
         i = prompt.obj_id
         out[f"logits_{i}"] = np.stack(logits[i])
