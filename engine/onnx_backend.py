@@ -29,7 +29,28 @@ TORCH_TO_NUMPY = {torch.float32: np.float32, torch.int64: np.int64, torch.int32:
                   torch.bool: np.bool_}
 
 
-def _providers(device: torch.device, engine_dir: Path, max_batch: int):
+MAX_CLICKS = 16  # decoder point inputs: boxes count as two
+
+
+def _trt_profiles(stage: str, geo: ModelGeometry, max_batch: int, opt_batch: int = 3) -> dict:
+    """Explicit min/opt/max shapes for every dynamic input of a stage (TensorRT EP)."""
+    shapes = {}
+    for name, batch in (("min", 1), ("opt", min(opt_batch, max_batch)), ("max", max_batch)):
+        dims = {t.name: resolve_dims(t, geo, batch) for t in STAGE_SPECS[stage].inputs if t.dims[0] == "B"}
+        if stage == "mask_decoder":
+            clicks = {"min": 1, "opt": 1, "max": MAX_CLICKS}[name]
+            dims.update(point_coords=(batch, clicks, 2), point_labels=(batch, clicks),
+                        mask_prompt=(batch, 1, geo.low_res, geo.low_res), mask_valid=(batch,))
+        if stage == "memory_encoder":
+            dims["obj_score"] = (batch,)
+        if not dims:  # a static graph (the image encoder) needs no profile
+            return {}
+        shapes[f"trt_profile_{name}_shapes"] = ",".join(
+            f"{k}:{'x'.join(map(str, v))}" for k, v in dims.items())
+    return shapes
+
+
+def _providers(stage: str, device: torch.device, engine_dir: Path, geo: ModelGeometry, max_batch: int):
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -37,10 +58,11 @@ def _providers(device: torch.device, engine_dir: Path, max_batch: int):
         return ["CPUExecutionProvider"]
     options = {"device_id": device.index or 0}
     if "TensorrtExecutionProvider" in available:
-        cache = engine_dir / "ort_trt_cache"
+        cache = engine_dir / "ort_trt_cache"  # engines and timing cache survive restarts
         cache.mkdir(exist_ok=True)
         trt = dict(options, trt_engine_cache_enable=True, trt_engine_cache_path=str(cache),
-                   trt_timing_cache_enable=True, trt_timing_cache_path=str(cache))
+                   trt_timing_cache_enable=True, trt_timing_cache_path=str(cache),
+                   **_trt_profiles(stage, geo, max_batch))
         return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", options)]
     if "CUDAExecutionProvider" in available:
         return [("CUDAExecutionProvider", options)]
@@ -70,9 +92,9 @@ class OnnxBackend(StageBackend):
         options.log_severity_level = 3  # errors only: shape-merge notes are noise
         if self.device.type != "cpu":
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        providers = _providers(self.device, self.engine_dir, manifest.max_batch)
         self.sessions = {}
         for stage in STAGES:
+            providers = _providers(stage, self.device, self.engine_dir, self.geometry, manifest.max_batch)
             session = ort.InferenceSession(str(self.engine_dir / manifest.files[stage]), options,
                                            providers=providers)
             self._check_io(stage, session)

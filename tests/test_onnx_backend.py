@@ -152,3 +152,23 @@ def test_manifest_checks_and_rebuilds(engines, micro_checkpoints, tmp_path, caps
             build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(engines))
     finally:
         (tmp_path / "moved.onnx").rename(engines / "memory_encoder.onnx")
+
+
+def test_tensorrt_ep_profiles_cover_every_dynamic_input(onnx_backend):
+    import onnxruntime as ort
+
+    from engine.manifest import STAGES
+    from engine.onnx_backend import _trt_profiles
+
+    for stage in STAGES:
+        profiles = _trt_profiles(stage, onnx_backend.geometry, max_batch=12)
+        session = onnx_backend.sessions[stage]
+        dynamic = {i.name for i in session.get_inputs() if any(not isinstance(d, int) for d in i.shape)}
+        if not dynamic:
+            assert profiles == {}, stage
+            continue
+        for kind in ("min", "opt", "max"):
+            named = {item.split(":")[0] for item in profiles[f"trt_profile_{kind}_shapes"].split(",")}
+            assert named == dynamic, (stage, kind)
+        assert ":12x" in profiles["trt_profile_max_shapes"] and ":3x" in profiles["trt_profile_opt_shapes"], stage
+    assert "CPUExecutionProvider" in ort.get_available_providers()
