@@ -141,7 +141,7 @@ class OnnxBackend(StageBackend):
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
         return ImageFeatures(*self._run("image_encoder", {"image": image.to(self.device).float()}, 1))
 
-    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs) -> torch.Tensor:
+    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
         feeds = {"feat": feat, **vars(memory)}
         return self._run("memory_attention", feeds, memory.mem_feats.shape[0])[0]
 

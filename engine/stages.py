@@ -174,8 +174,10 @@ class StageBackend(ABC):
         """image [1, 3, S, S] normalised -> ImageFeatures."""
 
     @abstractmethod
-    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs) -> torch.Tensor:
-        """feat [1, C, H, W] + memory for B rows -> pix_feat [B, C, H, W]."""
+    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs,
+                      mem_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """feat [1, C, H, W] + memory for B rows -> pix_feat [B, C, H, W]. `mem_ids`
+        [B, M] (equal = the same stored entry) is a hint a backend may use or ignore."""
 
     @abstractmethod
     def decode_masks(

@@ -33,7 +33,7 @@ class TorchBackend(StageBackend):
         return ImageFeatures(feat=feat, hr0=hr0, hr1=hr1)
 
     @torch.inference_mode()
-    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs) -> torch.Tensor:
+    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
         # Slots empty in every row carry no information: drop them before attention so
         # early frames (few memories) cost what they need. Masked slots give the same
         # result, so this only saves time.
@@ -49,6 +49,8 @@ class TorchBackend(StageBackend):
             memory.ptr_valid[:, used_ptrs],
             memory.ptr_pos[:, used_ptrs],
             memory.ptr_weight[:, used_ptrs],
+            # Shared frame blocks need the CPU flash kernel's log-sum-exp output.
+            None if mem_ids is None or self.device.type != "cpu" else mem_ids[:, used_frames],
         )
 
     @torch.inference_mode()

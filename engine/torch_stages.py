@@ -143,8 +143,11 @@ class MemoryAttentionStage(nn.Module):
         return memory, memory_pos
 
     def forward(
-        self, feat, mem_feats, mem_valid, mem_tpos, mem_weight, ptrs, ptr_valid, ptr_pos, ptr_weight
+        self, feat, mem_feats, mem_valid, mem_tpos, mem_weight, ptrs, ptr_valid, ptr_pos, ptr_weight,
+        mem_ids=None,
     ):
+        """With `mem_ids` ([B, M] int64, equal ids = the same stored entry; CPU only), layer
+        one's cross-attention computes each distinct frame block once for all rows."""
         b, m, hw, _ = mem_feats.shape
         c, (h, w) = self.geo.hidden_dim, self.geo.feat_hw
         memory, memory_pos = self._memory_tokens(mem_feats, mem_tpos, ptrs, ptr_pos)
@@ -160,24 +163,70 @@ class MemoryAttentionStage(nn.Module):
         tgt = feat.flatten(2).transpose(1, 2)  # [1, HW, C]: the same for every row
         if self.attention.pos_enc_at_input:
             tgt = tgt + 0.1 * self.curr_pos
-        for layer in self.attention.layers:
+        for index, layer in enumerate(self.attention.layers):
             x = layer.norm1(tgt)
             qk = x + self.curr_pos if layer.pos_enc_at_attn else x
             tgt = tgt + rope_attention(layer.self_attn, qk, qk, x, self_rope, qk.shape[1])
-            # Layer one's self-attention sees only the current frame: run it once and
-            # broadcast to the rows only now.
-            tgt = tgt.expand(b, -1, -1)
+            # Until layer one's cross-attention every row holds the same values: its
+            # self-attention ran once, and its cross-attention queries are shared too.
             x = layer.norm2(tgt)
             q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
-            key = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
-            key = key * token_weight[..., None]
-            tgt = tgt + rope_attention(
-                layer.cross_attn_image, q, key, memory, cross_rope, m * hw, token_valid
-            )
+            if index == 0 and mem_ids is not None:
+                tgt = tgt + self._shared_cross_attention(
+                    layer, q, mem_feats, mem_valid, mem_tpos, mem_weight, mem_ids,
+                    memory[:, m * hw:], memory_pos[:, m * hw:], token_weight[:, m * hw:],
+                    token_valid[:, m * hw:])
+            else:
+                tgt = tgt.expand(b, -1, -1)
+                key = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
+                key = key * token_weight[..., None]
+                tgt = tgt + rope_attention(
+                    layer.cross_attn_image, q.expand(b, -1, -1), key, memory, cross_rope, m * hw,
+                    token_valid)
             x = layer.norm3(tgt)
             tgt = tgt + layer.linear2(layer.activation(layer.linear1(x)))
-        out = self.attention.norm(tgt)
+        out = self.attention.norm(tgt.expand(b, -1, -1))
         return out.transpose(1, 2).reshape(b, c, h, w)
+
+    def _shared_cross_attention(self, layer, q_in, mem_feats, mem_valid, mem_tpos, mem_weight,
+                                mem_ids, ptr_tokens, ptr_pos, ptr_weight, ptr_valid):
+        """Cross-attention for B rows sharing one query [1, HW, C]: each distinct frame
+        block (entry id, temporal position, key weight) is attended once, each row's
+        pointers once per row, and the pieces are merged by their log-sum-exp."""
+        attn, cos, sin = layer.cross_attn_image, self.cross_cos, self.cross_sin
+        heads, b = attn.num_heads, mem_feats.shape[0]
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        q = apply_rope(_split_heads(attn.q_proj(q_in), heads), cos, sin)  # [1, h, HW, d]
+
+        rows, slots = torch.nonzero(mem_valid, as_tuple=True)
+        signature = torch.stack((mem_ids[rows, slots], mem_tpos[rows, slots],
+                                 mem_weight[rows, slots].view(torch.int32).long()), 1)
+        unique, inverse = torch.unique(signature, dim=0, return_inverse=True)
+        first = torch.full((len(unique),), len(rows), dtype=torch.long, device=rows.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(len(rows), device=rows.device), "amin")
+        r, s = rows[first], slots[first]
+        feats = mem_feats[r, s]  # [U, HW, Cm]
+        key_in = feats
+        if layer.pos_enc_at_cross_attn_keys:
+            key_in = feats + self.mem_pos + self.maskmem_tpos_enc[:, 0, 0, :][mem_tpos[r, s]][:, None, :]
+        key_in = key_in * mem_weight[r, s][:, None, None]
+        k = apply_rope(_split_heads(attn.k_proj(key_in), heads), cos, sin)
+        v = _split_heads(attn.v_proj(feats), heads)
+        block_out, block_lse = flash(q.expand(len(unique), -1, -1, -1), k, v)  # [U,h,HW,d], [U,h,HW]
+
+        key_p = (ptr_tokens + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr_tokens) * ptr_weight[..., None]
+        k_p, v_p = _split_heads(attn.k_proj(key_p), heads), _split_heads(attn.v_proj(ptr_tokens), heads)
+        bias = torch.zeros(ptr_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~ptr_valid, float("-inf"))
+        ptr_out, ptr_lse = flash(q.expand(b, -1, -1, -1), k_p, v_p, attn_mask=bias[:, None, None, :])
+
+        member = torch.zeros(b, len(unique), dtype=torch.bool, device=q.device)
+        member[rows, inverse] = True
+        lse = torch.where(member[:, :, None, None], block_lse[None], float("-inf"))  # [B,U,h,HW]
+        total = torch.logsumexp(torch.cat((lse, ptr_lse[:, None]), 1), dim=1)  # [B,h,HW]
+        share = torch.exp(lse - total[:, None])  # 0 for blocks a row does not hold
+        out = torch.einsum("buhn,uhnd->bhnd", share, block_out)
+        out = out + torch.exp(ptr_lse - total)[..., None] * ptr_out
+        return attn.out_proj(_merge_heads(out))
 
 
 class MaskDecoderStage(nn.Module):

@@ -70,6 +70,12 @@ class PathwayBank:
         self.prev_score = torch.zeros(o, p, **z)
         self.prev_good = torch.zeros(o, p, dtype=torch.bool, **z)
         self.has_prev = torch.zeros(o, p, dtype=torch.bool, **z)
+        # Entry ids: equal ids mean the same stored memory entry (lets a backend attend to
+        # a frame shared by several pathways once).
+        self.cond_id = torch.zeros(o, dtype=torch.int64, **z)
+        self.good_id = torch.zeros(o, p, self.F, dtype=torch.int64, **z)
+        self.prev_id = torch.zeros(o, p, dtype=torch.int64, **z)
+        self._next_id = 1
         n = max(g.num_maskmem, self.G + 1) + 1
         table = torch.ones(n, n)
         for count in range(1, n):
@@ -82,11 +88,15 @@ class PathwayBank:
         self.cond_feat[obj] = feat.to(torch.bfloat16)
         self.cond_ptr[obj] = ptr
         self.start[obj] = start
+        self.cond_id[obj] = self._next_id
+        self._next_id += 1
         for field in (self.good_count, self.prev_good, self.has_prev):
             field[obj] = 0
 
-    def advance(self, objs: torch.Tensor, parent: torch.Tensor, new: NewEntries):
-        """Slot k of each object in `objs` becomes its parent slot plus the new entry."""
+    def advance(self, objs: torch.Tensor, parent: torch.Tensor, new: NewEntries,
+                copy_class: torch.Tensor):
+        """Slot k of each object in `objs` becomes its parent slot plus the new entry;
+        slots with equal `copy_class` [n, P] received the same entry."""
         def regather(field):
             rows = field[objs]
             index = parent.reshape(parent.shape + (1,) * (rows.dim() - 2)).expand(
@@ -95,6 +105,10 @@ class PathwayBank:
 
         good_ptr, good_score = regather(self.good_ptr), regather(self.good_score)
         good_feat, good_count = regather(self.good_feat), regather(self.good_count)
+        good_id = regather(self.good_id)
+        n = objs.shape[0]
+        new_id = self._next_id + torch.arange(n, device=self.device)[:, None] * self.P + copy_class
+        self._next_id += n * self.P
         good = (new.iou.double() > self.iou_thre) & (new.score > 0)
 
         def push(ring, item):
@@ -105,6 +119,8 @@ class PathwayBank:
         self.good_ptr[objs] = push(good_ptr, new.ptr)
         self.good_score[objs] = push(good_score, new.score)
         self.good_feat[objs] = push(good_feat, new.feat)
+        self.good_id[objs] = push(good_id, new_id)
+        self.prev_id[objs] = new_id
         self.good_count[objs] = torch.where(good, (good_count + 1).clamp(max=self.G), good_count)
         self.prev_feat[objs] = new.feat
         self.prev_ptr[objs] = new.ptr
@@ -113,8 +129,10 @@ class PathwayBank:
         self.has_prev[objs] = True
 
     # -- reading ---------------------------------------------------------------------
-    def memory_inputs(self, objs: torch.Tensor, slots: torch.Tensor, frame_idx: int) -> MemoryInputs:
-        """Fixed-size memory for rows (objs[i], slots[i]) tracking frame `frame_idx`."""
+    def memory_inputs(self, objs: torch.Tensor, slots: torch.Tensor,
+                      frame_idx: int) -> tuple[MemoryInputs, torch.Tensor]:
+        """Fixed-size memory for rows (objs[i], slots[i]) tracking frame `frame_idx`, and
+        the entry id of every frame slot [R, M]."""
         M, G, F = self.geo.num_maskmem, self.G, self.F
         dev = self.device
         rows = torch.arange(objs.shape[0], device=dev)
@@ -139,6 +157,8 @@ class PathwayBank:
         f_src = (f_entry - (G - F)).clamp(min=0)  # ring entry -> feature ring position
         mem_feats = torch.cat(
             (self.cond_feat[objs][:, None], feat_src[rows[:, None], f_src]), 1).float()
+        id_src = torch.cat((self.good_id[objs, slots], self.prev_id[objs, slots][:, None]), 1)
+        mem_ids = torch.cat((self.cond_id[objs][:, None], id_src.gather(1, f_src)), 1)
         mem_valid = torch.cat((torch.ones_like(f_valid[:, :1]), f_valid), 1)
         mem_tpos = torch.cat((torch.full_like(frame_rank[:, :1], M - 1), frame_rank - 1), 1)
         frame_scores = torch.cat(
@@ -162,7 +182,8 @@ class PathwayBank:
         modulate = (mem_valid.sum(1) > 1)[:, None]
         mem_weight = torch.where(modulate, _rank_weights(frame_scores, mem_valid, self.weight_table), 1.0)
         ptr_weight = torch.where(modulate, _rank_weights(ptr_scores, ptr_valid, self.weight_table), 1.0)
-        return MemoryInputs(
+        memory = MemoryInputs(
             mem_feats=mem_feats, mem_valid=mem_valid, mem_tpos=mem_tpos, mem_weight=mem_weight,
             ptrs=ptr_tokens, ptr_valid=ptr_valid, ptr_pos=ptr_pos.float(), ptr_weight=ptr_weight,
         )
+        return memory, mem_ids

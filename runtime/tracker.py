@@ -193,8 +193,8 @@ class SAM2LongTracker:
         row_table = _slot_table(rep_a, rep_slot, (num_act, P), dev)
         row_of_slot = row_table.gather(1, cls)  # [A, P] decoded row of each slot
 
-        memory = s.bank.memory_inputs(objs[rep_a], rep_slot, t)
-        pix = self.backend.attend_memory(feats.feat, memory)
+        memory, mem_ids = s.bank.memory_inputs(objs[rep_a], rep_slot, t)
+        pix = self.backend.attend_memory(feats.feat, memory, mem_ids)
         dec = self.backend.decode_masks(pix, feats)
         ious = dec.ious[row_of_slot]  # [A, P, 3]
         scores = dec.obj_score[row_of_slot]  # [A, P]
@@ -224,7 +224,7 @@ class SAM2LongTracker:
             ptr=dec.obj_ptrs[src_row, mask_idx],
             score=kept_score,
             iou=kept_iou,
-        ))
+        ), new_cls)
         s.acc[objs] = acc
         s.copy_class[objs] = new_cls
 

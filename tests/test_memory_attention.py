@@ -97,3 +97,23 @@ def test_slot_dropping_in_backend_changes_nothing(lively_backend):
         full = lively_backend.memory_attention(feat, *vars(mem).values())
     dropped = lively_backend.attend_memory(feat, mem)
     assert (full - dropped).abs().max() <= 1e-5 * full.abs().max()
+
+
+def test_shared_blocks_give_the_per_row_result(lively_backend):
+    """Rows holding the same stored entries (same id, temporal position and weight), as
+    pathways with a common past do, are attended once; the result must not change."""
+    geo = lively_backend.geometry
+    gen = torch.Generator().manual_seed(21)
+    mem = _random_memory(geo, 5, gen, True)
+    ids = torch.arange(5 * geo.num_maskmem).reshape(5, geo.num_maskmem)
+    for row in (1, 2, 4):
+        for slot in range(3):
+            for name in ("mem_feats", "mem_tpos", "mem_weight", "mem_valid"):
+                getattr(mem, name)[row, slot] = getattr(mem, name)[0, slot]
+            ids[row, slot] = ids[0, slot]
+    feat = torch.randn(1, geo.hidden_dim, *geo.feat_hw, generator=gen)
+    with torch.inference_mode():
+        per_row = lively_backend.memory_attention(feat, *vars(mem).values())
+        shared = lively_backend.memory_attention(feat, *vars(mem).values(), mem_ids=ids)
+    assert (per_row - shared).abs().max() <= 1e-5 * per_row.abs().max()
+    assert (lively_backend.attend_memory(feat, mem, ids) - per_row).abs().max() <= 1e-5 * per_row.abs().max()

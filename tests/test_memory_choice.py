@@ -65,8 +65,15 @@ def test_bank_matches_reference_walk(num_frames, num_path, seed):
     histories = [dict() for _ in range(num_path)]
     next_id = 1
     for t in range(start + 1, num_frames):
-        memory = bank.memory_inputs(torch.zeros(num_path, dtype=torch.long),
-                                    torch.arange(num_path), t)
+        memory, mem_ids = bank.memory_inputs(torch.zeros(num_path, dtype=torch.long),
+                                             torch.arange(num_path), t)
+        same_entry = {}  # (feature id) <-> (bank id) must be one to one across rows
+        for k in range(num_path):
+            for s in range(4):
+                if memory.mem_valid[k, s]:
+                    same_entry.setdefault(float(memory.mem_feats[k, s, 0, 0]), set()).add(int(mem_ids[k, s]))
+        assert all(len(v) == 1 for v in same_entry.values())
+        assert len({next(iter(v)) for v in same_entry.values()}) == len(same_entry)
         for k in range(num_path):
             frames, ptrs = _reference_memory(histories[k], t, start, num_frames, iou_thre, 4)
             valid = memory.mem_valid[k]
@@ -76,6 +83,9 @@ def test_bank_matches_reference_walk(num_frames, num_path, seed):
                 for s in range(4) if valid[s]
             ]
             assert got_frames == [(f[0], f[1]) for f in frames], (t, k)
+            # entry ids identify the stored entries: same entry <=> same id
+            got_ids = [int(mem_ids[k, s]) for s in range(4) if valid[s]]
+            assert len(set(got_ids)) == len(got_ids)
             pvalid = memory.ptr_valid[k]
             got_ptrs = [
                 ("cond" if s == 0 else int(memory.ptrs[k, s, 0]),
@@ -112,6 +122,7 @@ def test_bank_matches_reference_walk(num_frames, num_path, seed):
                 score=torch.tensor([scores]),
                 iou=torch.tensor([ious]),
             ),
+            torch.arange(num_path)[None],
         )
 
 
