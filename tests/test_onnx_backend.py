@@ -39,8 +39,12 @@ def _close(got, want, what):
 
 
 def test_image_encoder_random_and_real_frames(onnx_backend, lively_backend):
+    from tests.conftest import PARITY_DIR
+
     images = [torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
-    images += [preprocess_frame(Image.open(ROOT / "samples/shapes/JPEGImages/shapes/00005.jpg"), 256)]
+    frames = [ROOT / "samples/shapes/JPEGImages/shapes/00005.jpg"]
+    frames += sorted((PARITY_DIR / "frames").glob("*.jpg"))[:2]  # real video frames, when present
+    images += [preprocess_frame(Image.open(path), 256) for path in frames]
     for image in images:
         got, want = onnx_backend.encode_image(image), lively_backend.encode_image(image)
         for name in ("feat", "hr0", "hr1"):
@@ -172,3 +176,18 @@ def test_tensorrt_ep_profiles_cover_every_dynamic_input(onnx_backend):
             assert named == dynamic, (stage, kind)
         assert ":12x" in profiles["trt_profile_max_shapes"] and ":3x" in profiles["trt_profile_opt_shapes"], stage
     assert "CPUExecutionProvider" in ort.get_available_providers()
+
+
+def test_large_graphs_keep_weights_in_a_side_file(tmp_path, micro_checkpoints, monkeypatch):
+    import onnx
+
+    import export.build_engines as build_engines
+
+    monkeypatch.setattr(build_engines, "EXTERNAL_DATA_BYTES", 1)  # treat every graph as large
+    out = build_engines.build(MICRO_CFG, str(micro_checkpoints["lively"]), str(tmp_path / "eng"))
+    assert (out / "mask_decoder.onnx.data").is_file()
+    onnx.checker.check_model(str(out / "mask_decoder.onnx"))
+    from engine.factory import build_backend
+
+    backend = build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(out))
+    assert backend.encode_image(torch.zeros(1, 3, 256, 256)).feat.shape[0] == 1
