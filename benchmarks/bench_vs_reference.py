@@ -163,11 +163,14 @@ def main(argv=None):
                     print(f"  object {k}: min per-frame mask IoU {v['min_iou']:.4f}, "
                           f"max abs logit diff {v['max_abs']:.3g}")
     stages = ("encode_image", "attend_memory", "decode_masks", "encode_memory")
-    print(f"\nper-stage seconds (last run){''.join(f'{st:>15}' for st in stages)}")
+    print(f"\nper-stage ms per call (last run){''.join(f'{st:>15}' for st in stages)}")
     for name in args.backends:
-        values = [float(npz[name].get(f"stage_seconds_{st}", float("nan"))) for st in stages]
-        report["sides"][name]["stage_seconds"] = dict(zip(stages, values))
-        print(f"{name:<28}{''.join(f'{v:>15.2f}' for v in values)}")
+        totals = [float(npz[name].get(f"stage_seconds_{st}", float("nan"))) for st in stages]
+        calls = [float(npz[name].get(f"stage_seconds_{st}_calls", float("nan"))) for st in stages]
+        per_call = [1000 * t / c if c else float("nan") for t, c in zip(totals, calls)]
+        report["sides"][name]["stage_seconds"] = dict(zip(stages, totals))
+        report["sides"][name]["stage_ms_per_call"] = dict(zip(stages, per_call))
+        print(f"{name:<32}{''.join(f'{v:>15.1f}' for v in per_call)}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

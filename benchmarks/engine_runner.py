@@ -29,16 +29,18 @@ from runner_cli import runner_parser  # noqa: E402
 
 
 def time_stages(backend) -> dict[str, float]:
-    """Wrap the backend's four stage methods to add up their wall time (CPU: synchronous)."""
+    """Wrap the backend's four stage methods to add up their wall time (CPU: synchronous)
+    and count their calls (`<stage>_calls`)."""
     totals: dict[str, float] = {}
     for name in ("encode_image", "attend_memory", "decode_masks", "encode_memory"):
         method = getattr(backend, name)
-        totals[name] = 0.0
+        totals[name] = totals[f"{name}_calls"] = 0.0
 
         def timed(*a, _method=method, _name=name, **k):
             start = time.perf_counter()
             result = _method(*a, **k)
             totals[_name] += time.perf_counter() - start
+            totals[f"{_name}_calls"] += 1
             return result
 
         setattr(backend, name, timed)

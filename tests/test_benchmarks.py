@@ -23,7 +23,8 @@ def test_bench_runs_our_backends_alone(tmp_path, micro_checkpoints):
          "--backends", "torch", "onnx", "--json", str(tmp_path / "bench.json")],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert "per-stage seconds" in result.stdout
+    assert "per-stage ms per call" in result.stdout
     numbers = json.loads((tmp_path / "bench.json").read_text())
     assert set(numbers["sides"]) == {"torch", "onnx"}  # written even without the original
     assert numbers["sides"]["onnx"]["stage_seconds"]["attend_memory"] > 0
+    assert numbers["sides"]["torch"]["stage_ms_per_call"]["encode_image"] > 0
