@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from engine.manifest import EngineMismatchError
-from engine.stages import MemoryInputs
 from runtime.frames import preprocess_frame
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
 

@@ -10,7 +10,6 @@ keeps its own video and clicks.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
