@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from runtime.metrics import mask_iou  # noqa: E402
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
 
 
@@ -69,10 +71,7 @@ def agreement(ours, ref):
         if a.shape != b.shape:
             result[k] = {"min_iou": None, "max_abs": None, "note": f"shape {a.shape} vs {b.shape}"}
             continue
-        ious = []
-        for x, y in zip(a > 0, b > 0):
-            union = np.logical_or(x, y).sum()
-            ious.append(1.0 if union == 0 else np.logical_and(x, y).sum() / union)
+        ious = [mask_iou(x, y) for x, y in zip(a > 0, b > 0)]
         diff = np.abs(a.astype(np.float32) - b.astype(np.float32)).max()
         result[k] = {"min_iou": float(min(ious)), "max_abs": float(diff)}
     return result

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from runtime.metrics import mask_iou  # noqa: E402
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
 
 # name: (weights, P, iou_thre, uncertainty, second object starting at frame 5)
@@ -62,8 +64,7 @@ def compare(ours, ref) -> tuple[float, float]:
     for key in ref.files:
         if key.startswith("logits_"):
             for a, b in zip(ours[key].astype(np.float32) > 0, ref[key].astype(np.float32) > 0):
-                union = (a | b).sum()
-                worst_iou = min(worst_iou, 1.0 if union == 0 else (a & b).sum() / union)
+                worst_iou = min(worst_iou, mask_iou(a, b))
         if key.split("_")[0] in ("ious", "obj", "acc"):
             want, have = ref[key], ours[key]
             known = ~np.isnan(want)

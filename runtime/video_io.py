@@ -75,7 +75,9 @@ class VideoSource:
             for name in self._names:
                 image = read_frame_rgb(frame_path(self.path, name))
                 if (image.height, image.width) != (self.info.height, self.info.width):
-                    raise VideoError(f"frame {name} of {self.path} has another size than the first")
+                    raise VideoError(
+                        f"{frame_path(self.path, name)} is {image.width}x{image.height}, the "
+                        f"first frame is {self.info.width}x{self.info.height}")
                 yield np.asarray(image)
             return
         import av

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from engine.manifest import EngineMismatchError
+from runtime.metrics import mask_iou
 from runtime.frames import preprocess_frame
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
 
@@ -103,14 +104,13 @@ def test_end_to_end_longer_video_matches_torch(onnx_backend, lively_backend):
 
     for t, (a, b) in enumerate(zip(run(onnx_backend), run(lively_backend))):
         for obj in range(a.shape[0]):
-            union = (a[obj] | b[obj]).sum()
-            iou = 1.0 if union == 0 else (a[obj] & b[obj]).sum() / union
+            iou = mask_iou(a[obj], b[obj])
             assert iou >= 0.999, (t, obj, iou)
 
 
 def test_onnx_backend_reproduces_torch_on_parity_fixture(parity_dir, tmp_path):
     from export.build_engines import build
-    from tests.test_parity_fixture import make_sav_dataset, mask_iou
+    from tests.test_parity_fixture import make_sav_dataset
     from tools import vos_inference
 
     cfg, ckpt = str(parity_dir / "micro_sam2.1.yaml"), str(parity_dir / "micro_lively_seed0.pt")

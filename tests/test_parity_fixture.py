@@ -9,17 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from runtime.metrics import mask_iou
 from tools import vos_inference
 
 CASES = {
     "plain": ("micro_seed0.pt", "expected_p3_iou0.1_unc2.npz"),
     "lively": ("micro_lively_seed0.pt", "expected_lively_p3_iou0.1_unc2.npz"),
 }
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def make_sav_dataset(root, frames_dir, prompts):

@@ -63,8 +63,11 @@ def test_bad_video_is_reported_and_others_finish(tmp_path, micro_checkpoints, ca
     (tmp_path / "Annotations" / "bad" / "00000.png").unlink()
     _davis_video(tmp_path, "broken_frame")
     (tmp_path / "JPEGImages" / "broken_frame" / "00003.jpg").write_bytes(b"not a jpeg")
+    _davis_video(tmp_path, "resized")
+    Image.fromarray(synthetic_frame(2, 60, 80)).save(tmp_path / "JPEGImages" / "resized" / "00002.jpg")
     assert vos_inference.main(_args(tmp_path, micro_checkpoints["plain"])) == 1
     err = capsys.readouterr().err
+    assert "FAILED resized" in err and "00002.jpg is 80x60, the first frame is 160x120" in err
     assert "FAILED bad" in err and "--track_object_appearing_later_in_video" in err
     assert "FAILED broken_frame" in err and "00003.jpg" in err
     assert (tmp_path / "out" / "good" / "00005.png").is_file()

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # `python tools/vos_inference.py` from anywhere
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from runtime.config import TrackerConfig
@@ -27,15 +28,14 @@ from runtime.frames import prefetch, preprocess_frame
 from runtime.postprocess import to_video_resolution
 from runtime.prompts import ObjectPrompt, PromptError
 from runtime.sharding import resolve_shard, select_shard, split_contiguous
+from runtime.video_io import VideoError, VideoSource
 from runtime.vos_dataset import (
     DatasetError,
     OutputWriter,
-    frame_path,
     is_video_complete,
     list_frames,
     list_videos,
     load_prompts,
-    read_frame_rgb,
 )
 
 
@@ -114,25 +114,12 @@ def _video_prompts(args, video: str, frame_names: list[str]) -> tuple[list[Objec
     return prompts, palette
 
 
-def _read_frames(video_dir: str, video: str, frame_names: list[str], video_hw, image_size: int):
-    def load(name):
-        path = frame_path(video_dir, name)
-        image = read_frame_rgb(path)
-        if (image.height, image.width) != video_hw:
-            raise DatasetError(
-                f"frame is {image.width}x{image.height}, the video's first frame is "
-                f"{video_hw[1]}x{video_hw[0]}", video=video, path=path)
-        return preprocess_frame(image, image_size)
-
-    return prefetch(frame_names, load)
-
-
 def run_video(args, tracker, video: str, frame_names: list[str]) -> int:
     """Track one video and write its masks; returns the number of frames written."""
     video_dir = os.path.join(args.base_video_dir, video)
     prompts, palette = _video_prompts(args, video, frame_names)
-    first = read_frame_rgb(frame_path(video_dir, frame_names[0]))
-    video_hw = (first.height, first.width)
+    source = VideoSource(video_dir)  # same frame list and order as `frame_names`
+    video_hw = (source.info.height, source.info.width)
     for prompt in prompts:
         if prompt.mask.shape != video_hw:
             raise DatasetError(
@@ -144,7 +131,8 @@ def run_video(args, tracker, video: str, frame_names: list[str]) -> int:
         [p.obj_id for p in prompts], score_thresh=args.score_thresh,
     )
     trace = {} if args.trace_dir else None
-    frames = _read_frames(video_dir, video, frame_names, video_hw, tracker.geo.image_size)
+    size = tracker.geo.image_size
+    frames = prefetch(source.frames(), lambda rgb: preprocess_frame(Image.fromarray(rgb), size))
     results = tracker.track(frames, prompts, len(frame_names), video_hw, trace=trace)
     for result in tqdm(results, total=len(frame_names), desc=video, unit="frame", leave=False):
         logits = to_video_resolution(result.low_res_logits, video_hw)
@@ -218,7 +206,7 @@ def main(argv=None) -> int:
                 continue
             run_video(args, tracker, video, frame_names)
             done += 1
-        except (DatasetError, PromptError) as e:
+        except (DatasetError, PromptError, VideoError) as e:
             failed.append(video)
             _report(f"FAILED {video}: {e}")
         except Exception as e:  # keep going: one broken video must not stop a benchmark run
