@@ -161,10 +161,10 @@ def test_tensorrt_ep_profiles_cover_every_dynamic_input(onnx_backend):
     import onnxruntime as ort
 
     from engine.manifest import STAGES
-    from engine.onnx_backend import _trt_profiles
+    from engine.profiles import ort_trt_profile_options
 
     for stage in STAGES:
-        profiles = _trt_profiles(stage, onnx_backend.geometry, max_batch=12)
+        profiles = ort_trt_profile_options(stage, onnx_backend.geometry, max_batch=12)
         session = onnx_backend.sessions[stage]
         dynamic = {i.name for i in session.get_inputs() if any(not isinstance(d, int) for d in i.shape)}
         if not dynamic:

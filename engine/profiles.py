@@ -1,0 +1,46 @@
+"""Shape profiles for TensorRT (its own builder and ONNX Runtime's TensorRT EP).
+
+Every dynamic input gets min / opt / max shapes. The batch (objects x pathways) runs from 1
+to the engines' max_batch with opt at the common size (one object, three pathways); the
+decoder's click count runs from 1 to MAX_CLICKS with opt at one click. Memory slots are
+fixed, so the steady state needs no separate profile (PRIOR_ART: dynamic memory sizes
+fuse poorly).
+"""
+
+from __future__ import annotations
+
+from engine.stages import STAGE_SPECS, ModelGeometry, resolve_dims
+
+MAX_CLICKS = 16  # decoder point inputs: boxes count as two
+DEFAULT_OPT_BATCH = 3
+PROFILE_KINDS = ("min", "opt", "max")
+
+
+def stage_profile(stage: str, geo: ModelGeometry, max_batch: int,
+                  opt_batch: int = DEFAULT_OPT_BATCH) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """input name -> (min, opt, max) shapes for every dynamic input of `stage`; {} when
+    the stage's graph is static (the image encoder)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    batches = {"min": 1, "opt": max(1, min(opt_batch, max_batch)), "max": max_batch}
+    clicks = {"min": 1, "opt": 1, "max": MAX_CLICKS}
+    per_kind = {}
+    for kind in PROFILE_KINDS:
+        b = batches[kind]
+        dims = {t.name: resolve_dims(t, geo, b) for t in STAGE_SPECS[stage].inputs if t.dims[0] == "B"}
+        if stage == "mask_decoder":
+            dims.update(point_coords=(b, clicks[kind], 2), point_labels=(b, clicks[kind]),
+                        mask_prompt=(b, 1, geo.low_res, geo.low_res), mask_valid=(b,))
+        per_kind[kind] = dims
+    return {name: tuple(per_kind[k][name] for k in PROFILE_KINDS) for name in per_kind["min"]}
+
+
+def ort_trt_profile_options(stage: str, geo: ModelGeometry, max_batch: int,
+                            opt_batch: int = DEFAULT_OPT_BATCH) -> dict[str, str]:
+    """The same profile as ONNX Runtime TensorRT EP options (`trt_profile_*_shapes`)."""
+    profile = stage_profile(stage, geo, max_batch, opt_batch)
+    if not profile:
+        return {}
+    return {f"trt_profile_{kind}_shapes": ",".join(
+        f"{name}:{'x'.join(map(str, shapes[i]))}" for name, shapes in profile.items())
+        for i, kind in enumerate(PROFILE_KINDS)}
