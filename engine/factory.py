@@ -9,7 +9,8 @@ import torch
 from engine.model_loading import load_sam2_model
 from engine.stages import StageBackend
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "trt")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -23,25 +24,42 @@ def resolve_device(device: str) -> torch.device:
 
 def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str = "auto",
                   engine_dir: str | None = None, precision: str = "fp32") -> StageBackend:
-    """torch: the sam2 modules; onnx: the graphs in `engine_dir`, after checking their
-    manifest against this config and checkpoint (a mismatch says how to rebuild)."""
+    """torch: the sam2 modules (autocast for bf16/fp16); onnx: the fp32 graphs in
+    `engine_dir`; trt: the TensorRT engines built for this GPU under `engine_dir`. Graphs
+    and engines are checked against this config and checkpoint first (a mismatch says how
+    to rebuild)."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r} is not available; choose from {BACKENDS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: choose from {PRECISIONS}")
     dev = resolve_device(device)
+    if backend == "torch":
+        from engine.torch_backend import TorchBackend
+
+        return TorchBackend(load_sam2_model(sam2_cfg, sam2_checkpoint, device=dev).model, dev, precision)
+    if backend == "onnx" and precision != "fp32":
+        raise ValueError("--backend onnx runs the fp32 graphs; reduced precision is for --backend trt or torch")
+    from engine.manifest import check_manifest
+    from engine.model_loading import resolve_config_path
+
+    if not engine_dir:
+        raise ValueError(f"--backend {backend} needs --engine_dir (built by export/build_engines.py)")
+    checkpoint = Path(sam2_checkpoint)
+    if not checkpoint.is_file():
+        raise ValueError(f"checkpoint not found: {checkpoint} (needed to check the engines)")
+    manifest = check_manifest(Path(engine_dir), resolve_config_path(sam2_cfg), checkpoint,
+                              "fp32", sam2_cfg, sam2_checkpoint)
     if backend == "onnx":
-        from engine.manifest import check_manifest
-        from engine.model_loading import resolve_config_path
         from engine.onnx_backend import OnnxBackend
 
-        if not engine_dir:
-            raise ValueError("--backend onnx needs --engine_dir (built by export/build_engines.py)")
-        checkpoint = Path(sam2_checkpoint)
-        if not checkpoint.is_file():
-            raise ValueError(f"checkpoint not found: {checkpoint} (needed to check the engines)")
-        manifest = check_manifest(Path(engine_dir), resolve_config_path(sam2_cfg), checkpoint,
-                                  precision, sam2_cfg, sam2_checkpoint)
         return OnnxBackend(engine_dir, manifest, dev)
-    loaded = load_sam2_model(sam2_cfg, sam2_checkpoint, device=dev)
-    from engine.torch_backend import TorchBackend
+    from engine.manifest import check_trt_manifest
+    from engine.trt_backend import TensorRTUnavailable, TrtBackend, gpu_identity, import_tensorrt
 
-    return TorchBackend(loaded.model, dev)
+    if dev.type != "cuda":
+        raise TensorRTUnavailable(f"--backend trt runs on a CUDA GPU, not on {dev}")
+    trt = import_tensorrt()
+    gpu_name, capability = gpu_identity(dev)
+    folder, trt_manifest = check_trt_manifest(Path(engine_dir), manifest, gpu_name, capability,
+                                              trt.__version__, precision, sam2_cfg, sam2_checkpoint)
+    return TrtBackend(engine_dir, folder, trt_manifest, dev)

@@ -32,6 +32,13 @@ def check_stage_io(stage: str, got_in: list[str], got_out: list[str]):
             f"expected {want_in} / {want_out}; rebuild the engines with export/build_engines.py")
 
 
+def load_geometry(folder: Path) -> ModelGeometry:
+    constants = np.load(Path(folder) / CONSTANTS_NAME)
+    geo = {k[len("geometry_"):]: constants[k].tolist() for k in constants.files if k.startswith("geometry_")}
+    geo["feat_hw"], geo["multimask_points"] = tuple(geo["feat_hw"]), tuple(geo["multimask_points"])
+    return ModelGeometry(**geo)
+
+
 class GraphBackend(StageBackend):
     """Stage methods over exported graphs; subclasses run one graph with `_run`."""
 
@@ -39,9 +46,7 @@ class GraphBackend(StageBackend):
 
     def _load_constants(self, folder: Path):
         constants = np.load(Path(folder) / CONSTANTS_NAME)
-        geo = {k[len("geometry_"):]: constants[k].tolist() for k in constants.files if k.startswith("geometry_")}
-        geo["feat_hw"], geo["multimask_points"] = tuple(geo["feat_hw"]), tuple(geo["multimask_points"])
-        self.geometry = ModelGeometry(**geo)
+        self.geometry = load_geometry(folder)
         self.no_mem_embed = torch.from_numpy(constants["no_mem_embed"]).to(self.device)
         self._downsample_w = torch.from_numpy(constants["mask_downsample_weight"]).to(self.device)
         self._downsample_b = torch.from_numpy(constants["mask_downsample_bias"]).to(self.device)

@@ -65,9 +65,10 @@ class Manifest:
                 "precision": self.precision}
 
 
-def build_command(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "fp32") -> str:
+def build_command(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "fp32",
+                  targets: str = "onnx") -> str:
     return (f"python export/build_engines.py --sam2_cfg {sam2_cfg} --sam2_checkpoint "
-            f"{sam2_checkpoint} --out_dir {out_dir} --targets onnx --precision {precision}")
+            f"{sam2_checkpoint} --out_dir {out_dir} --targets {targets} --precision {precision}")
 
 
 def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, precision: str,
@@ -89,3 +90,81 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
     if missing:
         raise EngineMismatchError(f"{folder} lacks the graphs of {', '.join(missing)}; rebuild with:\n  {rebuild} --force")
     return manifest
+
+
+# -- TensorRT engines: per GPU model, compute capability, TensorRT version and precision --
+TRT_MANIFEST_NAME = "trt_manifest.json"
+
+
+@dataclass
+class TrtManifest:
+    config_sha256: str
+    checkpoint_sha256: str
+    config_name: str
+    precision: str
+    gpu_name: str
+    compute_capability: str  # "9.0"
+    tensorrt_version: str
+    max_batch: int
+    opt_batch: int
+    files: dict = field(default_factory=dict)  # stage -> engine file name
+
+    def save(self, folder: Path):
+        path = Path(folder) / TRT_MANIFEST_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, folder: Path) -> TrtManifest:
+        path = Path(folder) / TRT_MANIFEST_NAME
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise EngineMismatchError(f"{path} is not a manifest this version can read ({e})") from e
+
+
+def trt_engine_key(gpu_name: str, compute_capability: str, tensorrt_version: str, precision: str) -> str:
+    """Folder name of one engine set: 'NVIDIA H100 80GB HBM3', '9.0', '10.13.0.35', 'fp16'
+    -> 'nvidia-h100-80gb-hbm3_sm90_trt10.13.0.35_fp16'."""
+    gpu = "-".join("".join(c if c.isalnum() else " " for c in gpu_name.lower()).split())
+    return f"{gpu}_sm{compute_capability.replace('.', '')}_trt{tensorrt_version}_{precision}"
+
+
+def trt_engine_dir(engine_dir: str | Path, key: str) -> Path:
+    return Path(engine_dir) / "trt" / key
+
+
+def check_trt_manifest(engine_dir: Path, onnx_manifest: Manifest, gpu_name: str,
+                       compute_capability: str, tensorrt_version: str, precision: str,
+                       sam2_cfg: str, sam2_checkpoint: str) -> tuple[Path, TrtManifest]:
+    """The engine folder for this GPU / TensorRT / precision, after checking it serves the
+    model whose ONNX graphs are in `engine_dir`."""
+    rebuild = build_command(sam2_cfg, sam2_checkpoint, str(engine_dir), precision, "trt")
+    key = trt_engine_key(gpu_name, compute_capability, tensorrt_version, precision)
+    folder = trt_engine_dir(engine_dir, key)
+    try:
+        manifest = TrtManifest.load(folder)
+    except FileNotFoundError:
+        found = sorted(p.name for p in (Path(engine_dir) / "trt").glob("*") if (p / TRT_MANIFEST_NAME).is_file())
+        have = f"; engines there are for: {', '.join(found)}" if found else ""
+        raise EngineMismatchError(
+            f"no TensorRT engines for {gpu_name} (sm{compute_capability}), TensorRT "
+            f"{tensorrt_version}, {precision} in {folder}{have}. Engines are specific to a GPU "
+            f"model and TensorRT version; build them on this machine with:\n  {rebuild}") from None
+    built_for = (manifest.gpu_name, manifest.compute_capability, manifest.tensorrt_version, manifest.precision)
+    if built_for != (gpu_name, compute_capability, tensorrt_version, precision):
+        raise EngineMismatchError(
+            f"the engines in {folder} were built for {built_for}, not for "
+            f"{(gpu_name, compute_capability, tensorrt_version, precision)}; rebuild with:\n  {rebuild}")
+    model = (manifest.config_sha256, manifest.checkpoint_sha256)
+    if model != (onnx_manifest.config_sha256, onnx_manifest.checkpoint_sha256):
+        raise EngineMismatchError(
+            f"the TensorRT engines in {folder} were built from another model than the ONNX graphs "
+            f"in {engine_dir}; rebuild with:\n  {rebuild} --force")
+    missing = [stage for stage in STAGES if not (folder / manifest.files.get(stage, "?")).is_file()]
+    if missing:
+        raise EngineMismatchError(f"{folder} lacks the engines of {', '.join(missing)}; rebuild with:\n  {rebuild} --force")
+    return folder, manifest

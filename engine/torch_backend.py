@@ -1,6 +1,13 @@
-"""The PyTorch reference backend: the four stages run eagerly on CPU or CUDA."""
+"""The PyTorch reference backend: the four stages run eagerly on CPU or CUDA.
+
+`precision` fp32 is the parity mode; bf16 / fp16 run the stages under torch autocast (as
+the original implementation does on CUDA with bf16), with fp32 tensors at the boundaries.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from dataclasses import fields
 
 import torch
 
@@ -14,11 +21,21 @@ from engine.torch_stages import (
 )
 
 
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _fp32(x):
+    return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
+
+
 class TorchBackend(StageBackend):
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "fp32"):
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision {precision!r}: choose from {tuple(AUTOCAST_DTYPES)}")
         self.device = torch.device(device)
+        self.precision = precision
         model = model.to(self.device).eval()
         self.geometry = model_geometry(model)
         self.image_encoder = ImageEncoderStage(model).to(self.device)
@@ -26,43 +43,62 @@ class TorchBackend(StageBackend):
         self.mask_decoder = MaskDecoderStage(model).to(self.device)
         self.memory_encoder = MemoryEncoderStage(model).to(self.device)
         self.no_mem_embed = model.no_mem_embed.detach().reshape(-1).to(self.device)
+        # Dropping memory slots empty in every row saves work on early frames, but the
+        # boolean index makes the host wait for the device and changes shapes: on CUDA
+        # (where shapes must stay fixed for CUDA graphs) every slot is kept, masked.
+        self.compact_memory = self.device.type == "cpu"
+
+    def _autocast(self):
+        dtype = AUTOCAST_DTYPES[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        # No weight-cast cache: a CUDA graph capture must not keep autocast's cached copies.
+        return torch.autocast(self.device.type, dtype=dtype, cache_enabled=False)
 
     @torch.inference_mode()
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
-        feat, hr0, hr1 = self.image_encoder(image.to(self.device))
-        return ImageFeatures(feat=feat, hr0=hr0, hr1=hr1)
+        with self._autocast():
+            feat, hr0, hr1 = self.image_encoder(image.to(self.device))
+        return ImageFeatures(feat=_fp32(feat), hr0=_fp32(hr0), hr1=_fp32(hr1))
 
     @torch.inference_mode()
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
         # Slots empty in every row carry no information: drop them before attention so
         # early frames (few memories) cost what they need. Masked slots give the same
         # result, so this only saves time.
+        if not self.compact_memory:
+            with self._autocast():
+                return _fp32(self.memory_attention(feat, *(getattr(memory, f.name) for f in fields(memory))))
         used_frames = memory.mem_valid.any(0)
         used_ptrs = memory.ptr_valid.any(0)
-        return self.memory_attention(
-            feat,
-            memory.mem_feats[:, used_frames],
-            memory.mem_valid[:, used_frames],
-            memory.mem_tpos[:, used_frames],
-            memory.mem_weight[:, used_frames],
-            memory.ptrs[:, used_ptrs],
-            memory.ptr_valid[:, used_ptrs],
-            memory.ptr_pos[:, used_ptrs],
-            memory.ptr_weight[:, used_ptrs],
-            # Shared frame blocks need the CPU flash kernel's log-sum-exp output.
-            None if mem_ids is None or self.device.type != "cpu" else mem_ids[:, used_frames],
-        )
+        with self._autocast():
+            pix = self.memory_attention(
+                feat,
+                memory.mem_feats[:, used_frames],
+                memory.mem_valid[:, used_frames],
+                memory.mem_tpos[:, used_frames],
+                memory.mem_weight[:, used_frames],
+                memory.ptrs[:, used_ptrs],
+                memory.ptr_valid[:, used_ptrs],
+                memory.ptr_pos[:, used_ptrs],
+                memory.ptr_weight[:, used_ptrs],
+                # Shared frame blocks need the CPU flash kernel's log-sum-exp output.
+                None if mem_ids is None or self.device.type != "cpu" else mem_ids[:, used_frames],
+            )
+        return _fp32(pix)
 
     @torch.inference_mode()
     def decode_masks(
         self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None
     ) -> DecoderOutput:
-        mask_prompt = None if mask_input is None else self.mask_decoder.mask_downsample(mask_input.float())
-        outputs = self.mask_decoder(
-            pix_feat, image.hr0, image.hr1, point_coords, point_labels, mask_prompt
-        )
-        return DecoderOutput(*outputs)
+        with self._autocast():
+            mask_prompt = None if mask_input is None else self.mask_decoder.mask_downsample(mask_input.float())
+            outputs = self.mask_decoder(
+                pix_feat, image.hr0, image.hr1, point_coords, point_labels, mask_prompt
+            )
+        return DecoderOutput(*(_fp32(o) for o in outputs))
 
     @torch.inference_mode()
     def encode_memory(self, feat, masks, obj_score, from_prompt=False) -> torch.Tensor:
-        return self.memory_encoder(feat, masks, obj_score, from_prompt)
+        with self._autocast():
+            return _fp32(self.memory_encoder(feat, masks, obj_score, from_prompt))

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Build inference engines from a SAM 2 checkpoint: the four stages as ONNX graphs.
+"""Build inference engines from a SAM 2 checkpoint: the four stages as ONNX graphs, then
+(with --targets trt, on the GPU that will run them) TensorRT engines.
 
-Writes <out_dir>/<stage>.onnx, constants.npz (small tensors the runtime applies itself)
-and manifest.json (model identity, geometry, opset, tool versions, precision), which the
-runtime checks before use. A rerun with the same inputs reuses what is built (--force to
-redo). TensorRT engines come with `--targets trt` in a later version.
+Writes <out_dir>/<stage>.onnx (fp32, the contract every backend is checked against),
+constants.npz (small tensors the runtime applies itself) and manifest.json (model identity,
+geometry, opset, tool versions), which the runtime checks before use. TensorRT engines go to
+<out_dir>/trt/<gpu>_sm<cc>_trt<version>_<precision>/ with their own manifest: they only run
+on that GPU model and TensorRT version. A rerun with the same inputs reuses what is built
+(--force to redo).
 """
 
 from __future__ import annotations
@@ -23,9 +26,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine.graph_backend import load_geometry
 from engine.manifest import CONSTANTS_NAME, STAGES, EngineMismatchError, Manifest, file_sha256
 from engine.model_loading import ModelLoadError, load_sam2_model
+from engine.profiles import DEFAULT_OPT_BATCH
 from engine.torch_stages import model_geometry
+from engine.trt_backend import TensorRTUnavailable
+from export.onnx_precision import PRECISIONS
+from export.trt_build import TrtBuildError
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 512 << 20  # bigger graphs keep their weights in a side file
@@ -61,7 +69,30 @@ def write_constants(model, geo, path: Path):
 
 
 def build(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "fp32",
-          max_batch: int = 24, force: bool = False) -> Path:
+          max_batch: int = 24, force: bool = False, targets=("onnx",),
+          opt_batch: int = DEFAULT_OPT_BATCH) -> Path:
+    """ONNX graphs in `out_dir` (always fp32), then TensorRT engines in `precision` when
+    "trt" is among `targets`. Returns the folder of what was built last."""
+    if "trt" in targets:  # fail before the long ONNX export, not after it
+        from engine.trt_backend import gpu_identity, import_tensorrt
+
+        import_tensorrt()
+        gpu_identity()
+    out = build_onnx(sam2_cfg, sam2_checkpoint, out_dir, max_batch, force)
+    if "trt" not in targets:
+        return out
+    from export.trt_build import build_trt_engines
+
+    manifest = Manifest.load(out)
+    with tqdm(total=len(STAGES), desc="build TensorRT engines", unit="engine") as steps:
+        folder = build_trt_engines(out, manifest, load_geometry(out), precision, opt_batch,
+                                   force, EXTERNAL_DATA_BYTES, progress=steps)
+    print(f"TensorRT engines ({precision}) in {folder}")
+    return folder
+
+
+def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, max_batch: int = 24,
+               force: bool = False) -> Path:
     import onnx
     import onnxruntime
 
@@ -79,7 +110,7 @@ def build(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "f
         config_sha256=file_sha256(loaded.config_path),
         checkpoint_sha256=file_sha256(loaded.checkpoint_path),
         config_name=str(sam2_cfg), image_size=geo.image_size, num_maskmem=geo.num_maskmem,
-        max_obj_ptrs=geo.max_obj_ptrs, precision=precision, opset=OPSET, max_batch=max_batch,
+        max_obj_ptrs=geo.max_obj_ptrs, precision="fp32", opset=OPSET, max_batch=max_batch,
         versions={"torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__},
         files={stage: f"{stage}.onnx" for stage in STAGES},
@@ -121,20 +152,29 @@ def main(argv=None) -> int:
     p.add_argument("--sam2_checkpoint", default="./checkpoints/sam2.1_hiera_base_plus.pt",
                    help='checkpoint in the official layout {"model": state_dict}')
     p.add_argument("--out_dir", default="engines/sam2.1_hiera_b+", help="where the engines go")
-    p.add_argument("--targets", nargs="+", default=["onnx"], choices=["onnx"],
-                   help="what to build (TensorRT engines come in a later version)")
-    p.add_argument("--precision", default="fp32", choices=["fp32"],
-                   help="graph precision (fp16/bf16 come with the TensorRT build)")
+    p.add_argument("--targets", nargs="+", default=["onnx"], choices=["onnx", "trt"],
+                   help="what to build: onnx (graphs for --backend onnx; always built, the TensorRT "
+                        "engines are made from them) and trt (TensorRT engines for this GPU, --backend trt)")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="TensorRT engine precision: convolutions and matrix products in fp16/bf16, "
+                        "normalisation, softmax and I/O in fp32 (ONNX graphs are always fp32)")
     p.add_argument("--max_batch", type=int, default=24,
-                   help="objects x pathways the graphs are sized for (checked at run time)")
+                   help="objects x pathways the engines accept at most (checked at run time)")
+    p.add_argument("--opt_batch", type=int, default=DEFAULT_OPT_BATCH,
+                   help="objects x pathways TensorRT tunes its kernels for (the common case)")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = p.parse_args(argv)
-    if args.max_batch < 1:
-        print("error: --max_batch must be >= 1", file=sys.stderr)
+    if args.max_batch < 1 or not 1 <= args.opt_batch <= args.max_batch:
+        print("error: need 1 <= --opt_batch <= --max_batch", file=sys.stderr)
+        return 2
+    if args.precision != "fp32" and "trt" not in args.targets:
+        print("error: --precision fp16/bf16 applies to TensorRT engines: add --targets trt "
+              "(the ONNX graphs are always fp32)", file=sys.stderr)
         return 2
     try:
-        build(args.sam2_cfg, args.sam2_checkpoint, args.out_dir, args.precision, args.max_batch, args.force)
-    except ModelLoadError as e:
+        build(args.sam2_cfg, args.sam2_checkpoint, args.out_dir, args.precision, args.max_batch,
+              args.force, args.targets, args.opt_batch)
+    except (ModelLoadError, TrtBuildError, TensorRTUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -75,7 +75,8 @@ class PathwayBank:
         self.cond_id = torch.zeros(o, dtype=torch.int64, **z)
         self.good_id = torch.zeros(o, p, self.F, dtype=torch.int64, **z)
         self.prev_id = torch.zeros(o, p, dtype=torch.int64, **z)
-        self._next_id = 1
+        # A device counter (not a Python int) so a captured CUDA graph advances it too.
+        self.next_id = torch.ones((), dtype=torch.int64, **z)
         n = max(g.num_maskmem, self.G + 1) + 1
         table = torch.ones(n, n)
         for count in range(1, n):
@@ -88,8 +89,8 @@ class PathwayBank:
         self.cond_feat[obj] = feat.to(torch.bfloat16)
         self.cond_ptr[obj] = ptr
         self.start[obj] = start
-        self.cond_id[obj] = self._next_id
-        self._next_id += 1
+        self.cond_id[obj] = self.next_id
+        self.next_id += 1
         for field in (self.good_count, self.prev_good, self.has_prev):
             field[obj] = 0
 
@@ -107,8 +108,8 @@ class PathwayBank:
         good_feat, good_count = regather(self.good_feat), regather(self.good_count)
         good_id = regather(self.good_id)
         n = objs.shape[0]
-        new_id = self._next_id + torch.arange(n, device=self.device)[:, None] * self.P + copy_class
-        self._next_id += n * self.P
+        new_id = self.next_id + torch.arange(n, device=self.device)[:, None] * self.P + copy_class
+        self.next_id += n * self.P
         good = (new.iou.double() > self.iou_thre) & (new.score > 0)
 
         def push(ring, item):
@@ -130,9 +131,9 @@ class PathwayBank:
 
     # -- reading ---------------------------------------------------------------------
     def memory_inputs(self, objs: torch.Tensor, slots: torch.Tensor,
-                      frame_idx: int) -> tuple[MemoryInputs, torch.Tensor]:
-        """Fixed-size memory for rows (objs[i], slots[i]) tracking frame `frame_idx`, and
-        the entry id of every frame slot [R, M]."""
+                      frame_idx: int | torch.Tensor) -> tuple[MemoryInputs, torch.Tensor]:
+        """Fixed-size memory for rows (objs[i], slots[i]) tracking frame `frame_idx` (an int,
+        or a 0-d device tensor inside a CUDA graph), and the entry id of every frame slot [R, M]."""
         M, G, F = self.geo.num_maskmem, self.G, self.F
         dev = self.device
         rows = torch.arange(objs.shape[0], device=dev)

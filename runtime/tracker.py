@@ -9,6 +9,7 @@ wait in each object's lineage until they are decided (see runtime/lineage.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from engine.stages import ImageFeatures, StageBackend
 from runtime.config import TrackerConfig
+from runtime.cuda_graphs import GraphCache
 from runtime.lineage import ObjectLineage
 from runtime.memory_bank import NewEntries, PathwayBank
 from runtime.prompts import ObjectPrompt, PromptError
@@ -43,6 +45,20 @@ class TraceRow:
     ious: np.ndarray
     obj_scores: np.ndarray
     acc: np.ndarray
+
+
+@dataclass
+class _Step:
+    """What one tracked frame leaves for the host (device tensors)."""
+
+    masks: torch.Tensor  # [U, h, w] low-res logits; slot k of object a has masks[unique_of_slot[a, k]]
+    unique_of_slot: torch.Tensor  # [A, P]
+    parent: torch.Tensor  # [A, P]
+    new_cls: torch.Tensor  # [A, P]
+    first: torch.Tensor  # [A] first tracked frame after the prompt
+    kept_iou: torch.Tensor
+    kept_score: torch.Tensor
+    acc: torch.Tensor
 
 
 @dataclass
@@ -102,11 +118,26 @@ def decode_prompt(backend: StageBackend, feats: ImageFeatures, prompt: ObjectPro
 
 
 class SAM2LongTracker:
-    def __init__(self, backend: StageBackend, config: TrackerConfig):
+    """`fixed_shapes` (default: on CUDA) gives every pathway its own row, copies included,
+    so each frame is fixed-shape device work with one host wait; `cuda_graphs` then
+    captures the image encoder and the tracking step as CUDA graphs. On CUDA all work runs
+    on one non-default stream."""
+
+    def __init__(self, backend: StageBackend, config: TrackerConfig, cuda_graphs: bool = False,
+                 fixed_shapes: bool | None = None):
         self.backend = backend
         self.config = config
         self.geo = backend.geometry
         self.device = backend.device
+        on_cuda = self.device.type == "cuda"
+        if cuda_graphs and not on_cuda:
+            raise ValueError(f"CUDA graphs need a CUDA backend, not {self.device}")
+        self.fixed_shapes = on_cuda if fixed_shapes is None else fixed_shapes
+        if cuda_graphs and not self.fixed_shapes:
+            raise ValueError("CUDA graphs need fixed shapes")
+        self._graphs = GraphCache(cuda_graphs)
+        self._pinned: dict = {}
+        self._stream = torch.cuda.Stream(self.device) if on_cuda else None
 
     # -- public ----------------------------------------------------------------------
     def track(
@@ -133,7 +164,8 @@ class SAM2LongTracker:
         for frame_idx, image in enumerate(frames):
             if frame_idx >= num_frames:
                 raise ValueError(f"the video has more frames than num_frames={num_frames}")
-            self._step(session, frame_idx, image, video_hw)
+            with self._on_stream():
+                self._step(session, frame_idx, image, video_hw)
             session.frames_seen = frame_idx + 1
             yield from self._emit(session)
         if session.frames_seen != num_frames:
@@ -161,10 +193,25 @@ class SAM2LongTracker:
             starts=[p.frame_idx for p in prompts],
         )
 
+    def _on_stream(self):
+        return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+
+    def _upload(self, image: torch.Tensor) -> torch.Tensor:
+        """The frame on the device; on CUDA through a reused pinned buffer, asynchronously
+        (the previous frame's wait guarantees the buffer is free again)."""
+        if self.device.type != "cuda":
+            return image.to(self.device)
+        staging = self._pinned.get("image")
+        if staging is None or staging.shape != image.shape:
+            staging = self._pinned["image"] = torch.empty(image.shape, dtype=image.dtype, pin_memory=True)
+        staging.copy_(image)
+        return staging.to(self.device, non_blocking=True)
+
     def _step(self, s: _Session, t: int, image: torch.Tensor, video_hw):
         if t < min(s.starts):
             return  # no object yet: nothing to compute for this frame
-        feats = self.backend.encode_image(image.to(self.device))
+        feats = self._graphs.run("image", lambda image: self.backend.encode_image(image),
+                                 {"image": self._upload(image)})
         for obj, start in enumerate(s.starts):
             if start == t:
                 s.decided[obj].append((t, self._start_object(s, obj, feats, video_hw)))
@@ -184,9 +231,48 @@ class SAM2LongTracker:
 
     # -- frames after the prompt --------------------------------------------------------
     def _track_active(self, s: _Session, t: int, feats: ImageFeatures, active: list[int]):
-        dev, P = self.device, self.config.num_pathway
+        dev = self.device
         objs = torch.tensor(active, device=dev)
-        num_act = len(active)
+        first = torch.tensor([s.starts[o] == t - 1 for o in active], device=dev)
+        if self.fixed_shapes:
+            inputs = dict(objs=objs, first=first, t=torch.full((), t, dtype=torch.int64, device=dev),
+                          feat=feats.feat, hr0=feats.hr0, hr1=feats.hr1)
+            step = self._graphs.run(("track", tuple(active)), lambda **kw: self._fixed_step(s, **kw), inputs)
+        else:
+            step = self._dedupe_step(s, t, feats, objs, first)
+        self._push(s, t, active, step)
+
+    def _select(self, s: _Session, objs, first, cls, row_of_slot, dec):
+        """Selection for every active object -> (parent, mask_idx, acc, new copy class,
+        decoded row of each kept candidate)."""
+        P = self.config.num_pathway
+        ious = dec.ious[row_of_slot]  # [A, P, 3]
+        scores = dec.obj_score[row_of_slot]  # [A, P]
+        # Frame start+1 is a plain SAM 2 step (best-IoU mask, every slot a copy of it);
+        # later frames are the tree step.
+        sel = select_candidates(s.acc[objs], ious, scores, self.config.uncertainty)
+        best = torch.argmax(ious[:, 0], dim=1)  # first maximum, as torch.argmax in SAM 2
+        parent = torch.where(first[:, None], 0, sel.parent)
+        mask_idx = torch.where(first[:, None], best[:, None].expand(-1, P), sel.mask_idx)
+        acc = torch.where(first[:, None], 0.0, sel.score)
+        new_cls = _first_index_of_equal(cls.gather(1, parent) * NUM_MASKS + mask_idx)
+        return parent, mask_idx, acc, new_cls, row_of_slot.gather(1, parent)
+
+    def _commit(self, s: _Session, objs, parent, new_cls, acc, feat_of_slot, dec, src_row, mask_idx):
+        kept_iou = dec.ious[src_row, mask_idx]
+        kept_score = dec.obj_score[src_row]
+        s.bank.advance(objs, parent, NewEntries(
+            feat=feat_of_slot, ptr=dec.obj_ptrs[src_row, mask_idx], score=kept_score, iou=kept_iou,
+        ), new_cls)
+        s.acc[objs] = acc
+        s.copy_class[objs] = new_cls
+        return kept_iou, kept_score
+
+    def _dedupe_step(self, s: _Session, t: int, feats: ImageFeatures, objs, first) -> _Step:
+        """Rows only for pathways that differ (exact copies computed once): least work,
+        but data-dependent shapes and host waits; the CPU path."""
+        dev, P = self.device, self.config.num_pathway
+        num_act = objs.shape[0]
         cls = s.copy_class[objs]  # [A, P]
         slot_ids = torch.arange(P, device=dev)
         rep_a, rep_slot = torch.nonzero(cls == slot_ids, as_tuple=True)
@@ -196,50 +282,71 @@ class SAM2LongTracker:
         memory, mem_ids = s.bank.memory_inputs(objs[rep_a], rep_slot, t)
         pix = self.backend.attend_memory(feats.feat, memory, mem_ids)
         dec = self.backend.decode_masks(pix, feats)
-        ious = dec.ious[row_of_slot]  # [A, P, 3]
-        scores = dec.obj_score[row_of_slot]  # [A, P]
+        parent, mask_idx, acc, new_cls, src_row = self._select(s, objs, first, cls, row_of_slot, dec)
 
-        # Frame start+1 is a plain SAM 2 step (best-IoU mask, every slot a copy of it);
-        # later frames are the tree step.
-        first = torch.tensor([s.starts[o] == t - 1 for o in active], device=dev)
-        sel = select_candidates(s.acc[objs], ious, scores, self.config.uncertainty)
-        best = torch.argmax(ious[:, 0], dim=1)  # first maximum, as torch.argmax in SAM 2
-        parent = torch.where(first[:, None], 0, sel.parent)
-        mask_idx = torch.where(first[:, None], best[:, None].expand(-1, P), sel.mask_idx)
-        acc = torch.where(first[:, None], 0.0, sel.score)
-
-        new_cls = _first_index_of_equal(cls.gather(1, parent) * NUM_MASKS + mask_idx)
-        src_row = row_of_slot.gather(1, parent)  # [A, P]
         new_a, new_slot = torch.nonzero(new_cls == slot_ids, as_tuple=True)
         new_rows, new_masks = src_row[new_a, new_slot], mask_idx[new_a, new_slot]
         low_masks = dec.masks[new_rows, new_masks][:, None]  # [U, 1, h, w]
         mem = self.backend.encode_memory(feats.feat, low_masks, dec.obj_score[new_rows])
         mem = mem.flatten(2).transpose(1, 2).to(torch.bfloat16)  # [U, HW, Cm]
         unique_of_slot = _slot_table(new_a, new_slot, (num_act, P), dev).gather(1, new_cls)
+        kept_iou, kept_score = self._commit(s, objs, parent, new_cls, acc, mem[unique_of_slot],
+                                            dec, src_row, mask_idx)
+        return _Step(low_masks[:, 0], unique_of_slot, parent, new_cls, first, kept_iou, kept_score, acc)
 
-        kept_iou = dec.ious[src_row, mask_idx]
-        kept_score = dec.obj_score[src_row]
-        s.bank.advance(objs, parent, NewEntries(
-            feat=mem[unique_of_slot],
-            ptr=dec.obj_ptrs[src_row, mask_idx],
-            score=kept_score,
-            iou=kept_iou,
-        ), new_cls)
-        s.acc[objs] = acc
-        s.copy_class[objs] = new_cls
+    def _fixed_step(self, s: _Session, objs, first, t, feat, hr0, hr1) -> _Step:
+        """Every (object, pathway) slot is a row, copies included: fixed shapes and no host
+        waits, so the whole step can be one CUDA graph; the GPU path."""
+        dev, P = self.device, self.config.num_pathway
+        num_act = objs.shape[0]
+        feats = ImageFeatures(feat, hr0, hr1)
+        cls = s.copy_class[objs]
+        rows = torch.arange(num_act * P, device=dev)
+        row_of_slot = rows.view(num_act, P)
+        memory, _ = s.bank.memory_inputs(objs.repeat_interleave(P), torch.arange(P, device=dev).repeat(num_act), t)
+        pix = self.backend.attend_memory(feat, memory)
+        dec = self.backend.decode_masks(pix, feats)
+        parent, mask_idx, acc, new_cls, src_row = self._select(s, objs, first, cls, row_of_slot, dec)
+        low_masks = dec.masks[src_row.flatten(), mask_idx.flatten()][:, None]  # [A*P, 1, h, w]
+        mem = self.backend.encode_memory(feat, low_masks, dec.obj_score[src_row.flatten()])
+        mem = mem.flatten(2).transpose(1, 2).to(torch.bfloat16)
+        mem = mem.reshape(num_act, P, *mem.shape[1:])  # [A, P, HW, Cm]
+        kept_iou, kept_score = self._commit(s, objs, parent, new_cls, acc, mem, dec, src_row, mask_idx)
+        # Copies share their class representative's mask, as in the dedupe path.
+        unique_of_slot = row_of_slot[:, :1] + new_cls
+        return _Step(low_masks[:, 0], unique_of_slot, parent, new_cls, first, kept_iou, kept_score, acc)
 
-        # One device -> host copy per frame: the new low-res masks (unique ones only).
-        host = low_masks[:, 0].float().cpu().numpy()
-        unique_of_slot = unique_of_slot.cpu().numpy()
-        parent_np, cls_np = parent.cpu().numpy(), new_cls.cpu().numpy()
+    def _push(self, s: _Session, t: int, active: list[int], step: _Step):
+        """Hand the frame's masks to the lineages: the one host wait of the frame."""
+        if self.device.type == "cuda":
+            masks, ints = self._to_host(step)
+        else:
+            masks = step.masks.float().numpy()
+            ints = torch.stack((step.unique_of_slot, step.parent, step.new_cls)).numpy()
+        unique_of_slot, parent_np, cls_np = ints
         for a, obj in enumerate(active):
             slots_unique = unique_of_slot[a]
             base = slots_unique.min()
-            masks = host[base:slots_unique.max() + 1]  # this object's unique masks
-            s.lineages[obj].push(t, masks, slots_unique - base, parent_np[a], cls_np[a])
+            obj_masks = masks[base:slots_unique.max() + 1].copy()  # this object's distinct masks
+            s.lineages[obj].push(t, obj_masks, slots_unique - base, parent_np[a], cls_np[a])
             s.decided[obj].extend(s.lineages[obj].pop_decided())
         if s.trace is not None:
-            self._record_trace(s, t, active, first, kept_iou, kept_score, acc)
+            self._record_trace(s, t, active, step.first, step.kept_iou, step.kept_score, step.acc)
+
+    def _to_host(self, step: _Step):
+        """Device -> pinned host copies queued on the stream, then one wait for all."""
+        ints = torch.stack((step.unique_of_slot, step.parent, step.new_cls))
+        pinned = self._pinned.get(("masks", step.masks.shape))
+        if pinned is None:
+            pinned = (torch.empty(step.masks.shape, dtype=torch.float32, pin_memory=True),
+                      torch.empty(ints.shape, dtype=torch.int64, pin_memory=True))
+            self._pinned[("masks", step.masks.shape)] = pinned
+        pinned[0].copy_(step.masks, non_blocking=True)
+        pinned[1].copy_(ints, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        done.synchronize()
+        return pinned[0].numpy(), pinned[1].numpy().copy()
 
     def _record_trace(self, s, t, active, first, kept_iou, kept_score, acc):
         iou_np, score_np, acc_np = (x.double().cpu().numpy() for x in (kept_iou, kept_score, acc))

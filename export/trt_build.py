@@ -1,0 +1,124 @@
+"""TensorRT engines from the exported ONNX graphs (TensorRT 10.x and 11.x Python API).
+
+Strongly typed networks only: the precision comes from the graph (export/onnx_precision.py
+casts it), which is the one route that exists on TensorRT 11 and that 10.x also takes.
+One optimization profile per engine (engine/profiles.py), one timing cache shared by the
+four builds and kept across rebuilds, and a manifest recording GPU, compute capability,
+TensorRT version, precision and the model hash. Engines live under
+<out_dir>/trt/<gpu>_sm<cc>_trt<version>_<precision>/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.manifest import STAGES, Manifest, TrtManifest, trt_engine_dir, trt_engine_key
+from engine.profiles import DEFAULT_OPT_BATCH, stage_profile
+from engine.stages import ModelGeometry
+from engine.trt_backend import gpu_identity, import_tensorrt
+
+TIMING_CACHE_NAME = "timing.cache"
+WORKSPACE_BYTES = 8 << 30
+
+
+class TrtBuildError(RuntimeError):
+    """A failed engine build; the message carries TensorRT's own errors in full."""
+
+
+def strongly_typed_network(trt, builder):
+    # STRONGLY_TYPED is required on 10.x to honour the graph's types; 11.x networks are
+    # always strongly typed (the flag is accepted and ignored there).
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if flag is None:
+        if int(trt.__version__.split(".")[0]) < 11:
+            raise TrtBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; use 10.12+ or 11.x")
+        return builder.create_network(0)
+    return builder.create_network(1 << int(flag))
+
+
+def parse_onnx(trt, network, logger, path: Path):
+    parser = trt.OnnxParser(network, logger)
+    # By path, so weights in an external-data side file are found.
+    if not parser.parse_from_file(str(path)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise TrtBuildError(f"TensorRT could not parse {path}:\n{errors}")
+    return parser
+
+
+def build_stage_engine(trt, logger, onnx_path: Path, profile_shapes: dict, timing_cache_path: Path,
+                       workspace_bytes: int = WORKSPACE_BYTES) -> bytes:
+    builder = trt.Builder(logger)
+    network = strongly_typed_network(trt, builder)
+    parser = parse_onnx(trt, network, logger, onnx_path)  # noqa: F841 (keeps the parser alive)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    if profile_shapes:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profile_shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise TrtBuildError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
+    tmp = timing_cache_path.with_suffix(".tmp")
+    tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    tmp.replace(timing_cache_path)
+    return bytes(serialized)
+
+
+def write_cast_graph(onnx_path: Path, precision: str, out_path: Path, external_data_bytes: int) -> Path:
+    """The fp32 graph with the precision put into it (fp32: the graph itself)."""
+    if precision == "fp32":
+        return onnx_path
+    import onnx
+
+    from export.onnx_precision import cast_graph
+
+    model = cast_graph(onnx.load(str(onnx_path)), precision)
+    large = model.ByteSize() > external_data_bytes
+    onnx.save_model(model, str(out_path), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=out_path.name + ".data")
+    return out_path
+
+
+def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, precision: str,
+                      opt_batch: int = DEFAULT_OPT_BATCH, force: bool = False,
+                      external_data_bytes: int = 512 << 20, progress=None) -> Path:
+    """Build (or reuse) the four engines for this GPU next to the ONNX graphs."""
+    trt = import_tensorrt()
+    gpu_name, capability = gpu_identity()
+    key = trt_engine_key(gpu_name, capability, trt.__version__, precision)
+    folder = trt_engine_dir(onnx_dir, key)
+    wanted = TrtManifest(
+        config_sha256=manifest.config_sha256, checkpoint_sha256=manifest.checkpoint_sha256,
+        config_name=manifest.config_name, precision=precision, gpu_name=gpu_name,
+        compute_capability=capability, tensorrt_version=trt.__version__,
+        max_batch=manifest.max_batch, opt_batch=opt_batch,
+        files={stage: f"{stage}.engine" for stage in STAGES})
+    try:
+        previous = TrtManifest.load(folder)
+    except (FileNotFoundError, ValueError, RuntimeError):
+        previous = None
+    if not force and previous == wanted and all((folder / f).is_file() for f in wanted.files.values()):
+        print(f"TensorRT engines in {folder} are up to date (use --force to rebuild)")
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trt_manifest.json").unlink(missing_ok=True)  # an interrupted build is never reused
+    logger = trt.Logger(trt.Logger.WARNING)
+    for stage in STAGES:
+        if progress is not None:
+            progress.set_postfix_str(f"TensorRT {stage} ({precision})")
+        source = write_cast_graph(onnx_dir / manifest.files[stage], precision,
+                                  folder / f"{stage}.{precision}.onnx", external_data_bytes)
+        profile = stage_profile(stage, geo, manifest.max_batch, opt_batch)
+        engine = build_stage_engine(trt, logger, source, profile, folder / TIMING_CACHE_NAME)
+        tmp = folder / (wanted.files[stage] + ".tmp")
+        tmp.write_bytes(engine)
+        tmp.replace(folder / wanted.files[stage])
+        if progress is not None:
+            progress.update()
+    wanted.save(folder)
+    return folder
