@@ -47,16 +47,35 @@ def time_stages(backend) -> dict[str, float]:
     return totals
 
 
+def gpu_bytes_in_use() -> int:
+    """Device memory in use on the current GPU (all allocators: torch, TensorRT, cuDNN)."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
 def main(argv=None) -> int:
     p = runner_parser(__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="torch")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--engine_dir", default=None, help="engines for --backend onnx")
+    p.add_argument("--engine_dir", default=None, help="engines for --backend onnx / trt")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--cuda_graphs", action="store_true")
     args = p.parse_args(argv)
 
-    backend = build_backend(args.backend, args.config, args.checkpoint, args.device, args.engine_dir)
-    stage_seconds = time_stages(backend)
-    tracker = SAM2LongTracker(backend, TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty))
+    import torch
+
+    cuda = args.device.startswith("cuda")
+    used_before = gpu_bytes_in_use() if cuda else 0
+    backend = build_backend(args.backend, args.config, args.checkpoint, args.device, args.engine_dir,
+                            args.precision)
+    # Per-stage times need a wait after every call on a GPU, which would change what is
+    # measured: only on the CPU (where calls are synchronous anyway).
+    stage_seconds = {} if cuda else time_stages(backend)
+    tracker = SAM2LongTracker(backend, TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty),
+                              cuda_graphs=args.cuda_graphs)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     data = np.load(args.prompts)
     ids = sorted(int(k[5:]) for k in data.files if k.startswith("mask_"))
     prompts = [ObjectPrompt(i, int(data[f"frame_{i}"]), mask=data[f"mask_{i}"]) for i in ids]
@@ -72,8 +91,14 @@ def main(argv=None) -> int:
         video_res = to_video_resolution(result.low_res_logits, video_hw)
         for obj, frame_logits in zip(result.obj_ids, video_res):
             logits[obj].append(frame_logits.astype(np.float16))
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds),
+    memory = {}
+    if cuda:  # torch's peak (inputs, outputs, banks, TensorRT scratch) and the whole process
+        memory = {"peak_torch_bytes": np.array(torch.cuda.max_memory_allocated()),
+                  "gpu_bytes_used": np.array(gpu_bytes_in_use() - used_before)}
+    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds), **memory,
            **{f"stage_seconds_{k}": np.array(v) for k, v in stage_seconds.items()}}
     for prompt in prompts:
         i = prompt.obj_id

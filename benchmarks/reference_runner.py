@@ -16,7 +16,7 @@ Protocol (mirrors the fixture README and `vos_separate_inference_per_object`):
 - model: YAML loaded with OmegaConf, `model._target_` set to the fork's
   `SAM2VideoPredictor`, `model.non_overlap_masks=false`, no post-processing
   overrides, hydra `instantiate`, strict `{"model": state_dict}` load, eval,
-  CPU float32;
+  float32 on the CPU; with --device cuda, bf16 autocast as the original's own script;
 - one `init_state` on the JPEG folder; then for each object (sorted ids):
   `reset_state`, `add_new_mask(start, mask)`, `propagate_in_video(start)`.
 
@@ -38,7 +38,12 @@ import numpy as np
 import torch
 
 
-def build_predictor(config_path, checkpoint_path):
+def _gpu_bytes_in_use():
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+def build_predictor(config_path, checkpoint_path, device="cpu"):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -49,7 +54,7 @@ def build_predictor(config_path, checkpoint_path):
     model = instantiate(cfg.model, _recursive_=True)
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], strict=True)
-    return model.to(torch.device("cpu")).float().eval()
+    return model.to(torch.device(device)).float().eval()
 
 
 def load_prompts(path):
@@ -85,12 +90,20 @@ def read_traces(inference_state, start, num_frames, num_pathway):
 
 
 def run(args):
-    predictor = build_predictor(args.config, args.checkpoint)
+    import contextlib
+
+    cuda = args.device.startswith("cuda")
+    used_before = _gpu_bytes_in_use() if cuda else 0
+    predictor = build_predictor(args.config, args.checkpoint, args.device)
     prompts = load_prompts(args.prompts)
     results = {}
+    # On CUDA the original's own script runs everything under bf16 autocast.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
 
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         state = predictor.init_state(video_path=args.frames, async_loading_frames=False)
         state["num_pathway"] = args.num_pathway
         state["iou_thre"] = args.iou_thre
@@ -107,9 +120,14 @@ def run(args):
             logits = torch.cat([m[0:1, 0] for m in masks], dim=0)  # [frames, H, W]
             results[obj_id] = (start, logits.float().cpu().numpy().astype(np.float16),
                                read_traces(state, start, num_frames, args.num_pathway))
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
 
     out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds)}
+    if cuda:
+        out["peak_torch_bytes"] = np.int64(torch.cuda.max_memory_allocated())
+        out["gpu_bytes_used"] = np.int64(_gpu_bytes_in_use() - used_before)
     for obj_id, (start, logits, tr) in results.items():
         out[f"logits_{obj_id}"] = logits
         out[f"obj_scores_{obj_id}"] = tr["obj"]

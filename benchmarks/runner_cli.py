@@ -15,4 +15,5 @@ def runner_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--iou_thre", type=float, default=0.1)
     p.add_argument("--uncertainty", type=float, default=2)
     p.add_argument("--out", required=True, help="npz to write (the fixture's keys)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     return p

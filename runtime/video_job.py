@@ -31,6 +31,7 @@ def track_video(
     output_video: str,
     output_mask_dir: str | None = None,
     progress: Callable = lambda iterable, **_: iterable,
+    cuda_graphs: bool = False,
 ) -> float:
     """Write `output_video` (and one palette PNG per frame, pixel value = object id, into
     `output_mask_dir`); `progress` wraps the result stream (tqdm-like). Returns frames/s."""
@@ -46,7 +47,7 @@ def track_video(
 
     if output_mask_dir:
         os.makedirs(output_mask_dir, exist_ok=True)
-    tracker = SAM2LongTracker(backend, config)
+    tracker = SAM2LongTracker(backend, config, cuda_graphs=cuda_graphs)
     writer = H264Writer(output_video, info.height, info.width, info.fps)
     start = time.perf_counter()
     try:

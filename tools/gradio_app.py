@@ -30,6 +30,7 @@ from runtime.prompts import ObjectPrompt, PromptError
 from runtime.tracker import decode_prompt
 from runtime.video_io import VideoError, VideoSource
 from runtime.video_job import track_video
+from tools.backend_options import add_backend_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_VIDEO = ROOT / "samples" / "shapes.mp4"
@@ -50,8 +51,9 @@ def _draw_clicks(rgb: np.ndarray, points, labels, radius: int = 5) -> np.ndarray
 class Demo:
     """The model and what every event does with one session's state (a dict)."""
 
-    def __init__(self, backend, max_frames: int | None, note: str = ""):
+    def __init__(self, backend, max_frames: int | None, note: str = "", cuda_graphs: bool = False):
         self.backend = backend
+        self.cuda_graphs = cuda_graphs
         self.max_frames = max_frames
         self.note = note
 
@@ -118,7 +120,7 @@ class Demo:
         work = Path(tempfile.mkdtemp(prefix="sam2long_"))
         video = work / "tracked.mp4"
         fps = track_video(self.backend, source, [prompt], config, str(video),
-                          str(work / "masks"), progress=tqdm)
+                          str(work / "masks"), progress=tqdm, cuda_graphs=self.cuda_graphs)
         archive = shutil.make_archive(str(work / "masks"), "zip", work / "masks")
         return str(video), archive, f"Tracked {source.info.num_frames} frames ({fps:.1f} frames/s)."
 
@@ -168,34 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint; an official one that is missing is downloaded first")
     p.add_argument("--random_weights", action="store_true",
                    help="a seeded random micro model (offline; the masks are meaningless)")
-    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="inference backend; auto picks the fastest available here")
-    p.add_argument("--engine_dir", default=None,
-                   help="folder of engines from export/build_engines.py (for --backend onnx)")
+    add_backend_args(p)
     p.add_argument("--max_frames", type=int, default=3000,
                    help="refuse longer videos with a message (0: no limit)")
     return p
 
 
 def create_demo(args) -> gr.Blocks:
+    from tools.backend_options import check_cuda_graphs
     from tools.video_inference import load_backend
 
     backend = load_backend(args.sam2_cfg, args.sam2_checkpoint, args.random_weights, args.device,
-                           args.backend, args.engine_dir)
+                           args.backend, args.engine_dir, args.precision)
     note = "**Random weights: the masks are meaningless.**" if args.random_weights else ""
-    return Demo(backend, args.max_frames or None, note).build()
+    return Demo(backend, args.max_frames or None, note, check_cuda_graphs(args, backend)).build()
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from engine.manifest import EngineMismatchError
     from engine.model_loading import ModelLoadError
+    from engine.trt_backend import TensorRTUnavailable
     from tools.download_checkpoints import DownloadError
 
     try:
         demo = create_demo(args)
-    except (ModelLoadError, EngineMismatchError, DownloadError, FileNotFoundError, ValueError) as e:
+    except (ModelLoadError, EngineMismatchError, TensorRTUnavailable, DownloadError, FileNotFoundError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share,

@@ -24,6 +24,7 @@ from runtime.config import TrackerConfig
 from runtime.prompts import ObjectPrompt, PromptError
 from runtime.video_io import VideoError, VideoSource
 from runtime.video_job import track_video
+from tools.backend_options import add_backend_args, build_chosen_backend, check_cuda_graphs
 
 OBJ_ID = 1
 RANDOM_CFG = str(Path(__file__).resolve().parents[1] / "configs" / "micro_sam2.1_256.yaml")
@@ -55,12 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a frame enters memory only if its predicted IoU is above this")
     p.add_argument("--uncertainty", type=float, default=2.0,
                    help="when every |object score| is at most this, favour diverse masks")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="inference backend; auto picks the fastest available here (torch; "
-                        "ONNX Runtime is slower on CPUs) and says which")
-    p.add_argument("--engine_dir", default=None,
-                   help="folder of engines from export/build_engines.py (for --backend onnx)")
-    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ...")
+    add_backend_args(p)
     p.add_argument("--fps", type=float, default=24.0, help="frame rate for a folder of frames")
     return p
 
@@ -85,13 +81,9 @@ def _prompt(args, info) -> ObjectPrompt:
 
 
 def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, device: str,
-                 backend: str = "auto", engine_dir: str | None = None):
+                 backend: str = "auto", engine_dir: str | None = None, precision: str = "fp32"):
     """The model the user asked for (shared with the Gradio demo): random micro weights,
     or a checkpoint, downloading an official one that is missing."""
-    from engine.factory import build_backend
-
-    # `auto`: torch, on CUDA when the machine has it (the fastest backend built so far).
-    name = "torch" if backend == "auto" else backend
     if random_weights:
         from tools.make_random_checkpoint import write_checkpoint
 
@@ -99,7 +91,7 @@ def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, devi
         if not path.is_file():
             write_checkpoint(path, RANDOM_CFG, seed=0)
         print("NOTE: --random_weights: a random micro model, the masks are meaningless.")
-        return build_backend(name, RANDOM_CFG, str(path), device, engine_dir)
+        return build_chosen_backend(backend, RANDOM_CFG, str(path), device, engine_dir, precision)
     checkpoint = Path(sam2_checkpoint)
     if not checkpoint.is_file():
         from tools.download_checkpoints import OFFICIAL, download
@@ -110,7 +102,7 @@ def load_backend(sam2_cfg: str, sam2_checkpoint: str, random_weights: bool, devi
                 f"python tools/download_checkpoints.py ({', '.join(OFFICIAL)})")
         print(f"{checkpoint} is missing: downloading the official checkpoint")
         download(checkpoint.name, checkpoint.parent)
-    return build_backend(name, sam2_cfg, str(checkpoint), device, engine_dir)
+    return build_chosen_backend(backend, sam2_cfg, str(checkpoint), device, engine_dir, precision)
 
 
 def run(args) -> int:
@@ -121,10 +113,12 @@ def run(args) -> int:
         "outputs", f"{Path(args.video_path.rstrip('/')).stem}_sam2long.mp4")
     config = TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty)
     backend = load_backend(args.sam2_cfg, args.sam2_checkpoint, args.random_weights, args.device,
-                           args.backend, args.engine_dir)
+                           args.backend, args.engine_dir, args.precision)
+    cuda_graphs = check_cuda_graphs(args, backend)
     print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
-          f"{float(info.fps):.2f} fps; backend {backend.name} on {backend.device}")
-    fps = track_video(backend, source, [prompt], config, output, args.output_mask_dir, progress=tqdm)
+          f"{float(info.fps):.2f} fps; backend {backend.name} ({args.precision}) on {backend.device}")
+    fps = track_video(backend, source, [prompt], config, output, args.output_mask_dir, progress=tqdm,
+                      cuda_graphs=cuda_graphs)
     print(f"wrote {output} ({info.num_frames} frames, {fps:.2f} frames/s)")
     return 0
 
@@ -133,11 +127,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from engine.manifest import EngineMismatchError
     from engine.model_loading import ModelLoadError
+    from engine.trt_backend import TensorRTUnavailable
     from tools.download_checkpoints import DownloadError
 
     try:
         return run(args)
-    except (VideoError, PromptError, ModelLoadError, EngineMismatchError, DownloadError,
+    except (VideoError, PromptError, ModelLoadError, EngineMismatchError, TensorRTUnavailable, DownloadError,
             FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -37,6 +37,8 @@ from runtime.vos_dataset import (
     list_videos,
     load_prompts,
 )
+from tools.backend_options import add_backend_args
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SAM 2 config: a name inside the sam2 package or a path to a YAML file")
     model.add_argument("--sam2_checkpoint", default="./checkpoints/sam2.1_hiera_b+.pt",
                        help='checkpoint in the official layout {"model": state_dict}')
-    model.add_argument("--backend", default="torch", choices=["torch", "onnx"],
-                       help="inference backend: torch (the PyTorch reference) or onnx (ONNX "
-                            "Runtime over graphs built by export/build_engines.py)")
-    model.add_argument("--engine_dir", default=None,
-                       help="folder of engines from export/build_engines.py (for --backend onnx)")
-    model.add_argument("--device", default="auto",
-                       help="torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    add_backend_args(model, default="torch")
     data = p.add_argument_group("data")
     data.add_argument("--base_video_dir", required=True,
                       help="folder with one subfolder of JPEG frames per video")
@@ -181,19 +177,19 @@ def main(argv=None) -> int:
             print(f"shard {i}: {len(chunk)} videos{mark}: {' '.join(chunk)}")
         return 0
 
-    from engine.factory import build_backend
     from engine.manifest import EngineMismatchError
     from engine.model_loading import ModelLoadError
     from runtime.tracker import SAM2LongTracker
+    from tools.backend_options import build_chosen_backend, check_cuda_graphs
 
     try:
-        backend = build_backend(args.backend, args.sam2_cfg, args.sam2_checkpoint, args.device,
-                                args.engine_dir)
+        backend = build_chosen_backend(args.backend, args.sam2_cfg, args.sam2_checkpoint, args.device,
+                                       args.engine_dir, args.precision)
+        tracker = SAM2LongTracker(backend, config, cuda_graphs=check_cuda_graphs(args, backend))
     except (ModelLoadError, EngineMismatchError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tracker = SAM2LongTracker(backend, config)
-    print(f"backend {backend.name} on {backend.device}; P={config.num_pathway} "
+    print(f"backend {backend.name} ({args.precision}) on {backend.device}; P={config.num_pathway} "
           f"iou_thre={config.iou_thre} uncertainty={config.uncertainty}")
 
     failed, skipped, done = [], 0, 0
