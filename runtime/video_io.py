@@ -4,13 +4,13 @@ images) and encode H.264 on a worker thread, so that browsers play the result.""
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+
+from runtime.background import BackgroundWorker
 
 DEFAULT_FOLDER_FPS = 24.0
 
@@ -114,44 +114,39 @@ class H264Writer:
         self._stream.height = height + self._pad[0]
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(crf)}
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, daemon=True)
-        self._thread.start()
+        self._worker = BackgroundWorker("h264-writer")
 
-    def _work(self):
+    def _encode(self, rgb: np.ndarray):
         import av
 
-        try:
-            while (rgb := self._queue.get()) is not None:
-                if any(self._pad):
-                    rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                for packet in self._stream.encode(frame):
-                    self._container.mux(packet)
-        except BaseException as e:  # reported by write()/close()
-            self._error = e
-            while self._queue.get() is not None:
-                pass
+        if any(self._pad):
+            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
 
     def write(self, rgb: np.ndarray):
-        if self._error is not None:
-            raise VideoError(f"encoding {self.path} failed: {self._error}") from self._error
-        self._queue.put(np.ascontiguousarray(rgb))
+        try:
+            self._worker.submit(self._encode, np.ascontiguousarray(rgb))
+        except Exception as e:
+            raise VideoError(f"encoding {self.path} failed: {e}") from e
 
     def close(self, keep: bool = True):
         """Finish the file (keep=True) or throw it away."""
-        self._queue.put(None)
-        self._thread.join()
+        error = None
         try:
-            if self._error is None and keep:
+            self._worker.close()
+        except Exception as e:
+            error = e
+        try:
+            if error is None and keep:
                 for packet in self._stream.encode():
                     self._container.mux(packet)
         finally:
             self._container.close()
-        if self._error is not None or not keep:
+        if error is not None or not keep:
             os.remove(self._tmp)
-            if self._error is not None:
-                raise VideoError(f"encoding {self.path} failed: {self._error}") from self._error
+            if error is not None:
+                raise VideoError(f"encoding {self.path} failed: {error}") from error
             return
         os.replace(self._tmp, self.path)

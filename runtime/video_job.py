@@ -5,6 +5,7 @@ Shared by tools/video_inference.py and the Gradio demo.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from engine.stages import StageBackend
+from runtime.background import BackgroundWorker
 from runtime.config import TrackerConfig
 from runtime.frames import prefetch, preprocess_frame
 from runtime.overlay import overlay_masks
@@ -49,6 +51,7 @@ def track_video(
         os.makedirs(output_mask_dir, exist_ok=True)
     tracker = SAM2LongTracker(backend, config, cuda_graphs=cuda_graphs)
     writer = H264Writer(output_video, info.height, info.width, info.fps)
+    png_worker = BackgroundWorker("mask-png-writer") if output_mask_dir else None
     start = time.perf_counter()
     try:
         frames = prefetch(enumerate(source.frames()), prepare)
@@ -63,10 +66,15 @@ def track_video(
                 packed = np.zeros(video_hw, np.uint8)
                 for obj in sorted(masks, reverse=True):  # smaller ids on top
                     packed[masks[obj]] = obj
-                save_palette_png(os.path.join(output_mask_dir, f"{result.frame_idx:05d}.png"),
-                                 packed, None)
+                png_worker.submit(save_palette_png, os.path.join(output_mask_dir, f"{result.frame_idx:05d}.png"),
+                                  packed, None)
     except BaseException:
         writer.close(keep=False)
+        if png_worker is not None:
+            with contextlib.suppress(Exception):  # the failure being handled is the one to report
+                png_worker.close()
         raise
     writer.close()
+    if png_worker is not None:
+        png_worker.close()
     return info.num_frames / (time.perf_counter() - start)

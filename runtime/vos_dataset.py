@@ -34,6 +34,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from runtime.background import BackgroundWorker
+
 __all__ = [
     "DAVIS_PALETTE",
     "COMPLETE_MARKER",
@@ -570,6 +572,7 @@ class OutputWriter:
         self.score_thresh = float(score_thresh)
         self.video_dir = os.path.join(output_mask_dir, video_name)
         self._frames: set[str] = set()
+        self._worker = BackgroundWorker(f"png-writer-{video_name}")  # PNG encoding off the tracking loop
 
         os.makedirs(self.video_dir, exist_ok=True)
         try:
@@ -609,7 +612,11 @@ class OutputWriter:
         anything reshapeable to it, e.g. 1xHxW; move tensors to CPU float32
         first).  Objects missing from the mapping are absent on this frame.
         """
-        scores = self._scores(per_obj_logits)
+        scores = self._scores(per_obj_logits)  # checked here, so errors name the caller's frame
+        self._worker.submit(self._write_pngs, frame_name, scores)
+        self._frames.add(frame_name)
+
+    def _write_pngs(self, frame_name: str, scores: np.ndarray) -> None:
         if not self.per_obj_png_file:
             scores = _apply_non_overlap(scores)
             masks = scores > self.score_thresh
@@ -628,7 +635,13 @@ class OutputWriter:
                     masks[i].astype(np.uint8),
                     self.palette,
                 )
-        self._frames.add(frame_name)
+
+    def abandon(self) -> None:
+        """Stop after a failure: let queued frames finish, write no marker."""
+        try:
+            self._worker.close()
+        except Exception:
+            pass  # the failure being handled is the one to report
 
     @property
     def num_frames_written(self) -> int:
@@ -641,6 +654,7 @@ class OutputWriter:
         frames written and the object ids, which :func:`is_video_complete`
         checks against the expected frame count.
         """
+        self._worker.close()  # every PNG is on disk (or its error raised) before the marker
         path = _marker_path(self.output_mask_dir, self.video_name)
         payload = json.dumps(
             {

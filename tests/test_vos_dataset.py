@@ -284,6 +284,7 @@ def test_davis_output_keeps_input_palette(tmp_path):
     prompts, palette = load_prompts(str(tmp_path / "ann"), "v", FRAMES, False, False)
     writer = OutputWriter(str(tmp_path / "out"), "v", False, palette, H, W, sorted(prompts))
     writer.write("00000", {1: np.where(prompts[1][1], 3.0, -3.0)})
+    writer.finish()  # PNGs are written by a worker thread
     arr, mode, out_palette = read_png(tmp_path / "out" / "v" / "00000.png")
     assert mode == "P"
     assert out_palette[: len(palette)] == palette
@@ -293,6 +294,7 @@ def test_davis_output_keeps_input_palette(tmp_path):
 def test_davis_default_palette(tmp_path):
     writer = OutputWriter(str(tmp_path), "v", False, None, H, W, [1])
     writer.write("00000", {1: np.ones((H, W))})
+    writer.finish()  # PNGs are written by a worker thread
     _, _, out_palette = read_png(tmp_path / "v" / "00000.png")
     assert bytes(out_palette[:6]) == DAVIS_PALETTE[:6]
 
@@ -307,6 +309,7 @@ def test_non_overlap_packing(tmp_path):
     s1[0, 4], s2[0, 4] = -1.0, -0.5  # winner below threshold -> background
     writer = OutputWriter(str(tmp_path), "v", False, None, H, W, [2, 1])
     writer.write("00000", {1: s1, 2: s2})
+    writer.finish()  # PNGs are written by a worker thread
     arr, _, _ = read_png(tmp_path / "v" / "00000.png")
     assert arr[0, :6].tolist() == [2, 1, 1, 2, 0, 0]
     assert (arr[1:] == 0).all()
@@ -315,6 +318,7 @@ def test_non_overlap_packing(tmp_path):
     # packing order (descending ids, smallest id on top) decides.
     writer = OutputWriter(str(tmp_path), "w", False, None, H, W, [1, 2], score_thresh=-20.0)
     writer.write("00000", {1: s1, 2: s2})
+    writer.finish()  # PNGs are written by a worker thread
     arr, _, _ = read_png(tmp_path / "w" / "00000.png")
     assert arr[0, 0] == 1
 
@@ -334,6 +338,7 @@ def test_non_overlap_matches_torch_reference():
 def test_absent_objects_and_validation(tmp_path):
     writer = OutputWriter(str(tmp_path), "v", False, None, H, W, [1, 2])
     writer.write("00000", {2: np.ones((1, H, W), np.float32)})  # object 1 absent
+    writer.finish()  # PNGs are written by a worker thread
     arr, _, _ = read_png(tmp_path / "v" / "00000.png")
     assert (arr == 2).all()
     with pytest.raises(ValueError, match="unknown"):
@@ -355,6 +360,7 @@ def test_sav_per_object_layout(tmp_path):
         (0, "00001", np.zeros((H, W))),
         (12, "00001", box(0, 1, 0, 1)),
     ]:
+        writer.finish()  # PNGs are written by a worker thread
         arr, mode, palette = read_png(tmp_path / "sav" / f"{oid:03d}" / f"{frame}.png")
         assert mode == "P" and bytes(palette[:6]) == DAVIS_PALETTE[:6]
         np.testing.assert_array_equal(arr, expected)
@@ -397,3 +403,16 @@ def test_is_video_complete_tolerates_garbage_marker(tmp_path):
     (tmp_path / "bear").mkdir()
     (tmp_path / "bear" / vd.COMPLETE_MARKER).write_text("{not json")
     assert not is_video_complete(str(tmp_path), "bear", 1)
+
+
+def test_png_errors_in_the_worker_surface_and_leave_no_marker(tmp_path):
+    """PNGs are encoded on a worker thread: a failure there is raised by finish(), and the
+    video is not marked complete."""
+    import shutil
+
+    writer = OutputWriter(str(tmp_path), "v", False, None, H, W, [1])
+    shutil.rmtree(tmp_path / "v")  # the disk goes away under the writer
+    writer.write("00000", {1: np.ones((H, W))})
+    with pytest.raises(OSError):
+        writer.finish()
+    assert not is_video_complete(str(tmp_path), "v", 1)

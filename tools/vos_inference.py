@@ -130,9 +130,13 @@ def run_video(args, tracker, video: str, frame_names: list[str]) -> int:
     size = tracker.geo.image_size
     frames = prefetch(source.frames(), lambda rgb: preprocess_frame(Image.fromarray(rgb), size))
     results = tracker.track(frames, prompts, len(frame_names), video_hw, trace=trace)
-    for result in tqdm(results, total=len(frame_names), desc=video, unit="frame", leave=False):
-        logits = to_video_resolution(result.low_res_logits, video_hw)
-        writer.write(frame_names[result.frame_idx], dict(zip(result.obj_ids, logits)))
+    try:
+        for result in tqdm(results, total=len(frame_names), desc=video, unit="frame", leave=False):
+            logits = to_video_resolution(result.low_res_logits, video_hw)
+            writer.write(frame_names[result.frame_idx], dict(zip(result.obj_ids, logits)))
+    except BaseException:
+        writer.abandon()
+        raise
     if trace is not None:
         _save_trace(args.trace_dir, video, prompts, trace)
     writer.finish()
