@@ -151,7 +151,7 @@ def check_trt_manifest(engine_dir: Path, onnx_manifest: Manifest, gpu_name: str,
         found = sorted(p.name for p in (Path(engine_dir) / "trt").glob("*") if (p / TRT_MANIFEST_NAME).is_file())
         have = f"; engines there are for: {', '.join(found)}" if found else ""
         raise EngineMismatchError(
-            f"no TensorRT engines for {gpu_name} (sm{compute_capability}), TensorRT "
+            f"no TensorRT engines for {gpu_name} (sm{compute_capability.replace('.', '')}), TensorRT "
             f"{tensorrt_version}, {precision} in {folder}{have}. Engines are specific to a GPU "
             f"model and TensorRT version; build them on this machine with:\n  {rebuild}") from None
     built_for = (manifest.gpu_name, manifest.compute_capability, manifest.tensorrt_version, manifest.precision)

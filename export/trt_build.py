@@ -31,7 +31,7 @@ def strongly_typed_network(trt, builder):
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if flag is None:
         if int(trt.__version__.split(".")[0]) < 11:
-            raise TrtBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; use 10.12+ or 11.x")
+            raise TrtBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; use a newer 10.x or 11.x")
         return builder.create_network(0)
     return builder.create_network(1 << int(flag))
 
@@ -46,12 +46,15 @@ def parse_onnx(trt, network, logger, path: Path):
 
 
 def build_stage_engine(trt, logger, onnx_path: Path, profile_shapes: dict, timing_cache_path: Path,
-                       workspace_bytes: int = WORKSPACE_BYTES) -> bytes:
+                       workspace_bytes: int = WORKSPACE_BYTES, precision: str = "fp32") -> bytes:
     builder = trt.Builder(logger)
     network = strongly_typed_network(trt, builder)
     parser = parse_onnx(trt, network, logger, onnx_path)  # noqa: F841 (keeps the parser alive)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if precision == "fp32" and tf32 is not None:
+        config.clear_flag(tf32)  # TensorRT allows TF32 by default: fp32 engines mean fp32
     cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -114,7 +117,8 @@ def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, pr
         source = write_cast_graph(onnx_dir / manifest.files[stage], precision,
                                   folder / f"{stage}.{precision}.onnx", external_data_bytes)
         profile = stage_profile(stage, geo, manifest.max_batch, opt_batch)
-        engine = build_stage_engine(trt, logger, source, profile, folder / TIMING_CACHE_NAME)
+        engine = build_stage_engine(trt, logger, source, profile, folder / TIMING_CACHE_NAME,
+                                    precision=precision)
         tmp = folder / (wanted.files[stage] + ".tmp")
         tmp.write_bytes(engine)
         tmp.replace(folder / wanted.files[stage])

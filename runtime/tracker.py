@@ -71,6 +71,7 @@ class _Session:
     decided: list[deque]
     trace: dict[int, list[TraceRow]] | None
     starts: list[int]
+    graphs: GraphCache  # tracking steps capture this video's banks: one cache per video
     next_emit: int = 0
     frames_seen: int = 0
 
@@ -135,8 +136,10 @@ class SAM2LongTracker:
         self.fixed_shapes = on_cuda if fixed_shapes is None else fixed_shapes
         if cuda_graphs and not self.fixed_shapes:
             raise ValueError("CUDA graphs need fixed shapes")
-        self._graphs = GraphCache(cuda_graphs)
+        self.cuda_graphs = cuda_graphs
+        self._image_graphs = GraphCache(cuda_graphs)  # stateless: serves every video
         self._pinned: dict = {}
+        self._objs: dict = {}  # active object indices on the device, per set of active objects
         self._stream = torch.cuda.Stream(self.device) if on_cuda else None
 
     # -- public ----------------------------------------------------------------------
@@ -191,6 +194,7 @@ class SAM2LongTracker:
             decided=[deque() for _ in prompts],
             trace=trace,
             starts=[p.frame_idx for p in prompts],
+            graphs=GraphCache(self.cuda_graphs and self._image_graphs.enabled),
         )
 
     def _on_stream(self):
@@ -210,7 +214,7 @@ class SAM2LongTracker:
     def _step(self, s: _Session, t: int, image: torch.Tensor, video_hw):
         if t < min(s.starts):
             return  # no object yet: nothing to compute for this frame
-        feats = self._graphs.run("image", lambda image: self.backend.encode_image(image),
+        feats = self._image_graphs.run("image", lambda image: self.backend.encode_image(image),
                                  {"image": self._upload(image)})
         for obj, start in enumerate(s.starts):
             if start == t:
@@ -232,14 +236,17 @@ class SAM2LongTracker:
     # -- frames after the prompt --------------------------------------------------------
     def _track_active(self, s: _Session, t: int, feats: ImageFeatures, active: list[int]):
         dev = self.device
-        objs = torch.tensor(active, device=dev)
-        first = torch.tensor([s.starts[o] == t - 1 for o in active], device=dev)
+        key = tuple(active)
+        objs = self._objs.get(key)
+        if objs is None:  # one upload per set of active objects, not per frame
+            objs = self._objs[key] = torch.tensor(active, device=dev)
         if self.fixed_shapes:
-            inputs = dict(objs=objs, first=first, t=torch.full((), t, dtype=torch.int64, device=dev),
+            # A fill kernel, not a host->device copy: the frame index as a device scalar.
+            inputs = dict(objs=objs, t=torch.full((), t, dtype=torch.int64, device=dev),
                           feat=feats.feat, hr0=feats.hr0, hr1=feats.hr1)
-            step = self._graphs.run(("track", tuple(active)), lambda **kw: self._fixed_step(s, **kw), inputs)
+            step = s.graphs.run(key, lambda **kw: self._fixed_step(s, **kw), inputs)
         else:
-            step = self._dedupe_step(s, t, feats, objs, first)
+            step = self._dedupe_step(s, t, feats, objs)
         self._push(s, t, active, step)
 
     def _select(self, s: _Session, objs, first, cls, row_of_slot, dec):
@@ -268,11 +275,12 @@ class SAM2LongTracker:
         s.copy_class[objs] = new_cls
         return kept_iou, kept_score
 
-    def _dedupe_step(self, s: _Session, t: int, feats: ImageFeatures, objs, first) -> _Step:
+    def _dedupe_step(self, s: _Session, t: int, feats: ImageFeatures, objs) -> _Step:
         """Rows only for pathways that differ (exact copies computed once): least work,
         but data-dependent shapes and host waits; the CPU path."""
         dev, P = self.device, self.config.num_pathway
         num_act = objs.shape[0]
+        first = s.bank.start[objs] == t - 1
         cls = s.copy_class[objs]  # [A, P]
         slot_ids = torch.arange(P, device=dev)
         rep_a, rep_slot = torch.nonzero(cls == slot_ids, as_tuple=True)
@@ -294,16 +302,17 @@ class SAM2LongTracker:
                                             dec, src_row, mask_idx)
         return _Step(low_masks[:, 0], unique_of_slot, parent, new_cls, first, kept_iou, kept_score, acc)
 
-    def _fixed_step(self, s: _Session, objs, first, t, feat, hr0, hr1) -> _Step:
+    def _fixed_step(self, s: _Session, objs, t, feat, hr0, hr1) -> _Step:
         """Every (object, pathway) slot is a row, copies included: fixed shapes and no host
         waits, so the whole step can be one CUDA graph; the GPU path."""
         dev, P = self.device, self.config.num_pathway
         num_act = objs.shape[0]
         feats = ImageFeatures(feat, hr0, hr1)
+        first = s.bank.start[objs] == t - 1
         cls = s.copy_class[objs]
-        rows = torch.arange(num_act * P, device=dev)
-        row_of_slot = rows.view(num_act, P)
-        memory, _ = s.bank.memory_inputs(objs.repeat_interleave(P), torch.arange(P, device=dev).repeat(num_act), t)
+        row_of_slot = torch.arange(num_act * P, device=dev).view(num_act, P)
+        row_objs = objs[:, None].expand(-1, P).reshape(-1)  # no repeat_interleave: it can sync
+        memory, _ = s.bank.memory_inputs(row_objs, torch.arange(P, device=dev).repeat(num_act), t)
         pix = self.backend.attend_memory(feat, memory)
         dec = self.backend.decode_masks(pix, feats)
         parent, mask_idx, acc, new_cls, src_row = self._select(s, objs, first, cls, row_of_slot, dec)

@@ -116,6 +116,7 @@ def test_cuda_torch_eager_and_graphs_match_cpu_fp32(cuda_model, lively_backend, 
     eager = _run(backend)
     _assert_same_tracks(ref, eager, atol=None, min_iou=min_iou, mean_iou=mean_iou)
     tracker = SAM2LongTracker(backend, TrackerConfig(3, 0.1, 2.0), cuda_graphs=True)
-    graphed = list(tracker.track(_frames(14), _prompts(), 14, HW))
-    assert tracker._graphs.captured >= 2  # the image encoder and at least one tracking step
-    _assert_same_tracks(eager, graphed, atol=None, min_iou=0.999)
+    for _ in range(2):  # a second video through the same tracker: its own banks, recaptured
+        graphed = list(tracker.track(_frames(14), _prompts(), 14, HW))
+        assert tracker._image_graphs.captured == 1
+        _assert_same_tracks(eager, graphed, atol=None, min_iou=0.999)

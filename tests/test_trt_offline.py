@@ -50,6 +50,7 @@ def make_fake_trt(version: str = VERSION, strongly_typed_flag: bool = True) -> t
     flags = {"EXPLICIT_BATCH": 0, **({"STRONGLY_TYPED": 1} if strongly_typed_flag else {})}
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", flags)
     trt.MemoryPoolType = enum.Enum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
+    trt.BuilderFlag = enum.Enum("BuilderFlag", ["TF32", "REFIT", "SPARSE_WEIGHTS"])
     trt.TensorIOMode = enum.Enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
     trt.DataType = enum.Enum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "BF16", "INT64"])
     trt.ExecutionContextAllocationStrategy = enum.Enum(
@@ -117,6 +118,10 @@ def make_fake_trt(version: str = VERSION, strongly_typed_flag: bool = True) -> t
     class Config:
         def __init__(self):
             self.pools, self.cache, self.ignore_mismatch, self.profiles = {}, None, None, []
+            self.flags = {trt.BuilderFlag.TF32}  # TensorRT's default
+
+        def clear_flag(self, flag):
+            self.flags.discard(flag)
 
         def set_memory_pool_limit(self, pool, pool_size):
             self.pools[pool] = pool_size
@@ -134,6 +139,9 @@ def make_fake_trt(version: str = VERSION, strongly_typed_flag: bool = True) -> t
 
         def get_timing_cache(self):
             return self.cache
+
+    def fake_tf32(config):
+        return trt.BuilderFlag.TF32 in config.flags
 
     class Builder:
         def __init__(self, logger):
@@ -155,7 +163,8 @@ def make_fake_trt(version: str = VERSION, strongly_typed_flag: bool = True) -> t
             trt.builds.append(dict(flags=network.flags, source=network.source, io=network.io,
                                    profiles=[p.shapes for p in config.profiles], pools=config.pools,
                                    cache_in=cache_in, cache_out=config.cache.data,
-                                   ignore_mismatch=config.ignore_mismatch, engine=engine))
+                                   ignore_mismatch=config.ignore_mismatch, engine=engine,
+                                   tf32=fake_tf32(config)))
             return engine
 
     class ExecutionContext:
@@ -259,6 +268,7 @@ def test_build_writes_engines_manifest_profiles_and_shares_the_timing_cache(grap
     for stage, b in zip(STAGES, builds):
         assert b["flags"] & (1 << int(fake_trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)), stage
         assert b["pools"][fake_trt.MemoryPoolType.WORKSPACE] > 0 and b["ignore_mismatch"] is False
+        assert b["tf32"] is False, stage  # fp32 engines really compute in fp32
         assert (folder / f"{stage}.engine").read_bytes() == b["engine"], stage
         graph_inputs = {t["name"]: t["shape"] for t in b["io"] if t["mode"] == "INPUT"}
         dynamic = {name for name, shape in graph_inputs.items() if -1 in shape}
@@ -385,7 +395,7 @@ def test_cli_builds_engines_and_reports_build_errors(graphs, fake_trt, micro_che
     folder = trt_engine_dir(graphs, trt_engine_key(GPU, CC, VERSION, "fp16"))
     assert TrtManifest.load(folder).opt_batch == 4 and len(fake_trt.builds) == 4
     fake_trt.parse_errors = ["node Foo: unsupported"]
-    assert main(args + ["--force"]) == 2
+    assert main(args[:-1] + ["bf16"]) == 2  # (not --force: that would export the graphs again)
     assert "node Foo: unsupported" in capsys.readouterr().err
 
 
@@ -406,7 +416,7 @@ def test_check_trt_manifest(graphs, fake_trt):
     with pytest.raises(EngineMismatchError) as caught:
         _check(graphs, onnx_manifest, gpu="NVIDIA A100-SXM4-80GB", cc="8.0", version="10.14.1.48")
     msg = str(caught.value)
-    assert "NVIDIA A100-SXM4-80GB" in msg and "sm8.0" in msg and "TensorRT 10.14.1.48" in msg
+    assert "NVIDIA A100-SXM4-80GB" in msg and "sm80" in msg and "TensorRT 10.14.1.48" in msg
     assert folder.name in msg and "--targets trt" in msg and "build_engines.py" in msg
 
     # A manifest saying H100 / 10.13 found where the A100 / 10.14 engines belong.
