@@ -1,11 +1,13 @@
 """The TensorRT backend: the four engines built by `export/build_engines.py --targets trt`.
 
-One execution context per engine. Inputs and outputs are torch CUDA tensors bound by
-address (`set_tensor_address`); outputs come from torch's caching allocator, so after the
-first frame no call allocates device memory, and the runtime may keep them as long as it
-likes. The engines run one after another on the caller's current stream (the tracker runs
-on one non-default stream, and a CUDA-graph capture records them there), so the four
-contexts share one scratch buffer (USER_MANAGED context memory).
+One execution context per engine and input shape: shapes are set once per context, so a
+CUDA graph captured over one context stays valid whatever other shapes (a prompt frame's
+batch of one) run in between. Inputs and outputs are torch CUDA tensors bound by address
+(`set_tensor_address`); outputs come from torch's caching allocator, so after the first
+frames no call allocates device memory, and the runtime may keep them as long as it likes.
+The engines run one after another on the caller's current stream (the tracker runs on one
+non-default stream, and a CUDA-graph capture records them there), so every context shares
+one scratch buffer (USER_MANAGED context memory).
 """
 
 from __future__ import annotations
@@ -70,11 +72,10 @@ class TrtBackend(GraphBackend):
         with torch.cuda.device(self.device):
             for stage in STAGES:
                 self._load_stage(stage, Path(trt_folder) / manifest.files[stage])
-            # Engines run one after another on one stream: one scratch buffer serves all.
+            # Engines run one after another on one stream: one scratch buffer serves all
+            # (device_memory_size_v2 covers every shape of the profile).
             sizes = [self._scratch_size(e) for e in self.engines.values()]
             self.scratch = torch.empty(max(sizes + [1]), dtype=torch.uint8, device=self.device)
-            for ctx in self.contexts.values():
-                ctx.set_device_memory(self.scratch.data_ptr(), self.scratch.numel())
 
     def _load_stage(self, stage: str, path: Path):
         trt = self.trt
@@ -88,9 +89,7 @@ class TrtBackend(GraphBackend):
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         check_stage_io(stage, inputs, outputs)
-        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
         self.engines[stage] = engine
-        self.contexts[stage] = engine.create_execution_context(strategy)
         self.io[stage] = (
             {n: (torch_dtype(trt, engine.get_tensor_dtype(n)), -1 in tuple(engine.get_tensor_shape(n)))
              for n in inputs},
@@ -102,18 +101,28 @@ class TrtBackend(GraphBackend):
         size = getattr(engine, "device_memory_size_v2", None)  # 10.1+; all profiles
         return int(size if size is not None else engine.device_memory_size)
 
+    def _context(self, stage: str, shapes: dict[str, tuple]):
+        """The execution context of `stage` for these input shapes (made on first use)."""
+        key = (stage, tuple(sorted(shapes.items())))
+        ctx = self.contexts.get(key)
+        if ctx is None:
+            strategy = self.trt.ExecutionContextAllocationStrategy.USER_MANAGED
+            ctx = self.engines[stage].create_execution_context(strategy)
+            ctx.set_device_memory(self.scratch.data_ptr(), self.scratch.numel())
+            input_types = self.io[stage][0]
+            for name, shape in shapes.items():
+                if input_types[name][1] and not ctx.set_input_shape(name, shape):
+                    raise ValueError(f"stage {stage}: input {name} of shape {shape} is outside the "
+                                     "engine's optimization profile; rebuild with a larger --max_batch")
+            self.contexts[key] = ctx
+        return ctx
+
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
         self._check_batch(stage, batch)
-        ctx = self.contexts[stage]
         input_types, output_types = self.io[stage]
-        bound = []  # keeps converted inputs alive until the work is queued
-        for name, value in feeds.items():
-            dtype, dynamic = input_types[name]
-            value = value.to(self.device, dtype).contiguous()
-            bound.append(value)
-            if dynamic and not ctx.set_input_shape(name, tuple(value.shape)):
-                raise ValueError(f"stage {stage}: input {name} of shape {tuple(value.shape)} is outside "
-                                 "the engine's optimization profile; rebuild with a larger --max_batch")
+        bound = {name: value.to(self.device, input_types[name][0]).contiguous() for name, value in feeds.items()}
+        ctx = self._context(stage, {name: tuple(value.shape) for name, value in bound.items()})
+        for name, value in bound.items():  # `bound` keeps them alive until the work is queued
             ctx.set_tensor_address(name, value.data_ptr())
         outputs = []
         for name in (t.name for t in STAGE_SPECS[stage].outputs):

@@ -168,8 +168,19 @@ def make_fake_trt(version: str = VERSION, strongly_typed_flag: bool = True) -> t
             return engine
 
     class ExecutionContext:
-        def __init__(self, strategy):
-            self.strategy = strategy
+        def __init__(self, engine, strategy):
+            self.engine, self.strategy, self.memory, self.shapes = engine, strategy, None, {}
+
+        def set_device_memory(self, memory, size):
+            self.memory = (memory, size)
+
+        def set_input_shape(self, name, shape):
+            # Inside the profile: the batch (first dim) may be 1..max_batch, the rest fixed.
+            graph_shape = self.engine.get_tensor_shape(name)
+            ok = len(shape) == len(graph_shape) and all(g in (-1, d) for g, d in zip(graph_shape, shape))
+            if ok:
+                self.shapes[name] = tuple(shape)
+            return ok
 
     class Engine:
         device_memory_size_v2 = 12345
@@ -194,7 +205,7 @@ def make_fake_trt(version: str = VERSION, strongly_typed_flag: bool = True) -> t
             return tuple(self._io[name]["shape"])
 
         def create_execution_context(self, strategy=trt.ExecutionContextAllocationStrategy.STATIC):
-            return ExecutionContext(strategy)
+            return ExecutionContext(self, strategy)
 
     class Runtime:
         def __init__(self, logger):
@@ -449,8 +460,9 @@ def _bare_backend(trt, manifest):
 
 
 def test_load_stage_reads_engine_io(graphs, fake_trt):
-    """Built engines load: torch dtypes and dynamic flags per input, output dtypes, a
-    USER_MANAGED context per engine, the scratch size from device_memory_size_v2."""
+    """Built engines load: torch dtypes and dynamic flags per input, output dtypes, the
+    scratch size from device_memory_size_v2; a USER_MANAGED context per engine and input
+    shape, on the shared scratch, with its shapes set once."""
     folder = _build(graphs)
     backend = _bare_backend(fake_trt, TrtManifest.load(folder))
     for stage in STAGES:
@@ -463,9 +475,19 @@ def test_load_stage_reads_engine_io(graphs, fake_trt):
     assert inputs["point_labels"] == (torch.int32, True) and inputs["hr0"] == (torch.float32, False)
     assert set(outputs) == {"masks", "ious", "obj_score", "obj_ptrs", "single_mask", "single_iou", "single_ptr"}
     assert backend.io["image_encoder"][0] == {"image": (torch.float32, False)}
-    strategy = fake_trt.ExecutionContextAllocationStrategy.USER_MANAGED
-    assert all(ctx.strategy == strategy for ctx in backend.contexts.values()) and len(backend.contexts) == 4
     assert backend._scratch_size(backend.engines["image_encoder"]) == 12345
+
+    backend.scratch = torch.empty(backend._scratch_size(backend.engines["memory_encoder"]), dtype=torch.uint8)
+    shapes = {"feat": (1, 256, 16, 16), "masks": (3, 1, 64, 64), "obj_score": (3,)}
+    ctx = backend._context("memory_encoder", shapes)
+    assert ctx.strategy == fake_trt.ExecutionContextAllocationStrategy.USER_MANAGED
+    assert ctx.memory == (backend.scratch.data_ptr(), 12345)
+    assert ctx.shapes == {"masks": (3, 1, 64, 64), "obj_score": (3,)}  # only the dynamic inputs
+    assert backend._context("memory_encoder", dict(shapes)) is ctx
+    other = backend._context("memory_encoder", {**shapes, "masks": (1, 1, 64, 64), "obj_score": (1,)})
+    assert other is not ctx and ctx.shapes["masks"] == (3, 1, 64, 64)  # the first context is untouched
+    with pytest.raises(ValueError, match="optimization profile"):
+        backend._context("memory_encoder", {**shapes, "masks": (3, 2, 64, 64)})
 
 
 def test_load_stage_refuses_unloadable_or_foreign_engines(graphs, fake_trt, tmp_path):
