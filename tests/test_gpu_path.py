@@ -11,6 +11,7 @@ from runtime.metrics import mask_iou
 from runtime.prompts import ObjectPrompt
 from runtime.tracker import SAM2LongTracker
 from tests.conftest import MICRO_CFG, synthetic_mask
+from tests.test_onnx_backend import engines, onnx_backend  # noqa: F401 (module fixtures)
 from tests.test_tracker import HW, _frames
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
@@ -120,3 +121,11 @@ def test_cuda_torch_eager_and_graphs_match_cpu_fp32(cuda_model, lively_backend, 
         graphed = list(tracker.track(_frames(14), _prompts(), 14, HW))
         assert tracker._image_graphs.captured == 1
         _assert_same_tracks(eager, graphed, atol=None, min_iou=0.999)
+
+
+def test_graph_backends_run_the_fixed_shape_layout(onnx_backend, lively_backend):  # noqa: F811
+    """The layout the TensorRT backend gets on a GPU (every pathway a row, every memory
+    slot kept) through the shared graph-backend code, here on ONNX Runtime's CPU provider:
+    the same masks as the torch reference path."""
+    _assert_same_tracks(_run(lively_backend, n=10), _run(onnx_backend, n=10, fixed_shapes=True),
+                        atol=None, min_iou=0.999)
