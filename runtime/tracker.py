@@ -214,8 +214,7 @@ class SAM2LongTracker:
     def _step(self, s: _Session, t: int, image: torch.Tensor, video_hw):
         if t < min(s.starts):
             return  # no object yet: nothing to compute for this frame
-        feats = self._image_graphs.run("image", lambda image: self.backend.encode_image(image),
-                                 {"image": self._upload(image)})
+        feats = self._image_graphs.run("image", self.backend.encode_image, {"image": self._upload(image)})
         for obj, start in enumerate(s.starts):
             if start == t:
                 s.decided[obj].append((t, self._start_object(s, obj, feats, video_hw)))
