@@ -7,10 +7,9 @@ from pathlib import Path
 import torch
 
 from engine.model_loading import load_sam2_model
-from engine.stages import StageBackend
+from engine.stages import PRECISIONS, StageBackend
 
 BACKENDS = ("torch", "onnx", "trt")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def resolve_device(device: str) -> torch.device:

@@ -33,7 +33,10 @@ def check_stage_io(stage: str, got_in: list[str], got_out: list[str]):
 
 
 def load_geometry(folder: Path) -> ModelGeometry:
-    constants = np.load(Path(folder) / CONSTANTS_NAME)
+    return _geometry(np.load(Path(folder) / CONSTANTS_NAME))
+
+
+def _geometry(constants) -> ModelGeometry:
     geo = {k[len("geometry_"):]: constants[k].tolist() for k in constants.files if k.startswith("geometry_")}
     geo["feat_hw"], geo["multimask_points"] = tuple(geo["feat_hw"]), tuple(geo["multimask_points"])
     return ModelGeometry(**geo)
@@ -46,7 +49,7 @@ class GraphBackend(StageBackend):
 
     def _load_constants(self, folder: Path):
         constants = np.load(Path(folder) / CONSTANTS_NAME)
-        self.geometry = load_geometry(folder)
+        self.geometry = _geometry(constants)
         self.no_mem_embed = torch.from_numpy(constants["no_mem_embed"]).to(self.device)
         self._downsample_w = torch.from_numpy(constants["mask_downsample_weight"]).to(self.device)
         self._downsample_b = torch.from_numpy(constants["mask_downsample_bias"]).to(self.device)

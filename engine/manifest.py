@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
+TRT_MANIFEST_NAME = "trt_manifest.json"
 CONSTANTS_NAME = "constants.npz"
 STAGES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
@@ -29,8 +30,36 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class _JsonManifest:
+    """save/load of a manifest dataclass as `FILE_NAME` in an engine folder."""
+
+    FILE_NAME: str
+
+    def save(self, folder: Path):
+        path = Path(folder) / self.FILE_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, folder: Path):
+        path = Path(folder) / cls.FILE_NAME
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise EngineMismatchError(f"{path} is not a manifest this version can read ({e})") from e
+
+
+def _missing_stages(folder: Path, files: dict) -> list[str]:
+    return [stage for stage in STAGES if not (Path(folder) / files.get(stage, "?")).is_file()]
+
+
 @dataclass
-class Manifest:
+class Manifest(_JsonManifest):
+    FILE_NAME = MANIFEST_NAME
+
     config_sha256: str
     checkpoint_sha256: str
     config_name: str
@@ -42,22 +71,6 @@ class Manifest:
     max_batch: int
     versions: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # stage -> graph file name
-
-    def save(self, folder: Path):
-        path = Path(folder) / MANIFEST_NAME
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, folder: Path) -> Manifest:
-        path = Path(folder) / MANIFEST_NAME
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise
-        except (ValueError, TypeError) as e:
-            raise EngineMismatchError(f"{path} is not a manifest this version can read ({e})") from e
 
     def identity(self) -> dict:
         """What must match for the graphs to serve a model."""
@@ -86,18 +99,19 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
         raise EngineMismatchError(
             f"the engines in {folder} were built for another model ({', '.join(wrong)} differ: "
             f"built from {manifest.config_name}); rebuild them with:\n  {rebuild}")
-    missing = [stage for stage in STAGES if not (Path(folder) / manifest.files.get(stage, "?")).is_file()]
+    missing = _missing_stages(folder, manifest.files)
     if missing:
         raise EngineMismatchError(f"{folder} lacks the graphs of {', '.join(missing)}; rebuild with:\n  {rebuild} --force")
     return manifest
 
 
 # -- TensorRT engines: per GPU model, compute capability, TensorRT version and precision --
-TRT_MANIFEST_NAME = "trt_manifest.json"
 
 
 @dataclass
-class TrtManifest:
+class TrtManifest(_JsonManifest):
+    FILE_NAME = TRT_MANIFEST_NAME
+
     config_sha256: str
     checkpoint_sha256: str
     config_name: str
@@ -108,22 +122,6 @@ class TrtManifest:
     max_batch: int
     opt_batch: int
     files: dict = field(default_factory=dict)  # stage -> engine file name
-
-    def save(self, folder: Path):
-        path = Path(folder) / TRT_MANIFEST_NAME
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, folder: Path) -> TrtManifest:
-        path = Path(folder) / TRT_MANIFEST_NAME
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise
-        except (ValueError, TypeError) as e:
-            raise EngineMismatchError(f"{path} is not a manifest this version can read ({e})") from e
 
 
 def trt_engine_key(gpu_name: str, compute_capability: str, tensorrt_version: str, precision: str) -> str:
@@ -164,7 +162,7 @@ def check_trt_manifest(engine_dir: Path, onnx_manifest: Manifest, gpu_name: str,
         raise EngineMismatchError(
             f"the TensorRT engines in {folder} were built from another model than the ONNX graphs "
             f"in {engine_dir}; rebuild with:\n  {rebuild} --force")
-    missing = [stage for stage in STAGES if not (folder / manifest.files.get(stage, "?")).is_file()]
+    missing = _missing_stages(folder, manifest.files)
     if missing:
         raise EngineMismatchError(f"{folder} lacks the engines of {', '.join(missing)}; rebuild with:\n  {rebuild} --force")
     return folder, manifest

@@ -15,6 +15,10 @@ from dataclasses import dataclass, fields
 import torch
 
 
+# What a backend can compute in: fp32 is the parity mode, the others trade it for speed.
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 @dataclass(frozen=True)
 class ModelGeometry:
     image_size: int

@@ -27,12 +27,12 @@ import torch
 from tqdm import tqdm
 
 from engine.graph_backend import load_geometry
-from engine.manifest import CONSTANTS_NAME, STAGES, EngineMismatchError, Manifest, file_sha256
+from engine.manifest import CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, file_sha256
 from engine.model_loading import ModelLoadError, load_sam2_model
 from engine.profiles import DEFAULT_OPT_BATCH
+from engine.stages import PRECISIONS
 from engine.torch_stages import model_geometry
 from engine.trt_backend import TensorRTUnavailable
-from export.onnx_precision import PRECISIONS
 from export.trt_build import TrtBuildError
 
 OPSET = 18
@@ -131,7 +131,7 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, max_batch: int
         print(f"engines in {out} are up to date (use --force to rebuild)")
         return out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # an interrupted build is never reused
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted build is never reused
     modules, inputs = stage_modules(model), example_inputs(geo)
     for stage in STAGES:
         steps.set_postfix_str(stage)

@@ -17,7 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+from engine.stages import PRECISIONS
+
 LOW_TYPES = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 # Ops whose float inputs and outputs go to low precision. bf16 Conv is only legal from
 # opset 22, beyond what the exporter writes, so bf16 keeps convolutions in fp32.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.manifest import STAGES, Manifest, TrtManifest, trt_engine_dir, trt_engine_key
+from engine.manifest import STAGES, TRT_MANIFEST_NAME, Manifest, TrtManifest, trt_engine_dir, trt_engine_key
 from engine.profiles import DEFAULT_OPT_BATCH, stage_profile
 from engine.stages import ModelGeometry
 from engine.trt_backend import gpu_identity, import_tensorrt
@@ -109,7 +109,7 @@ def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, pr
         print(f"TensorRT engines in {folder} are up to date (use --force to rebuild)")
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "trt_manifest.json").unlink(missing_ok=True)  # an interrupted build is never reused
+    (folder / TRT_MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted build is never reused
     logger = trt.Logger(trt.Logger.WARNING)
     for stage in STAGES:
         if progress is not None:

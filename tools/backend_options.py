@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.stages import PRECISIONS
+
 BACKEND_CHOICES = ("auto", "torch", "onnx", "trt")
 
 
@@ -18,7 +20,7 @@ def add_backend_args(parser, default: str = "auto"):
                         help="folder written by export/build_engines.py (for onnx and trt)")
     parser.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), "
                                                          "cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32 reproduces the original's masks; bf16/fp16: faster on GPUs "
                              "(torch autocast, or TensorRT engines built with that --precision)")
     parser.add_argument("--cuda_graphs", action="store_true",
