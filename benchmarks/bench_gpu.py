@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_vs_reference import agreement, fixture_default, run_side, tracked_frames  # noqa: E402
+from engine.stages import PRECISIONS  # noqa: E402
+from bench_vs_reference import (  # noqa: E402
+    add_input_args,
+    agreement,
+    resolve_input_args,
+    run_side,
+    tracked_frames,
+)
 
 BENCH = ROOT / "benchmarks"
 
@@ -137,24 +143,15 @@ def run_config(args, sides, num_pathway, prompts, tmp, lines):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reference_repo", help="local copy of the original SAM2Long repo")
-    p.add_argument("--config", default=fixture_default("micro_sam2.1.yaml"))
-    p.add_argument("--checkpoint", default=fixture_default("micro_lively_seed0.pt"))
-    p.add_argument("--frames", default=fixture_default("frames16"))
-    p.add_argument("--prompts", default=fixture_default("prompts.npz"))
-    p.add_argument("--iou_thre", type=float, default=0.1)
-    p.add_argument("--uncertainty", type=float, default=2)
+    add_input_args(p, "frames16")
     p.add_argument("--pathways", type=int, nargs="+", default=[1, 3])
     p.add_argument("--objects", type=int, nargs="+", default=[1, 4])
-    p.add_argument("--trt_precisions", nargs="+", default=["fp32", "fp16", "bf16"])
+    p.add_argument("--trt_precisions", nargs="+", default=list(PRECISIONS))
     p.add_argument("--repeats", type=int, default=1, help="timed runs per side (median)")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--markdown", help="append the result tables to this file")
     args = p.parse_args(argv)
-    for name in ("config", "checkpoint", "frames", "prompts"):
-        if getattr(args, name) is None:
-            p.error(f"--{name} is required (no fixture found beside the repo)")
-        setattr(args, name, os.path.abspath(getattr(args, name)))
+    resolve_input_args(p, args)
     import torch
 
     if not torch.cuda.is_available():

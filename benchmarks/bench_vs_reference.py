@@ -77,16 +77,29 @@ def agreement(ours, ref):
     return result
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_input_args(p: argparse.ArgumentParser, frames: str):
+    """The model and video every side runs (default: the parity fixture's, `frames` folder)."""
     p.add_argument("--reference_repo", help="local copy of the original SAM2Long repo")
     p.add_argument("--config", default=fixture_default("micro_sam2.1.yaml"))
     p.add_argument("--checkpoint", default=fixture_default("micro_lively_seed0.pt"))
-    p.add_argument("--frames", default=fixture_default("frames"))
+    p.add_argument("--frames", default=fixture_default(frames))
     p.add_argument("--prompts", default=fixture_default("prompts.npz"))
-    p.add_argument("--num_pathway", type=int, default=3)
     p.add_argument("--iou_thre", type=float, default=0.1)
     p.add_argument("--uncertainty", type=float, default=2)
+
+
+def resolve_input_args(p: argparse.ArgumentParser, args):
+    """Every input given (or found in the fixture), as absolute paths for the subprocesses."""
+    for name in ("config", "checkpoint", "frames", "prompts"):
+        if getattr(args, name) is None:
+            p.error(f"--{name} is required (no fixture found at {FIXTURE})")
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_input_args(p, "frames")
+    p.add_argument("--num_pathway", type=int, default=3)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=0, help="untimed runs of each side first")
     p.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnx"],
@@ -96,10 +109,7 @@ def main(argv=None):
     p.add_argument("--python", default=sys.executable, help="interpreter for both sides")
     p.add_argument("--json", help="write the numbers to this file")
     args = p.parse_args(argv)
-    for name in ("config", "checkpoint", "frames", "prompts"):
-        if getattr(args, name) is None:
-            p.error(f"--{name} is required (no fixture found at {FIXTURE})")
-        setattr(args, name, os.path.abspath(getattr(args, name)))
+    resolve_input_args(p, args)
 
     ref_repo = Path(args.reference_repo).resolve() if args.reference_repo else None
     if ref_repo is None or not (ref_repo / "sam2" / "sam2_video_predictor.py").exists():

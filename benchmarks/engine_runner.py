@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from engine.factory import build_backend
+from engine.stages import PRECISIONS
 from runtime.config import TrackerConfig
 from runtime.frames import prefetch, preprocess_frame
 from runtime.postprocess import to_video_resolution
@@ -25,7 +26,7 @@ from runtime.tracker import SAM2LongTracker
 from runtime.vos_dataset import frame_path, list_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner_cli import runner_parser  # noqa: E402
+from runner_cli import GpuMemory, runner_parser  # noqa: E402
 
 
 def time_stages(backend) -> dict[str, float]:
@@ -47,35 +48,23 @@ def time_stages(backend) -> dict[str, float]:
     return totals
 
 
-def gpu_bytes_in_use() -> int:
-    """Device memory in use on the current GPU (all allocators: torch, TensorRT, cuDNN)."""
-    import torch
-
-    free, total = torch.cuda.mem_get_info()
-    return total - free
-
-
 def main(argv=None) -> int:
     p = runner_parser(__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="torch")
     p.add_argument("--engine_dir", default=None, help="engines for --backend onnx / trt")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--cuda_graphs", action="store_true")
     args = p.parse_args(argv)
 
-    import torch
-
-    cuda = args.device.startswith("cuda")
-    used_before = gpu_bytes_in_use() if cuda else 0
+    memory = GpuMemory(args.device)
     backend = build_backend(args.backend, args.config, args.checkpoint, args.device, args.engine_dir,
                             args.precision)
     # Per-stage times need a wait after every call on a GPU, which would change what is
     # measured: only on the CPU (where calls are synchronous anyway).
-    stage_seconds = {} if cuda else time_stages(backend)
+    stage_seconds = {} if memory.cuda else time_stages(backend)
     tracker = SAM2LongTracker(backend, TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty),
                               cuda_graphs=args.cuda_graphs)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    memory.start()
     data = np.load(args.prompts)
     ids = sorted(int(k[5:]) for k in data.files if k.startswith("mask_"))
     prompts = [ObjectPrompt(i, int(data[f"frame_{i}"]), mask=data[f"mask_{i}"]) for i in ids]
@@ -91,14 +80,9 @@ def main(argv=None) -> int:
         video_res = to_video_resolution(result.low_res_logits, video_hw)
         for obj, frame_logits in zip(result.obj_ids, video_res):
             logits[obj].append(frame_logits.astype(np.float16))
-    if cuda:
-        torch.cuda.synchronize()
+    memory.sync()
     seconds = time.perf_counter() - start
-    memory = {}
-    if cuda:  # torch's peak (inputs, outputs, banks, TensorRT scratch) and the whole process
-        memory = {"peak_torch_bytes": np.array(torch.cuda.max_memory_allocated()),
-                  "gpu_bytes_used": np.array(gpu_bytes_in_use() - used_before)}
-    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds), **memory,
+    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds), **memory.report(),
            **{f"stage_seconds_{k}": np.array(v) for k, v in stage_seconds.items()}}
     for prompt in prompts:
         i = prompt.obj_id

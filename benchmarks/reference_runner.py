@@ -38,11 +38,6 @@ import numpy as np
 import torch
 
 
-def _gpu_bytes_in_use():
-    free, total = torch.cuda.mem_get_info()
-    return total - free
-
-
 def build_predictor(config_path, checkpoint_path, device="cpu"):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -92,15 +87,15 @@ def read_traces(inference_state, start, num_frames, num_pathway):
 def run(args):
     import contextlib
 
-    cuda = args.device.startswith("cuda")
-    used_before = _gpu_bytes_in_use() if cuda else 0
+    from runner_cli import GpuMemory
+
+    memory = GpuMemory(args.device)
     predictor = build_predictor(args.config, args.checkpoint, args.device)
     prompts = load_prompts(args.prompts)
     results = {}
     # On CUDA the original's own script runs everything under bf16 autocast.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if memory.cuda else contextlib.nullcontext()
+    memory.start()
 
     t0 = time.perf_counter()
     with torch.inference_mode(), autocast:
@@ -120,14 +115,10 @@ def run(args):
             logits = torch.cat([m[0:1, 0] for m in masks], dim=0)  # [frames, H, W]
             results[obj_id] = (start, logits.float().cpu().numpy().astype(np.float16),
                                read_traces(state, start, num_frames, args.num_pathway))
-    if cuda:
-        torch.cuda.synchronize()
+    memory.sync()
     seconds = time.perf_counter() - t0
 
-    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds)}
-    if cuda:
-        out["peak_torch_bytes"] = np.int64(torch.cuda.max_memory_allocated())
-        out["gpu_bytes_used"] = np.int64(_gpu_bytes_in_use() - used_before)
+    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report()}
     for obj_id, (start, logits, tr) in results.items():
         out[f"logits_{obj_id}"] = logits
         out[f"obj_scores_{obj_id}"] = tr["obj"]

@@ -1,6 +1,7 @@
-"""The command line shared by reference_runner.py and engine_runner.py, so that the
-benchmark can drive both sides with the same arguments. No project imports: the
-reference runner runs with the original implementation first on the path."""
+"""The command line and GPU-memory report shared by the runners (reference_runner.py,
+engine_runner.py, sam2_vos_runner.py), so that the benchmarks can drive every side with
+the same arguments and read the same keys. No project imports: the reference runner runs
+with the original implementation first on the path."""
 
 import argparse
 
@@ -17,3 +18,37 @@ def runner_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="npz to write (the fixture's keys)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     return p
+
+
+class GpuMemory:
+    """Peak torch allocation in the timed span and the device memory the process holds
+    (TensorRT, cuDNN and the rest included) for a runner's npz; nothing on the CPU."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.torch = torch
+        self.cuda = device.startswith("cuda")
+        self._before = self._in_use() if self.cuda else 0  # before the model is built
+
+    def _in_use(self) -> int:
+        free, total = self.torch.cuda.mem_get_info()
+        return total - free
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def start(self):
+        """The timed span begins: queued work done, peak counter reset."""
+        if self.cuda:
+            self.sync()
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def report(self) -> dict:
+        if not self.cuda:
+            return {}
+        import numpy as np
+
+        return {"peak_torch_bytes": np.int64(self.torch.cuda.max_memory_allocated()),
+                "gpu_bytes_used": np.int64(self._in_use() - self._before)}

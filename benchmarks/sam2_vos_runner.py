@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_runner import _gpu_bytes_in_use, load_prompts  # noqa: E402
-from runner_cli import runner_parser  # noqa: E402
+from reference_runner import load_prompts  # noqa: E402
+from runner_cli import GpuMemory, runner_parser  # noqa: E402
 
 
 def build_predictor(config_path, checkpoint_path, device, vos_optimized):
@@ -57,26 +57,19 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.num_pathway != 1:
         raise SystemExit("SAM 2's predictor has one pathway: use --num_pathway 1")
-    cuda = args.device.startswith("cuda")
-    used_before = _gpu_bytes_in_use() if cuda else 0
+    memory = GpuMemory(args.device)
     predictor = build_predictor(args.config, args.checkpoint, args.device, args.vos_optimized)
     prompts = load_prompts(args.prompts)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if memory.cuda else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         if args.vos_optimized:
             track_all(predictor, args.frames, prompts)  # untimed: torch.compile happens here
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+        memory.start()
         t0 = time.perf_counter()
         num_frames, results = track_all(predictor, args.frames, prompts)
-        if cuda:
-            torch.cuda.synchronize()
+        memory.sync()
         seconds = time.perf_counter() - t0
-    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds)}
-    if cuda:
-        out["peak_torch_bytes"] = np.int64(torch.cuda.max_memory_allocated())
-        out["gpu_bytes_used"] = np.int64(_gpu_bytes_in_use() - used_before)
+    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report()}
     for obj_id, (start, logits) in results.items():
         out[f"logits_{obj_id}"] = logits
         out[f"start_{obj_id}"] = np.int64(start)
