@@ -14,16 +14,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-from PIL import Image
-
 from engine.factory import build_backend
 from engine.stages import PRECISIONS
 from runtime.config import TrackerConfig
-from runtime.frames import prefetch, preprocess_frame
-from runtime.postprocess import to_video_resolution
+from runtime.pipeline import track_frames
 from runtime.prompts import ObjectPrompt
 from runtime.tracker import SAM2LongTracker
-from runtime.vos_dataset import frame_path, list_frames
+from runtime.video_io import VideoSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner_cli import GpuMemory, runner_parser  # noqa: E402
@@ -68,21 +65,17 @@ def main(argv=None) -> int:
     data = np.load(args.prompts)
     ids = sorted(int(k[5:]) for k in data.files if k.startswith("mask_"))
     prompts = [ObjectPrompt(i, int(data[f"frame_{i}"]), mask=data[f"mask_{i}"]) for i in ids]
-    names = list_frames(args.frames)
     start = time.perf_counter()
-    first = Image.open(frame_path(args.frames, names[0]))
-    video_hw = (first.height, first.width)
-    frames = prefetch(names, lambda n: preprocess_frame(Image.open(frame_path(args.frames, n)),
-                                                        backend.geometry.image_size))
+    source = VideoSource(args.frames)
     trace: dict = {}
     logits = {i: [] for i in ids}
-    for result in tracker.track(frames, prompts, len(names), video_hw, trace=trace):
-        video_res = to_video_resolution(result.low_res_logits, video_hw)
-        for obj, frame_logits in zip(result.obj_ids, video_res):
+    for frame in track_frames(tracker, source, prompts, trace=trace):
+        for obj, frame_logits in zip(frame.obj_ids, frame.logits):
             logits[obj].append(frame_logits.astype(np.float16))
     memory.sync()
     seconds = time.perf_counter() - start
-    out = {"num_frames": np.array(len(names)), "seconds": np.array(seconds), **memory.report(),
+    num_frames = source.info.num_frames
+    out = {"num_frames": np.array(num_frames), "seconds": np.array(seconds), **memory.report(),
            **{f"stage_seconds_{k}": np.array(v) for k, v in stage_seconds.items()}}
     for prompt in prompts:
         i = prompt.obj_id
@@ -91,7 +84,7 @@ def main(argv=None) -> int:
         for name in ("ious", "obj_scores", "acc"):
             out[f"{name}_{i}"] = np.stack([getattr(r, name) for r in trace[i]])
     np.savez(args.out, **out)
-    print(f"{len(names)} frames in {seconds:.2f}s ({len(names) / seconds:.2f} frames/s)")
+    print(f"{num_frames} frames in {seconds:.2f}s ({num_frames / seconds:.2f} frames/s)")
     return 0
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from engine.errors import ConfigError
 from engine.model_loading import load_sam2_model
 from engine.stages import PRECISIONS, StageBackend
 
@@ -15,9 +16,17 @@ BACKENDS = ("torch", "onnx", "trt")
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: only cpu and cuda devices are supported")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -28,24 +37,24 @@ def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str
     and engines are checked against this config and checkpoint first (a mismatch says how
     to rebuild)."""
     if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r} is not available; choose from {BACKENDS}")
+        raise ConfigError(f"--backend {backend!r} is not available; choose from {BACKENDS}")
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r}: choose from {PRECISIONS}")
+        raise ConfigError(f"--precision {precision!r}: choose from {PRECISIONS}")
     dev = resolve_device(device)
     if backend == "torch":
         from engine.torch_backend import TorchBackend
 
         return TorchBackend(load_sam2_model(sam2_cfg, sam2_checkpoint, device=dev).model, dev, precision)
     if backend == "onnx" and precision != "fp32":
-        raise ValueError("--backend onnx runs the fp32 graphs; reduced precision is for --backend trt or torch")
+        raise ConfigError("--backend onnx runs the fp32 graphs; reduced precision is for --backend trt or torch")
     from engine.manifest import check_manifest
     from engine.model_loading import resolve_config_path
 
     if not engine_dir:
-        raise ValueError(f"--backend {backend} needs --engine_dir (built by export/build_engines.py)")
+        raise ConfigError(f"--backend {backend} needs --engine_dir (built by export/build_engines.py)")
     checkpoint = Path(sam2_checkpoint)
     if not checkpoint.is_file():
-        raise ValueError(f"checkpoint not found: {checkpoint} (needed to check the engines)")
+        raise ConfigError(f"checkpoint not found: {checkpoint} (needed to check the engines)")
     manifest = check_manifest(Path(engine_dir), resolve_config_path(sam2_cfg), checkpoint,
                               "fp32", sam2_cfg, sam2_checkpoint)
     if backend == "onnx":

@@ -12,13 +12,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine.errors import SAM2LongError
+
 MANIFEST_NAME = "manifest.json"
 TRT_MANIFEST_NAME = "trt_manifest.json"
 CONSTANTS_NAME = "constants.npz"
 STAGES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 
 
-class EngineMismatchError(RuntimeError):
+class EngineMismatchError(SAM2LongError, RuntimeError):
     """Engines that do not belong to the requested model; the message says how to rebuild."""
 
 

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import torch
 
+from engine.errors import SAM2LongError
+
 CHECKPOINT_HELP = (
     "Official SAM 2.1 checkpoints are published by facebookresearch/sam2 "
     "(see its checkpoints/download_ckpts.sh); pass one with --sam2_checkpoint."
 )
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(SAM2LongError, RuntimeError):
     """A config or checkpoint cannot be used; the message says which and why."""
 
 

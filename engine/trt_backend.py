@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
+from engine.errors import SAM2LongError
+
 from engine.graph_backend import GraphBackend, check_stage_io
 from engine.manifest import STAGES, EngineMismatchError, TrtManifest
 from engine.stages import STAGE_SPECS
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(SAM2LongError, RuntimeError):
     """TensorRT or CUDA is missing on this machine."""
 
 

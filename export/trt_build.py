@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.errors import SAM2LongError
 from engine.manifest import STAGES, TRT_MANIFEST_NAME, Manifest, TrtManifest, trt_engine_dir, trt_engine_key
 from engine.profiles import DEFAULT_OPT_BATCH, stage_profile
 from engine.stages import ModelGeometry
@@ -21,7 +22,7 @@ TIMING_CACHE_NAME = "timing.cache"
 WORKSPACE_BYTES = 8 << 30
 
 
-class TrtBuildError(RuntimeError):
+class TrtBuildError(SAM2LongError, RuntimeError):
     """A failed engine build; the message carries TensorRT's own errors in full."""
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from engine.errors import ConfigError
 
 MAX_PATHWAYS = 8
 
@@ -15,8 +18,8 @@ class TrackerConfig:
 
     def __post_init__(self):
         if not 1 <= self.num_pathway <= MAX_PATHWAYS:
-            raise ValueError(f"--num_pathway must be 1..{MAX_PATHWAYS}, got {self.num_pathway}")
-        if not 0.0 <= self.iou_thre < 1.0:
-            raise ValueError(f"--iou_thre must be in [0, 1), got {self.iou_thre}")
-        if self.uncertainty < 0:
-            raise ValueError(f"--uncertainty must be >= 0, got {self.uncertainty}")
+            raise ConfigError(f"--num_pathway must be 1..{MAX_PATHWAYS}, got {self.num_pathway}")
+        if not (math.isfinite(self.iou_thre) and 0.0 <= self.iou_thre < 1.0):
+            raise ConfigError(f"--iou_thre must be in [0, 1), got {self.iou_thre}")
+        if not (math.isfinite(self.uncertainty) and self.uncertainty >= 0):
+            raise ConfigError(f"--uncertainty must be a finite number >= 0, got {self.uncertainty}")

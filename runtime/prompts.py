@@ -1,13 +1,19 @@
-"""Object prompts (a mask, or clicks and/or a box, on the object's start frame)."""
+"""Object prompts (a mask, or clicks and/or a box, on the object's start frame), and the
+prompts file that gives several objects at once."""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from engine.errors import SAM2LongError
 
-class PromptError(ValueError):
+
+class PromptError(SAM2LongError, ValueError):
     """A prompt that cannot be tracked; the message names the object and what is wrong."""
 
 
@@ -24,7 +30,8 @@ class ObjectPrompt:
         h, w = video_hw
         name = f"object {self.obj_id}"
         if not 0 <= self.frame_idx < num_frames:
-            raise PromptError(f"{name}: prompt frame {self.frame_idx} is outside 0..{num_frames - 1}")
+            raise PromptError(f"{name}: prompt frame {self.frame_idx} is outside the video's "
+                              f"frames 0..{num_frames - 1}")
         has_clicks = self.points is not None or self.box is not None
         if (self.mask is None) == (not has_clicks):
             raise PromptError(f"{name}: give either a mask or points/box, not both or neither")
@@ -38,6 +45,8 @@ class ObjectPrompt:
             pts = np.asarray(self.points, dtype=np.float64)
             if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
                 raise PromptError(f"{name}: points must be [N, 2] (x, y) pairs")
+            if not np.isfinite(pts).all():
+                raise PromptError(f"{name}: point coordinates must be finite numbers, got {pts.tolist()}")
             labels = self.labels if self.labels is not None else np.ones(len(pts))
             if len(labels) != len(pts) or not set(np.asarray(labels).tolist()) <= {0, 1}:
                 raise PromptError(f"{name}: need one label (1 positive, 0 negative) per point")
@@ -46,7 +55,10 @@ class ObjectPrompt:
                 raise PromptError(
                     f"{name}: point {pts[outside][0].tolist()} is outside the {w}x{h} frame")
         if self.box is not None:
-            x0, y0, x1, y1 = np.asarray(self.box, dtype=np.float64).tolist()
+            box = np.asarray(self.box, dtype=np.float64).reshape(-1)
+            if box.shape != (4,) or not np.isfinite(box).all():
+                raise PromptError(f"{name}: a box is 4 finite numbers x0 y0 x1 y1, got {box.tolist()}")
+            x0, y0, x1, y1 = box.tolist()
             if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
                 raise PromptError(f"{name}: box {[x0, y0, x1, y1]} must satisfy 0<=x0<x1<={w}, 0<=y0<y1<={h}")
 
@@ -63,3 +75,92 @@ class ObjectPrompt:
             coords.append(pts)
             labels.append(np.asarray(lab, dtype=np.int32))
         return np.concatenate(coords), np.concatenate(labels)
+
+
+def validate_prompts(prompts: Sequence[ObjectPrompt], video_hw: tuple[int, int], num_frames: int) -> None:
+    """Every prompt checked against the video, and the object ids unique."""
+    if not prompts:
+        raise PromptError("nothing to track: no object prompts")
+    ids = [p.obj_id for p in prompts]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise PromptError(f"object id(s) {repeated} given more than once: each object needs its own id")
+    for prompt in prompts:
+        prompt.validate(video_hw, num_frames)
+
+
+def click_prompt(obj_id: int, frame_idx: int, points=None, labels=None, box=None) -> ObjectPrompt:
+    """One object's clicks and/or box as given on a command line or in a prompts file:
+    flat or paired coordinates, labels defaulting to positive."""
+    name = f"object {obj_id}"
+    if points is None and labels is not None:
+        raise PromptError(f"{name}: labels need points")
+    if points is None and box is None:
+        raise PromptError(f"{name}: give its points and/or box")
+    pts = lab = None
+    if points is not None:
+        flat = np.asarray(points, dtype=np.float64).reshape(-1)
+        if flat.size == 0 or flat.size % 2:
+            raise PromptError(f"{name}: points need x y pairs, got {flat.size} numbers")
+        pts = flat.reshape(-1, 2)
+        lab = np.asarray(labels if labels is not None else [1] * len(pts), dtype=np.int64).reshape(-1)
+        if len(lab) != len(pts):
+            raise PromptError(f"{name}: {len(lab)} labels for {len(pts)} points (one per point: 1 or 0)")
+    return ObjectPrompt(int(obj_id), int(frame_idx), points=pts, labels=lab,
+                        box=None if box is None else np.asarray(box, dtype=np.float64))
+
+
+PROMPT_FILE_HELP = """\
+A prompts file is JSON: a list of objects (or {"objects": [...]}), each
+  {"id": 1, "frame": 0, "points": [[x, y], ...], "labels": [1, 0, ...], "box": [x0, y0, x1, y1],
+   "mask": "path/to/mask.png"}
+with "points" and/or "box", or "mask" (a PNG whose non-zero pixels are the object; a path
+relative to the file's folder). "frame" (default 0) is the frame the object starts on;
+"labels" default to positive clicks."""
+
+
+def load_prompt_file(path: str) -> list[ObjectPrompt]:
+    """The objects of a prompts file (see PROMPT_FILE_HELP); errors name the file and object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise PromptError(f"cannot read prompts file {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise PromptError(f"prompts file {path} is not valid JSON: {e}") from e
+    items = data.get("objects") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise PromptError(f"prompts file {path}: expected a non-empty list of objects.\n{PROMPT_FILE_HELP}")
+    prompts = []
+    for index, item in enumerate(items):
+        where = f"prompts file {path}, object #{index + 1}"
+        if not isinstance(item, dict):
+            raise PromptError(f"{where}: expected an object like {{\"id\": 1, \"points\": ...}}")
+        unknown = sorted(set(item) - {"id", "frame", "points", "labels", "box", "mask"})
+        if unknown:
+            raise PromptError(f"{where}: unknown keys {unknown}.\n{PROMPT_FILE_HELP}")
+        try:
+            obj_id, frame = int(item.get("id", index + 1)), int(item.get("frame", 0))
+        except (TypeError, ValueError) as e:
+            raise PromptError(f"{where}: id and frame must be integers ({e})") from e
+        try:
+            if "mask" in item:
+                if any(k in item for k in ("points", "labels", "box")):
+                    raise PromptError(f"object {obj_id}: give either a mask or points/box, not both")
+                prompts.append(ObjectPrompt(obj_id, frame, mask=_read_mask(path, item["mask"], obj_id)))
+            else:
+                prompts.append(click_prompt(obj_id, frame, item.get("points"), item.get("labels"),
+                                            item.get("box")))
+        except (TypeError, ValueError) as e:
+            if isinstance(e, PromptError):
+                raise PromptError(f"prompts file {path}: {e}") from e
+            raise PromptError(f"{where}: malformed numbers ({e})") from e
+    return prompts
+
+
+def _read_mask(prompt_file: str, mask_path: str, obj_id: int) -> np.ndarray:
+    from runtime.image_io import load_palette_png
+
+    full = os.path.join(os.path.dirname(os.path.abspath(prompt_file)), str(mask_path))
+    labels, _ = load_palette_png(full, video=None)
+    return labels > 0

@@ -23,7 +23,7 @@ from runtime.config import TrackerConfig
 from runtime.cuda_graphs import GraphCache
 from runtime.lineage import ObjectLineage
 from runtime.memory_bank import NewEntries, PathwayBank
-from runtime.prompts import ObjectPrompt, PromptError
+from runtime.prompts import ObjectPrompt, validate_prompts
 from runtime.selection import NUM_MASKS, select_candidates
 
 PROMPT_LOGIT = 10.0  # a mask prompt becomes logits +-10, as in SAM 2
@@ -156,13 +156,7 @@ class SAM2LongTracker:
         Yields one FrameResult per frame, in order, as soon as every started object's
         mask for it is decided. Pass a dict as `trace` to collect TraceRows per object id.
         """
-        if not prompts:
-            raise PromptError("nothing to track: no object prompts")
-        ids = [p.obj_id for p in prompts]
-        if len(set(ids)) != len(ids):
-            raise PromptError(f"object ids must be unique, got {ids}")
-        for p in prompts:
-            p.validate(video_hw, num_frames)
+        validate_prompts(prompts, video_hw, num_frames)
         session = self._new_session(prompts, num_frames, trace)
         for frame_idx, image in enumerate(frames):
             if frame_idx >= num_frames:

@@ -3,6 +3,7 @@ images) and encode H.264 on a worker thread, so that browsers play the result.""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,13 +11,16 @@ from fractions import Fraction
 
 import numpy as np
 
+from engine.errors import SAM2LongError
 from runtime.background import BackgroundWorker
+from runtime.image_io import frame_path, list_frames, read_frame_rgb
 
 DEFAULT_FOLDER_FPS = 24.0
+MAX_FPS = 1000.0
 
 
-class VideoError(RuntimeError):
-    """A video that cannot be read or written; the message names the file."""
+class VideoError(SAM2LongError, RuntimeError):
+    """A video that cannot be read or written; the message names the file (and frame)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,13 @@ class VideoInfo:
     fps: Fraction
 
 
+def check_fps(fps: float) -> Fraction:
+    """A frame rate a video can be written with, or a VideoError saying why not."""
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise VideoError(f"frame rate {fps} is not usable: give a number in (0, {MAX_FPS:g}]")
+    return Fraction(fps).limit_denominator(1001)
+
+
 class VideoSource:
     """Frames of a video file (any container FFmpeg opens) or of a folder of images."""
 
@@ -35,18 +46,19 @@ class VideoSource:
         if not os.path.exists(path):
             raise VideoError(f"video not found: {path}")
         if os.path.isdir(path):
-            from runtime.vos_dataset import DatasetError, frame_path, list_frames, read_frame_rgb
-
-            try:
-                self._names = list_frames(path)
-                first = read_frame_rgb(frame_path(path, self._names[0]))
-            except DatasetError as e:
-                raise VideoError(str(e)) from e
-            self.info = VideoInfo(len(self._names), first.height, first.width,
-                                  Fraction(folder_fps).limit_denominator(1001))
+            self._names = list_frames(path)
+            first = read_frame_rgb(frame_path(path, self._names[0]))
+            self.info = VideoInfo(len(self._names), first.height, first.width, check_fps(folder_fps))
         else:
             self._names = None
             self.info = self._probe_file()
+
+    @property
+    def frame_names(self) -> list[str]:
+        """One name per frame: the files' stems for a folder, else 00000, 00001, ..."""
+        if self._names is not None:
+            return list(self._names)
+        return [f"{i:05d}" for i in range(self.info.num_frames)]
 
     def _probe_file(self) -> VideoInfo:
         import av
@@ -61,33 +73,48 @@ class VideoSource:
                 if not count:  # some containers do not store it: count packets instead
                     count = sum(1 for p in container.demux(stream) if p.size)
                 ctx = stream.codec_context
+                if not count or not ctx.width or not ctx.height:
+                    raise VideoError(f"{self.path} has no decodable frames")
                 return VideoInfo(int(count), ctx.height, ctx.width, Fraction(fps))
         except VideoError:
             raise
         except Exception as e:  # av.error.* and friends
             raise VideoError(f"cannot read video {self.path}: {e}") from e
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """RGB uint8 [H, W, 3] frames, decoded one at a time."""
-        if self._names is not None:
-            from runtime.vos_dataset import frame_path, read_frame_rgb
+    def _check_size(self, index: int, height: int, width: int, where: str):
+        if (height, width) != (self.info.height, self.info.width):
+            raise VideoError(
+                f"{where}: frame {index} is {width}x{height}, the first frame is "
+                f"{self.info.width}x{self.info.height}; every frame of a video must have one size")
 
-            for name in self._names:
-                image = read_frame_rgb(frame_path(self.path, name))
-                if (image.height, image.width) != (self.info.height, self.info.width):
-                    raise VideoError(
-                        f"{frame_path(self.path, name)} is {image.width}x{image.height}, the "
-                        f"first frame is {self.info.width}x{self.info.height}")
+    def frames(self) -> Iterator[np.ndarray]:
+        """RGB uint8 [H, W, 3] frames, decoded one at a time; a frame that cannot be
+        decoded or has another size is a VideoError naming the file and the frame."""
+        if self._names is not None:
+            for index, name in enumerate(self._names):
+                path = frame_path(self.path, name)
+                image = read_frame_rgb(path)
+                self._check_size(index, image.height, image.width, path)
                 yield np.asarray(image)
             return
         import av
 
+        index = 0
         try:
             with av.open(self.path) as container:
                 for frame in container.decode(video=0):
+                    if index == self.info.num_frames:
+                        raise VideoError(f"{self.path} holds more frames than the "
+                                         f"{self.info.num_frames} its header declares; re-encode it")
+                    self._check_size(index, frame.height, frame.width, self.path)
                     yield frame.to_ndarray(format="rgb24")
+                    index += 1
         except av.error.FFmpegError as e:
-            raise VideoError(f"cannot decode video {self.path}: {e}") from e
+            raise VideoError(f"cannot decode video {self.path} at frame {index}: {e}") from e
+        if index != self.info.num_frames:
+            raise VideoError(
+                f"{self.path}: decoded {index} frames, but the file says it has "
+                f"{self.info.num_frames} (is it truncated or damaged?)")
 
 
 class H264Writer:
@@ -102,8 +129,8 @@ class H264Writer:
         import av
 
         self.path = path
-        self._tmp = f"{path}.partial.mp4"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                                 f".{os.path.basename(path)}.{os.getpid()}.partial.mp4")
         self._pad = (height % 2, width % 2)
         try:
             self._container = av.open(self._tmp, mode="w")
@@ -132,7 +159,8 @@ class H264Writer:
             raise VideoError(f"encoding {self.path} failed: {e}") from e
 
     def close(self, keep: bool = True):
-        """Finish the file (keep=True) or throw it away."""
+        """Finish the file (keep=True) or throw it away. Throwing away never raises: the
+        failure that made the caller discard the file is the one to report."""
         error = None
         try:
             self._worker.close()
@@ -142,11 +170,18 @@ class H264Writer:
             if error is None and keep:
                 for packet in self._stream.encode():
                     self._container.mux(packet)
+        except Exception as e:
+            error = e
         finally:
-            self._container.close()
+            try:
+                self._container.close()
+            except Exception as e:  # a container that never got a frame may not close cleanly
+                error = error or e
         if error is not None or not keep:
-            os.remove(self._tmp)
-            if error is not None:
+            # The muxer creates the file at its first packet: it may not exist at all.
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)
+            if error is not None and keep:
                 raise VideoError(f"encoding {self.path} failed: {error}") from error
             return
         os.replace(self._tmp, self.path)

@@ -1,80 +1,79 @@
-"""One object through one video, end to end: decode -> track -> overlay video (+ PNG masks).
+"""Objects through one video, end to end: the pipeline's frames -> an overlay video (+ PNG
+masks in the dataset tool's layouts). Shared by tools/video_inference.py and the demo.
 
-Shared by tools/video_inference.py and the Gradio demo.
+Every output location is checked before the first frame. The video is written under a
+temporary name and the masks into a staging folder; both appear only when the whole video
+is done, so a failed or interrupted run leaves nothing that looks like a result.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image
-
-from engine.stages import StageBackend
-from runtime.background import BackgroundWorker
-from runtime.config import TrackerConfig
-from runtime.frames import prefetch, preprocess_frame
+from runtime.mask_writer import MaskWriter, apply_non_overlap
+from runtime.output_paths import StagedDir, check_output_dir, check_output_file
 from runtime.overlay import overlay_masks
-from runtime.postprocess import to_video_resolution
-from runtime.prompts import ObjectPrompt
+from runtime.pipeline import track_frames
+from runtime.prompts import ObjectPrompt, validate_prompts
 from runtime.tracker import SAM2LongTracker
 from runtime.video_io import H264Writer, VideoSource
-from runtime.vos_dataset import save_palette_png
 
 
-def track_video(
-    backend: StageBackend,
-    source: VideoSource,
-    prompts: list[ObjectPrompt],
-    config: TrackerConfig,
-    output_video: str,
-    output_mask_dir: str | None = None,
-    progress: Callable = lambda iterable, **_: iterable,
-    cuda_graphs: bool = False,
-) -> float:
-    """Write `output_video` (and one palette PNG per frame, pixel value = object id, into
-    `output_mask_dir`); `progress` wraps the result stream (tqdm-like). Returns frames/s."""
+@dataclass(frozen=True)
+class VideoOutputs:
+    video: str  # the overlay MP4
+    mask_dir: str | None = None  # PNG masks (optional)
+    per_obj_png_file: bool = False  # SA-V layout <obj:03d>/<frame>.png instead of palette PNGs
+    overwrite: bool = False  # replace the masks already in mask_dir
+
+
+def check_outputs(outputs: VideoOutputs, source: VideoSource) -> None:
+    """Every output location usable, and none of them the input: before any work."""
+    check_output_file(outputs.video, [source.path], "--output_video")
+    if outputs.mask_dir:
+        check_output_dir(outputs.mask_dir, [source.path], "--output_mask_dir", outputs.overwrite)
+
+
+def overlay_frame(rgb, obj_ids, logits):
+    """The frame with each object's mask as the PNGs have it (non-overlapping)."""
+    if not obj_ids:
+        return rgb
+    masks = apply_non_overlap(logits) > 0
+    return overlay_masks(rgb, dict(zip(obj_ids, masks)))
+
+
+def run_video_job(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequence[ObjectPrompt],
+                  outputs: VideoOutputs, progress: Callable = lambda iterable, **_: iterable) -> float:
+    """Track `prompts` through `source` into `outputs`; `progress` wraps the frame stream
+    (tqdm-like). Returns frames per second."""
     info = source.info
-    video_hw = (info.height, info.width)
-    size = backend.geometry.image_size
-    originals: dict[int, np.ndarray] = {}  # read but not yet written: bounded by the lag
-
-    def prepare(item):
-        index, rgb = item
-        originals[index] = rgb
-        return preprocess_frame(Image.fromarray(rgb), size)
-
-    if output_mask_dir:
-        os.makedirs(output_mask_dir, exist_ok=True)
-    tracker = SAM2LongTracker(backend, config, cuda_graphs=cuda_graphs)
-    writer = H264Writer(output_video, info.height, info.width, info.fps)
-    png_worker = BackgroundWorker("mask-png-writer") if output_mask_dir else None
+    validate_prompts(prompts, (info.height, info.width), info.num_frames)
+    check_outputs(outputs, source)
     start = time.perf_counter()
+    writer = H264Writer(outputs.video, info.height, info.width, info.fps)
+    staged = masks = None
     try:
-        frames = prefetch(enumerate(source.frames()), prepare)
-        results = tracker.track(frames, prompts, info.num_frames, video_hw)
-        for result in progress(results, total=info.num_frames, unit="frame", desc="tracking"):
-            masks = {}
-            if result.obj_ids:
-                logits = to_video_resolution(result.low_res_logits, video_hw)
-                masks = {obj: logit > 0 for obj, logit in zip(result.obj_ids, logits)}
-            writer.write(overlay_masks(originals.pop(result.frame_idx), masks))
-            if output_mask_dir:
-                packed = np.zeros(video_hw, np.uint8)
-                for obj in sorted(masks, reverse=True):  # smaller ids on top
-                    packed[masks[obj]] = obj
-                png_worker.submit(save_palette_png, os.path.join(output_mask_dir, f"{result.frame_idx:05d}.png"),
-                                  packed, None)
+        if outputs.mask_dir:
+            staged = StagedDir(outputs.mask_dir)
+            masks = MaskWriter(staged.path, outputs.per_obj_png_file, None, info.height, info.width,
+                               [p.obj_id for p in prompts], name=outputs.mask_dir)
+        frames = track_frames(tracker, source, prompts, keep_frames=True)
+        for frame in progress(frames, total=info.num_frames, unit="frame", desc="tracking"):
+            writer.write(overlay_frame(frame.rgb, frame.obj_ids, frame.logits))
+            if masks is not None:
+                masks.write(frame.name, dict(zip(frame.obj_ids, frame.logits)))
+        if masks is not None:
+            masks.close()
+        writer.close()
     except BaseException:
         writer.close(keep=False)
-        if png_worker is not None:
-            with contextlib.suppress(Exception):  # the failure being handled is the one to report
-                png_worker.close()
+        if masks is not None:
+            masks.abandon()
+        if staged is not None:
+            staged.discard()
         raise
-    writer.close()
-    if png_worker is not None:
-        png_worker.close()
+    if staged is not None:
+        staged.commit()
     return info.num_frames / (time.perf_counter() - start)

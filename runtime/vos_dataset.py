@@ -1,124 +1,30 @@
-"""Dataset I/O for semi-supervised VOS evaluation (DAVIS and SA-V layouts).
+"""Dataset I/O for semi-supervised VOS benchmarks (DAVIS and SA-V layouts), no model code.
 
-This module is everything ``tools/vos_inference.py`` needs to read a VOS
-benchmark from disk and write predictions back, with no model code in it, so
-that it can be tested on tiny synthetic folders without a GPU.
+* The video list and each video's prompts from its input masks: DAVIS (one palette PNG per
+  frame, pixel value = object id, 255 = void) or SA-V (``<video>/<obj:03d>/<frame>.png``).
+* Completion records: a finished video's output folder holds ``.complete``, which says what
+  produced it (model hashes and every setting that changes masks) and what it wrote (each
+  file and its size). A rerun skips a video only when that record matches the current
+  settings and every file is still there; a record made with other settings stops the run
+  before any work unless ``--overwrite`` (old and new masks are never mixed).
 
-Two on-disk layouts are supported (they mirror the SAM 2 evaluation scripts):
-
-* DAVIS (``per_obj_png_file=False``): one palette PNG per frame,
-  ``<mask_dir>/<video>/<frame>.png``; pixel value = object id, 0 = background,
-  255 = "void" (ignored on input).
-* SA-V (``per_obj_png_file=True``): one binary PNG per object and frame,
-  ``<mask_dir>/<video>/<obj_id:03d>/<frame>.png``.
-
-Design points:
-
-* Every failure that is caused by the data raises :class:`DatasetError`, whose
-  message names the video and the file or folder at fault, because on a
-  thousand-video benchmark "cannot identify image file" alone is useless.
-* Outputs are written atomically (temporary file + ``os.replace``) and a video
-  is only marked complete by a ``.complete`` file written after its last frame,
-  so a killed or pre-empted job can be resumed without trusting half-written
-  folders.
+Frame and PNG I/O shared with the other tools lives in runtime/image_io.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
-from typing import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
-from runtime.background import BackgroundWorker
+from runtime.image_io import VOID_LABEL, DatasetError, atomic_write, load_palette_png
 
-__all__ = [
-    "DAVIS_PALETTE",
-    "COMPLETE_MARKER",
-    "DatasetError",
-    "list_videos",
-    "list_frames",
-    "frame_path",
-    "load_palette_png",
-    "save_palette_png",
-    "load_prompts",
-    "OutputWriter",
-    "is_video_complete",
-    "read_frame_rgb",
-]
-
-#: Name of the per-video completion marker written by :meth:`OutputWriter.finish`.
+#: Name of the per-video completion record.
 COMPLETE_MARKER = ".complete"
-
-#: Score given to objects that have no prediction on a frame (same value as the
-#: SAM 2 evaluation script): far below any threshold, so they are "absent".
-_ABSENT_SCORE = -1024.0
-
-#: Scores of non-winning objects are clamped to at most this value by the
-#: non-overlap rule (as in SAM 2's ``_apply_non_overlapping_constraints``).
-_NON_WINNER_MAX_SCORE = -10.0
-
-_JPEG_EXTS = (".jpg", ".jpeg")
-_PNG_EXTS = (".png",)
-_DIGIT_RUN = re.compile(r"\d+")
-_VOID_LABEL = 255
-
-# PIL raises a zoo of exception types for damaged files (OSError for
-# truncated/unidentified data, SyntaxError for broken PNG chunks, ValueError
-# and EOFError for some decoders).
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
-
-
-def _voc_color_map(num_colors: int = 256) -> bytes:
-    """Generate the PASCAL VOC / DAVIS colour map as flat RGB bytes.
-
-    Each index's bits are spread over the three channels, starting from the
-    most significant bit: bit 0 -> red, bit 1 -> green, bit 2 -> blue, then the
-    next three bits one position lower, and so on.  Generating it (instead of
-    embedding a 768-byte literal) makes it reviewable.
-    """
-    out = bytearray()
-    for index in range(num_colors):
-        r = g = b = 0
-        c = index
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        out += bytes((r, g, b))
-    return bytes(out)
-
-
-#: The standard DAVIS 2017 palette (768 bytes): 0 black, 1 (128,0,0),
-#: 2 (0,128,0), 3 (128,128,0), 4 (0,0,128), ...
-DAVIS_PALETTE: bytes = _voc_color_map()
-
-
-class DatasetError(Exception):
-    """A problem with the input data, naming the video and the path at fault.
-
-    ``video`` and ``path`` are kept as attributes so callers can log or skip
-    the video programmatically.  The composed message is the only positional
-    argument, which keeps the exception picklable (it crosses process
-    boundaries in multi-GPU runs).
-    """
-
-    def __init__(
-        self, reason: str, *, video: str | None = None, path: str | None = None
-    ) -> None:
-        self.video = video
-        self.path = path
-        message = reason
-        if video is not None:
-            message = f"video '{video}': {message}"
-        if path is not None:
-            message = f"{message} [{path}]"
-        super().__init__(message)
+_RECORD_VERSION = 2
 
 
 # --------------------------------------------------------------------------
@@ -169,188 +75,6 @@ def list_videos(base_video_dir: str, video_list_file: str | None = None) -> list
     return names
 
 
-def _frame_sort_key(name: str) -> tuple[int, int, str]:
-    """Sort by the last run of digits (numerically), then lexically.
-
-    ``00010`` sorts after ``00009`` and ``frame_00012`` works too.  Names
-    without digits come after all numbered names, in lexical order.
-    """
-    runs = _DIGIT_RUN.findall(name)
-    if runs:
-        return (0, int(runs[-1]), name)
-    return (1, 0, name)
-
-
-def _video_name_of(video_dir: str) -> str:
-    return os.path.basename(os.path.normpath(video_dir))
-
-
-def list_frames(video_dir: str) -> list[str]:
-    """Return the frame names (no extension) of a video, in temporal order.
-
-    JPEG files (``.jpg``/``.jpeg``, any case) are used when present; PNG
-    frames only when the folder has no JPEG at all (so mask PNGs stored next
-    to JPEG frames are never mistaken for frames).  Hidden files such as
-    macOS ``._0001.jpg`` are ignored.
-    """
-    video = _video_name_of(video_dir)
-    if not os.path.isdir(video_dir):
-        raise DatasetError("frame folder not found", video=video, path=video_dir)
-
-    jpeg_names: list[str] = []
-    png_names: list[str] = []
-    for entry in os.scandir(video_dir):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        stem, ext = os.path.splitext(entry.name)
-        ext = ext.lower()
-        if ext in _JPEG_EXTS:
-            jpeg_names.append(stem)
-        elif ext in _PNG_EXTS:
-            png_names.append(stem)
-
-    names = jpeg_names if jpeg_names else png_names
-    if not names:
-        raise DatasetError(
-            "no .jpg/.jpeg/.png frames in frame folder", video=video, path=video_dir
-        )
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise DatasetError(
-            f"ambiguous frames: several files share the name(s) {dupes[:5]} "
-            "with different extensions",
-            video=video,
-            path=video_dir,
-        )
-    return sorted(names, key=_frame_sort_key)
-
-
-def frame_path(video_dir: str, name: str) -> str:
-    """Return the existing image file for frame ``name`` in ``video_dir``.
-
-    Common spellings are probed first (cheap); otherwise the folder is
-    scanned for a case-insensitive match such as ``.Jpg``.  JPEG wins over
-    PNG, consistent with :func:`list_frames`.
-    """
-    for ext in (".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG"):
-        candidate = os.path.join(video_dir, name + ext)
-        if os.path.isfile(candidate):
-            return candidate
-    if os.path.isdir(video_dir):
-        matches: dict[str, str] = {}
-        for entry in os.scandir(video_dir):
-            stem, ext = os.path.splitext(entry.name)
-            if stem == name and ext.lower() in _JPEG_EXTS + _PNG_EXTS:
-                matches[ext.lower()] = entry.path
-        for ext in _JPEG_EXTS + _PNG_EXTS:
-            if ext in matches:
-                return matches[ext]
-    raise DatasetError(
-        f"frame '{name}' not found (.jpg/.jpeg/.png)",
-        video=_video_name_of(video_dir),
-        path=video_dir,
-    )
-
-
-def read_frame_rgb(path: str) -> Image.Image:
-    """Decode one video frame as an RGB image, fully loaded in memory."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except _PIL_ERRORS as e:
-        raise DatasetError(
-            f"cannot read frame image ({e})",
-            video=_video_name_of(os.path.dirname(path)),
-            path=path,
-        ) from e
-
-
-# --------------------------------------------------------------------------
-# PNG masks
-# --------------------------------------------------------------------------
-
-
-def load_palette_png(
-    path: str, video: str | None = None
-) -> tuple[np.ndarray, list[int] | None]:
-    """Load a mask PNG as ``(uint8 HxW array, palette or None)``.
-
-    Palette ("P") and grayscale PNGs are accepted; colour PNGs are rejected
-    because their pixel values are not object ids.  ``video`` only enriches
-    the error message.
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            palette = img.getpalette() if mode in ("P", "PA") else None
-            arr = np.array(img)
-    except _PIL_ERRORS as e:
-        raise DatasetError(f"cannot read mask PNG ({e})", video=video, path=path) from e
-
-    if mode in ("PA", "LA"):
-        arr = arr[..., 0]
-    elif arr.ndim != 2:
-        raise DatasetError(
-            f"mask PNG has colour mode {mode!r}; expected a palette (P) or "
-            "grayscale (L) image whose pixel values are object ids",
-            video=video,
-            path=path,
-        )
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise DatasetError(
-                f"mask PNG values span {arr.min()}..{arr.max()}, which does not fit "
-                "in 8-bit object ids",
-                video=video,
-                path=path,
-            )
-        arr = arr.astype(np.uint8)
-    return arr, palette
-
-
-def _atomic_write(path: str, write: Callable[[object], None]) -> None:
-    """Write a file via a temporary sibling and ``os.replace``.
-
-    Readers (and a resumed run) therefore see either the old file or the
-    complete new one, never a truncated PNG.  The temporary name is hidden
-    and does not end in ``.png`` so it is never mistaken for an output.  It
-    is created with ``os.open(..., 0o666)`` so the final file gets the usual
-    umask-derived permissions (``mkstemp`` would make it private).
-    """
-    folder, base = os.path.split(path)
-    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def save_palette_png(
-    path: str, mask: np.ndarray, palette: bytes | Sequence[int] | None
-) -> None:
-    """Save a uint8 HxW mask as a palette PNG, atomically.
-
-    ``palette=None`` uses :data:`DAVIS_PALETTE`.
-    """
-    mask = np.asarray(mask)
-    if mask.dtype != np.uint8 or mask.ndim != 2:
-        raise ValueError(
-            f"mask must be a 2-D uint8 array, got dtype={mask.dtype} shape={mask.shape}"
-        )
-    img = Image.fromarray(mask)
-    img.putpalette(DAVIS_PALETTE if palette is None else palette)
-    _atomic_write(path, lambda f: img.save(f, format="PNG"))
-
 
 # --------------------------------------------------------------------------
 # Prompts (input masks)
@@ -386,32 +110,50 @@ class _MaskSource:
         if self.obj_id is not None:
             return {self.obj_id: arr > 0}, palette
         ids = np.unique(arr)
-        ids = [int(i) for i in ids if i != 0 and i != _VOID_LABEL]
+        ids = [int(i) for i in ids if i != 0 and i != VOID_LABEL]
         return {i: arr == i for i in ids}, palette
+
+
+def _integer_folders(folder: str) -> list[os.DirEntry]:
+    return [e for e in os.scandir(folder) if e.is_dir() and e.name.isdigit()]
+
+
+def _has_pngs(folder: str) -> bool:
+    return any(e.is_file() and e.name.lower().endswith(".png") for e in os.scandir(folder))
 
 
 def _mask_sources(video_mask_dir: str, video: str, per_obj_png_file: bool) -> list[_MaskSource]:
     if not os.path.isdir(video_mask_dir):
         raise DatasetError("input mask folder not found", video=video, path=video_mask_dir)
+    objects = _integer_folders(video_mask_dir)
     if not per_obj_png_file:
+        if objects and not _has_pngs(video_mask_dir):
+            raise DatasetError(
+                "this input mask folder has per-object folders (SA-V layout: "
+                f"{objects[0].name}/<frame>.png), not one palette PNG per frame: pass --per_obj_png_file",
+                video=video, path=video_mask_dir)
         return [_MaskSource(video_mask_dir, None)]
-    sources = []
-    for entry in os.scandir(video_mask_dir):
-        if not entry.is_dir():
-            continue
-        try:
-            obj_id = int(entry.name)
-        except ValueError:
-            continue
-        sources.append(_MaskSource(entry.path, obj_id))
-    if not sources:
+    if not objects:
+        hint = (" It holds PNGs directly: that is the DAVIS layout (one palette PNG per frame); "
+                "run without --per_obj_png_file." if _has_pngs(video_mask_dir) else "")
         raise DatasetError(
             "no per-object mask folders (named by integer object id, e.g. '001') "
-            "in SA-V style input mask folder",
+            "in SA-V style input mask folder." + hint,
             video=video,
             path=video_mask_dir,
         )
-    return sorted(sources, key=lambda s: s.obj_id)
+    return sorted((_MaskSource(e.path, int(e.name)) for e in objects), key=lambda s: s.obj_id)
+
+
+@dataclass
+class VideoPrompts:
+    """The prompt of each object of one video, as the input masks give them."""
+
+    objects: dict[int, tuple[int, np.ndarray]]  # obj_id -> (frame index, bool HxW mask)
+    palette: list[int] | None  # of the first mask PNG read that has one (outputs reuse it)
+    # SA-V layout: objects whose folder holds no usable prompt (never non-empty where
+    # looked); they are not tracked, and their outputs are empty masks.
+    empty_objects: list[int] = field(default_factory=list)
 
 
 def load_prompts(
@@ -420,13 +162,9 @@ def load_prompts(
     frame_names: Sequence[str],
     per_obj_png_file: bool,
     track_later: bool,
-) -> tuple[dict[int, tuple[int, np.ndarray]], list[int] | None]:
-    """Read the prompt mask of each object of one video.
-
-    Returns ``({obj_id: (frame_index, bool HxW mask)}, palette)`` where
-    ``frame_index`` indexes ``frame_names`` and ``palette`` is the palette of
-    the first mask PNG read that has one (reused for the outputs so they
-    look like the inputs), or ``None``.
+) -> VideoPrompts:
+    """Read the prompt mask of each object of one video (frame indexes index
+    ``frame_names``).
 
     * ``track_later=False``: objects are defined by the first frame, whose
       mask file(s) must exist.
@@ -499,11 +237,13 @@ def load_prompts(
                 path=video_mask_dir,
             )
 
-    return {oid: prompts[oid] for oid in sorted(prompts)}, palette
+    empty = sorted(s.obj_id for s in sources if s.obj_id is not None and s.obj_id not in prompts)
+    return VideoPrompts({oid: prompts[oid] for oid in sorted(prompts)}, palette, empty)
+
 
 
 # --------------------------------------------------------------------------
-# Outputs
+# Completion records
 # --------------------------------------------------------------------------
 
 
@@ -511,171 +251,54 @@ def _marker_path(output_mask_dir: str, video_name: str) -> str:
     return os.path.join(output_mask_dir, video_name, COMPLETE_MARKER)
 
 
-def _apply_non_overlap(scores: np.ndarray) -> np.ndarray:
-    """Numpy version of SAM 2's non-overlapping constraint on (N, H, W) scores.
-
-    Per pixel, only the object with the highest score (first one on ties,
-    like ``torch.argmax``) keeps its score; the others are clamped to at
-    most -10 so they fall below any usual threshold.
-    """
-    if scores.shape[0] <= 1:
-        return scores
-    winner = np.argmax(scores, axis=0)[None]
-    keep = winner == np.arange(scores.shape[0])[:, None, None]
-    return np.where(keep, scores, np.minimum(scores, _NON_WINNER_MAX_SCORE))
-
-
-class OutputWriter:
-    """Writes the predicted masks of one video, frame by frame.
-
-    Creating a writer marks the video as "in progress" by deleting any stale
-    ``.complete`` marker, so a run that is killed half-way never leaves a
-    video that looks finished.  Call :meth:`finish` after the last frame.
-    """
-
-    def __init__(
-        self,
-        output_mask_dir: str,
-        video_name: str,
-        per_obj_png_file: bool,
-        palette: bytes | Sequence[int] | None,
-        height: int,
-        width: int,
-        obj_ids: Iterable[int],
-        score_thresh: float = 0.0,
-    ) -> None:
-        ids = [int(o) for o in obj_ids]
-        if not ids:
-            raise ValueError(f"video '{video_name}': no object ids to write")
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"video '{video_name}': duplicate object ids {ids}")
-        if per_obj_png_file:
-            if any(o < 0 for o in ids):
-                raise ValueError(f"video '{video_name}': negative object ids {ids}")
-        else:
-            bad = [o for o in ids if not 1 <= o <= 255]
-            if bad:
-                raise ValueError(
-                    f"video '{video_name}': object ids {bad} cannot be stored in a "
-                    "DAVIS palette PNG (must be 1..255)"
-                )
-        if height < 1 or width < 1:
-            raise ValueError(f"video '{video_name}': bad frame size {width}x{height}")
-
-        self.output_mask_dir = output_mask_dir
-        self.video_name = video_name
-        self.per_obj_png_file = per_obj_png_file
-        self.palette = DAVIS_PALETTE if palette is None else palette
-        self.height = height
-        self.width = width
-        self.obj_ids = sorted(ids)
-        self.score_thresh = float(score_thresh)
-        self.video_dir = os.path.join(output_mask_dir, video_name)
-        self._frames: set[str] = set()
-        self._worker = BackgroundWorker(f"png-writer-{video_name}")  # PNG encoding off the tracking loop
-
-        os.makedirs(self.video_dir, exist_ok=True)
-        try:
-            os.remove(_marker_path(output_mask_dir, video_name))
-        except FileNotFoundError:
-            pass
-        if per_obj_png_file:
-            for oid in self.obj_ids:
-                os.makedirs(os.path.join(self.video_dir, f"{oid:03d}"), exist_ok=True)
-
-    def _scores(self, per_obj_logits: Mapping[int, np.ndarray]) -> np.ndarray:
-        unknown = sorted(set(per_obj_logits) - set(self.obj_ids))
-        if unknown:
-            raise ValueError(
-                f"video '{self.video_name}': logits for unknown object ids {unknown} "
-                f"(writer was created for {self.obj_ids})"
-            )
-        scores = np.full(
-            (len(self.obj_ids), self.height, self.width), _ABSENT_SCORE, dtype=np.float32
-        )
-        for i, oid in enumerate(self.obj_ids):
-            if oid not in per_obj_logits:
-                continue
-            logits = np.asarray(per_obj_logits[oid], dtype=np.float32)
-            if logits.size != self.height * self.width:
-                raise ValueError(
-                    f"video '{self.video_name}': logits of object {oid} have shape "
-                    f"{logits.shape}, expected {self.height}x{self.width}"
-                )
-            scores[i] = logits.reshape(self.height, self.width)
-        return scores
-
-    def write(self, frame_name: str, per_obj_logits: Mapping[int, np.ndarray]) -> None:
-        """Threshold and write one frame.
-
-        ``per_obj_logits`` maps object id to float logits of shape HxW (or
-        anything reshapeable to it, e.g. 1xHxW; move tensors to CPU float32
-        first).  Objects missing from the mapping are absent on this frame.
-        """
-        scores = self._scores(per_obj_logits)  # checked here, so errors name the caller's frame
-        self._worker.submit(self._write_pngs, frame_name, scores)
-        self._frames.add(frame_name)
-
-    def _write_pngs(self, frame_name: str, scores: np.ndarray) -> None:
-        if not self.per_obj_png_file:
-            scores = _apply_non_overlap(scores)
-            masks = scores > self.score_thresh
-            packed = np.zeros((self.height, self.width), dtype=np.uint8)
-            # Descending ids so the smallest id ends on top (reference order).
-            for i in range(len(self.obj_ids) - 1, -1, -1):
-                packed[masks[i]] = self.obj_ids[i]
-            save_palette_png(
-                os.path.join(self.video_dir, f"{frame_name}.png"), packed, self.palette
-            )
-        else:
-            masks = scores > self.score_thresh
-            for i, oid in enumerate(self.obj_ids):
-                save_palette_png(
-                    os.path.join(self.video_dir, f"{oid:03d}", f"{frame_name}.png"),
-                    masks[i].astype(np.uint8),
-                    self.palette,
-                )
-
-    def abandon(self) -> None:
-        """Stop after a failure: let queued frames finish, write no marker."""
-        try:
-            self._worker.close()
-        except Exception:
-            pass  # the failure being handled is the one to report
-
-    @property
-    def num_frames_written(self) -> int:
-        return len(self._frames)
-
-    def finish(self) -> str:
-        """Write the ``.complete`` marker (atomically, after all frames).
-
-        Returns the marker path.  The marker records the number of distinct
-        frames written and the object ids, which :func:`is_video_complete`
-        checks against the expected frame count.
-        """
-        self._worker.close()  # every PNG is on disk (or its error raised) before the marker
-        path = _marker_path(self.output_mask_dir, self.video_name)
-        payload = json.dumps(
-            {
-                "frames": len(self._frames),
-                "obj_ids": self.obj_ids,
-                "per_obj_png_file": self.per_obj_png_file,
-            }
-        ).encode("utf-8")
-        _atomic_write(path, lambda f: f.write(payload))
-        return path
+def write_completion(video_dir: str, produced_by: Mapping, frames: Sequence[str],
+                     obj_ids: Sequence[int], files: Sequence[str]) -> str:
+    """Record, last, that `video_dir` holds a whole result: who made it and what is in it."""
+    payload = {
+        "version": _RECORD_VERSION,
+        "produced_by": dict(produced_by),
+        "frames": list(frames),
+        "obj_ids": [int(o) for o in obj_ids],
+        "files": {name: os.path.getsize(os.path.join(video_dir, name)) for name in files},
+    }
+    path = os.path.join(video_dir, COMPLETE_MARKER)
+    atomic_write(path, lambda f: f.write(json.dumps(payload, sort_keys=True).encode("utf-8")))
+    return path
 
 
-def is_video_complete(output_mask_dir: str, video_name: str, expected_frames: int) -> bool:
-    """True if a previous run finished this video with ``expected_frames`` frames.
+@dataclass(frozen=True)
+class VideoStatus:
+    state: str  # "todo" (no result), "complete", "incomplete" (redo) or "other_settings"
+    reason: str = ""
 
-    A missing, unreadable or malformed marker means "not complete" (the video
-    is simply redone), never an error.
-    """
+
+def video_status(output_mask_dir: str, video_name: str, frame_names: Sequence[str],
+                 produced_by: Mapping) -> VideoStatus:
+    """What a previous run left for this video, judged against the current settings."""
     try:
         with open(_marker_path(output_mask_dir, video_name), encoding="utf-8") as f:
-            data = json.load(f)
+            record = json.load(f)
+    except FileNotFoundError:
+        return VideoStatus("todo")
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("frames") == expected_frames
+        return VideoStatus("incomplete", "its completion record is unreadable")
+    if not isinstance(record, dict) or record.get("version") != _RECORD_VERSION:
+        return VideoStatus("other_settings", "made by an older version of this tool (settings unknown)")
+    before = record.get("produced_by") or {}
+    changed = sorted(k for k in set(before) | set(produced_by) if before.get(k) != produced_by.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} -> {produced_by.get(k)!r}" for k in changed[:4])
+        return VideoStatus("other_settings", f"made with other settings ({detail})")
+    if record.get("frames") != list(frame_names):
+        return VideoStatus("incomplete", "its frames changed since it was made")
+    video_dir = os.path.join(output_mask_dir, video_name)
+    for name, size in (record.get("files") or {}).items():
+        path = os.path.join(video_dir, name)
+        if not os.path.isfile(path) or os.path.getsize(path) != size:
+            return VideoStatus("incomplete", f"{path} is missing or changed")
+    return VideoStatus("complete")
+
+
+def is_video_complete(output_mask_dir: str, video_name: str, frame_names: Sequence[str],
+                      produced_by: Mapping) -> bool:
+    return video_status(output_mask_dir, video_name, frame_names, produced_by).state == "complete"

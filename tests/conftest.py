@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -59,3 +60,40 @@ def synthetic_mask(t: int, height: int = 120, width: int = 160) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width]
     cx, cy = 40 + 1.5 * (t % 60), 60 + 10 * np.sin(t / 9.0)
     return ((xx - cx) / 22.0) ** 2 + ((yy - cy) / 15.0) ** 2 <= 1.0
+
+
+# -- tiny PNG / JPEG files for the dataset and mask tests -----------------------------------
+H, W = 4, 6
+
+
+def write_png(path: Path, arr: np.ndarray, palette=None) -> Path:
+    from runtime.image_io import DAVIS_PALETTE
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.asarray(arr, dtype=np.uint8))
+    img.putpalette(DAVIS_PALETTE if palette is None else palette)
+    img.save(path)
+    return path
+
+
+def write_gray_png(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(path)
+    return path
+
+
+def write_jpeg(path: Path, size=(W, H)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 20, 30)).save(path, format="JPEG")
+    return path
+
+
+def box(y0, y1, x0, x1, value=1) -> np.ndarray:
+    arr = np.zeros((H, W), dtype=np.uint8)
+    arr[y0:y1, x0:x1] = value
+    return arr
+
+
+def read_png(path: Path):
+    with Image.open(path) as img:
+        return np.array(img), img.mode, img.getpalette()

@@ -1,5 +1,7 @@
 """The Gradio demo driven in a real headless Chromium (Playwright) against the launched app:
-upload, click, first-frame mask, track, output video; two sessions keep their own clicks.
+upload, clicks on two objects (plus one added and removed), every mask on the frame, one
+Track for both, the output video and the per-object masks zip; two sessions keep their own
+objects.
 Screenshots go to test-artifacts/gradio/."""
 
 import os
@@ -70,7 +72,15 @@ def _click(page, image, x, y, clicks_after):
     _wait_status(page, f"{clicks_after} click(s)")
 
 
-def test_upload_click_track_and_sessions(app_url):
+def _zip_members(page, href) -> list[str]:
+    import io
+    import zipfile
+
+    body = page.request.get(href).body()
+    return zipfile.ZipFile(io.BytesIO(body)).namelist()
+
+
+def test_two_objects_click_track_and_sessions(app_url):
     from playwright.sync_api import sync_playwright
 
     from tools.gradio_app import SAMPLE_VIDEO
@@ -79,50 +89,97 @@ def test_upload_click_track_and_sessions(app_url):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         try:
-            # Session A uploads the video through the file input and clicks twice.
-            a = browser.new_page(viewport={"width": 1280, "height": 1000})
+            # Session A uploads the video through the file input.
+            a = browser.new_page(viewport={"width": 1280, "height": 1100})
             a.goto(app_url, wait_until="load")
             a.locator("#video_in").wait_for(timeout=60_000)
             a.locator("#video_in input[type=file]").set_input_files(str(SAMPLE_VIDEO))
             image_a = a.locator("#first_frame img")
             image_a.wait_for(timeout=60_000)
             a.screenshot(path=str(ARTIFACTS / "1_uploaded.png"))
+            # Object 1 (the ellipse): a positive click and a negative one.
             _click(a, image_a, 70, 120, 1)
             a.locator("#click_label").get_by_text("negative").click()
-            _click(a, image_a, 250, 190, 2)
-            a.screenshot(path=str(ARTIFACTS / "2_clicked.png"))
+            _click(a, image_a, 250, 60, 2)
+            a.locator("#click_label").get_by_text("positive").click()
+            # Object 2 (the square), then an object 3 that is removed again.
+            a.locator("#add_object").click()
+            _wait_status(a, "Object 2: 0 click(s)")
+            _click(a, image_a, 250, 190, 1)
+            _wait_status(a, "2:")
+            a.locator("#add_object").click()
+            _wait_status(a, "Object 3: 0 click(s)")
+            _click(a, image_a, 160, 40, 1)
+            a.locator("#remove_object").click()
+            _wait_status(a, "Object 2: 1 click(s)")
+            assert "3:" not in _status(a)
+            a.screenshot(path=str(ARTIFACTS / "2_two_objects.png"))
+            # Back to object 1: its clicks are still there.
+            a.locator("#object_select").get_by_text("1", exact=True).click()
+            _wait_status(a, "Object 1: 2 click(s)")
 
-            # Session B (another browser context) sees none of A's clicks.
+            # Session B (another browser context) sees none of A's objects.
             context_b = browser.new_context(viewport={"width": 1280, "height": 1000})
             b, image_b = _open_with_sample(context_b, app_url)
             assert "click(s)" not in _status(b)
             _click(b, image_b, 200, 60, 1)
-            assert "2 click(s)" in _status(a)
+            assert "Object 1: 2 click(s)" in _status(a)
 
             a.locator("#track").click()
-            _wait_status(a, "Tracked 24 frames")
+            _wait_status(a, "Tracked 24 frames, 2 object(s)")
             video = a.locator("#video_out video")
             video.wait_for(timeout=30_000)
             assert video.get_attribute("src").endswith(".mp4")
-            assert a.locator("#masks_out a").first.get_attribute("href").endswith("masks.zip")
+            href = a.locator("#masks_out a").first.get_attribute("href")
+            assert href.endswith("masks.zip")
+            members = _zip_members(a, href)
+            for obj in ("001", "002"):
+                assert f"{obj}/00000.png" in members and f"{obj}/00023.png" in members, members[:5]
             a.screenshot(path=str(ARTIFACTS / "3_tracked.png"), full_page=True)
         finally:
             browser.close()
 
 
-def test_demo_limits_and_errors_without_a_browser(lively_backend):
-    import gradio as gr
-
-    from tools.gradio_app import SAMPLE_VIDEO, Demo, build_parser
+def test_demo_limits_errors_and_cleanup_without_a_browser(lively_backend, tmp_path):
+    from tools.gradio_app import SAMPLE_VIDEO, Demo, _remove_work_dir, build_parser
 
     demo = Demo(lively_backend, max_frames=10)
-    state, image, message = demo.load_video(str(SAMPLE_VIDEO))
+    state, image, message, _ = demo.load_video(str(SAMPLE_VIDEO))
     assert state is None and image is None and "limited to 10" in message
-    state, image, message = Demo(lively_backend, None).load_video(str(SAMPLE_VIDEO))
+    demo = Demo(lively_backend, None)
+    state, image, message, _ = demo.load_video(str(SAMPLE_VIDEO))
     assert image.shape == (240, 320, 3) and "Click the object" in message
-    with pytest.raises(gr.Error, match="click the object first"):
-        demo.track(state, 3, 0.1, 2.0)
+    video, masks, status = demo.track(state, 3, 0.1, 2.0)
+    assert video is None and "object(s) 1 have no clicks" in status
     assert "Cannot read" in demo.load_video(str(ROOT / "README.md"))[2]
+
+    # The real cause of a failure reaches the status line (here a frame that cannot be decoded).
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    from PIL import Image
+
+    from tests.conftest import synthetic_frame
+
+    for t in range(4):
+        Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
+    state, *_ = demo.load_video(str(frames))
+    state.objects[1].points, state.objects[1].labels = [(40.0, 60.0)], [1]
+    (frames / "00002.jpg").write_bytes(b"not a jpeg")
+    video, masks, status = demo.track(state, 2, 0.1, 2.0)
+    assert video is None and status.startswith("Error:") and "00002.jpg" in status
+    assert state.work_dir is None  # nothing of the failed Track is kept
+
+    # Each Track replaces the session's previous outputs; the session's end removes them.
+    Image.fromarray(synthetic_frame(2)).save(frames / "00002.jpg")
+    video, masks, status = demo.track(state, 2, 0.1, 2.0)
+    first_dir = state.work_dir
+    assert video and first_dir.is_dir() and "Tracked 4 frames" in status
+    demo.track(state, 2, 0.1, 2.0)
+    assert not first_dir.exists() and state.work_dir.is_dir()
+    last = state.work_dir
+    _remove_work_dir(state)  # what gradio calls when the session's state is deleted
+    assert not last.exists()
+
     help_text = build_parser().format_help()
     for flag in ("--host", "--port", "--share", "--sam2_cfg", "--sam2_checkpoint",
                  "--random_weights", "--device", "--max_frames"):

@@ -86,7 +86,7 @@ def test_bad_prompts_are_clear_errors(lively_backend):
         _track(lively_backend, [ObjectPrompt(1, 0, points=np.array([[500.0, 5.0]]))], 2)
     with pytest.raises(PromptError, match="empty"):
         _track(lively_backend, [ObjectPrompt(1, 0, mask=np.zeros(HW, bool))], 2)
-    with pytest.raises(PromptError, match="unique"):
+    with pytest.raises(PromptError, match="given more than once"):
         m = synthetic_mask(0)
         _track(lively_backend, [ObjectPrompt(1, 0, mask=m), ObjectPrompt(1, 1, mask=m)], 2)
 

@@ -93,9 +93,9 @@ def test_folder_of_frames_and_box(in_tmp):
 
 @pytest.mark.parametrize("argv,message", [
     (["--points", "10"], "x y pairs"),
-    (["--points", "10", "10", "--labels", "1", "0"], "2 values for 1 points"),
+    (["--points", "10", "10", "--labels", "1", "0"], "2 labels for 1 points"),
     (["--points", "999", "10"], "outside the 320x240 frame"),
-    (["--points", "10", "10", "--frame", "99"], "outside 0..23"),
+    (["--points", "10", "10", "--frame", "99"], "outside the video's frames 0..23"),
     ([], "--points and/or --box"),
 ])
 def test_bad_prompts(in_tmp, capsys, argv, message):

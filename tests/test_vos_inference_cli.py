@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from runtime.vos_dataset import DAVIS_PALETTE
+from runtime.image_io import DAVIS_PALETTE
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
 from tools import vos_inference
 
@@ -67,14 +67,15 @@ def test_bad_video_is_reported_and_others_finish(tmp_path, micro_checkpoints, ca
     Image.fromarray(synthetic_frame(2, 60, 80)).save(tmp_path / "JPEGImages" / "resized" / "00002.jpg")
     assert vos_inference.main(_args(tmp_path, micro_checkpoints["plain"])) == 1
     err = capsys.readouterr().err
-    assert "FAILED resized" in err and "00002.jpg is 80x60, the first frame is 160x120" in err
+    assert "FAILED resized" in err and "00002.jpg: frame 2 is 80x60, the first frame is 160x120" in err
     assert "FAILED bad" in err and "--track_object_appearing_later_in_video" in err
     assert "FAILED broken_frame" in err and "00003.jpg" in err
     assert (tmp_path / "out" / "good" / "00005.png").is_file()
-    from runtime.vos_dataset import is_video_complete
+    from runtime.vos_dataset import COMPLETE_MARKER
 
-    assert is_video_complete(str(tmp_path / "out"), "good", 6)
-    assert not is_video_complete(str(tmp_path / "out"), "broken_frame", 6)
+    assert (tmp_path / "out" / "good" / COMPLETE_MARKER).is_file()
+    assert not (tmp_path / "out" / "broken_frame").exists()  # nothing half-done looks like a result
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
 
 
 def test_sav_layout_with_object_appearing_later(tmp_path, micro_checkpoints):

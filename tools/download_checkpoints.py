@@ -13,6 +13,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.errors import SAM2LongError  # noqa: E402
+
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 # checkpoint file -> the sam2 package config it goes with
 OFFICIAL = {
@@ -23,7 +28,7 @@ OFFICIAL = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SAM2LongError, RuntimeError):
     pass
 
 

@@ -3,8 +3,14 @@
 
 Reads `<base_video_dir>/<video>/<frame>.jpg` and the prompt masks in `<input_mask_dir>`,
 writes the predicted masks to `<output_mask_dir>` in the same layout. Videos are sharded
-over nodes x chunks (or SLURM / torchrun ranks), finished videos are skipped on a rerun,
-and one bad video is reported without stopping the others.
+over nodes x chunks (or SLURM / torchrun ranks); one bad video is reported without
+stopping the others.
+
+Each finished video's folder records what produced it (model hashes and every setting
+that changes masks) and what it wrote. A rerun skips a video only when that record matches
+the current settings and every file is still there; unfinished videos are redone from
+scratch; a folder made with other settings stops the run before any work unless
+--overwrite (old and new masks are never mixed).
 """
 
 from __future__ import annotations
@@ -20,36 +26,20 @@ if __package__ in (None, ""):  # `python tools/vos_inference.py` from anywhere
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from runtime.config import TrackerConfig
-from runtime.frames import prefetch, preprocess_frame
-from runtime.postprocess import to_video_resolution
-from runtime.prompts import ObjectPrompt, PromptError
+from engine.errors import ConfigError, SAM2LongError
+from runtime.image_io import DatasetError, list_frames
 from runtime.sharding import resolve_shard, select_shard, split_contiguous
-from runtime.video_io import VideoError, VideoSource
-from runtime.vos_dataset import (
-    DatasetError,
-    OutputWriter,
-    is_video_complete,
-    list_frames,
-    list_videos,
-    load_prompts,
-)
-from tools.backend_options import add_backend_args
-
+from runtime.vos_dataset import list_videos
+from tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float,
+                       run_main, tracker_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = p.add_argument_group("model")
-    model.add_argument("--sam2_cfg", default="configs/sam2.1/sam2.1_hiera_b+.yaml",
-                       help="SAM 2 config: a name inside the sam2 package or a path to a YAML file")
-    model.add_argument("--sam2_checkpoint", default="./checkpoints/sam2.1_hiera_b+.pt",
-                       help='checkpoint in the official layout {"model": state_dict}')
+    add_model_args(model, random_weights=False)
     add_backend_args(model, default="torch")
     data = p.add_argument_group("data")
     data.add_argument("--base_video_dir", required=True,
@@ -58,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder with the prompt masks (PNG) of each video")
     data.add_argument("--video_list_file", default=None,
                       help="text file with one video name per line (default: every subfolder)")
-    data.add_argument("--output_mask_dir", required=True, help="where the predicted PNG masks go")
+    data.add_argument("--output_mask_dir", required=True,
+                      help="where the predicted PNG masks go (must not overlap the inputs)")
     data.add_argument("--per_obj_png_file", action="store_true",
                       help="SA-V layout: one PNG per object in <video>/<obj:03d>/ (inputs and "
                            "outputs); default: DAVIS palette PNGs with all objects packed")
@@ -68,14 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--use_all_masks", action="store_true",
                       help="not supported: the reference's memory tree is defined for one "
                            "conditioning frame per object")
-    data.add_argument("--score_thresh", type=float, default=0.0,
+    data.add_argument("--score_thresh", type=finite_float, default=0.0,
                       help="a pixel belongs to an object when its mask logit is above this")
     tree = p.add_argument_group("SAM2Long memory tree")
-    tree.add_argument("--num_pathway", type=int, default=3, help="pathways per object (1..8)")
-    tree.add_argument("--iou_thre", type=float, default=0.1,
-                      help="a frame enters memory only if its predicted IoU is above this")
-    tree.add_argument("--uncertainty", type=float, default=2.0,
-                      help="when every |object score| is at most this, favour diverse masks")
+    add_tracker_args(tree)
     shard = p.add_argument_group(
         "sharding", "videos (sorted) split into num_nodes x num_chunks contiguous chunks; this "
         "process runs chunk node_id * num_chunks + chunk_id. Without these flags the SLURM "
@@ -89,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry_run", action="store_true",
                      help="print every shard's videos and exit, without loading a model")
     run.add_argument("--overwrite", action="store_true",
-                     help="redo videos whose outputs are already complete")
+                     help="redo every video, also those already complete or made with other settings")
     run.add_argument("--trace_dir", default=None,
                      help="also save per-object IoU / object-score / accumulated-score traces "
                           "(<video>.npz) for parity checks")
@@ -100,21 +87,82 @@ def _report(message: str):
     tqdm.write(message, file=sys.stderr)
 
 
-def _video_prompts(args, video: str, frame_names: list[str]) -> tuple[list[ObjectPrompt], object]:
-    per_obj, palette = load_prompts(
-        args.input_mask_dir, video, frame_names, args.per_obj_png_file,
-        args.track_object_appearing_later_in_video,
-    )
-    prompts = [ObjectPrompt(obj_id=obj_id, frame_idx=start, mask=mask)
-               for obj_id, (start, mask) in per_obj.items()]
-    return prompts, palette
+def produced_by(args, backend) -> dict:
+    """Everything that decides the masks, as the completion records store it."""
+    from engine.manifest import file_sha256
+    from engine.model_loading import resolve_config_path
+
+    return {
+        "config_sha256": file_sha256(resolve_config_path(args.sam2_cfg)),
+        "checkpoint_sha256": file_sha256(args.sam2_checkpoint),
+        "backend": backend.name, "device": backend.device.type, "precision": args.precision,
+        "num_pathway": args.num_pathway, "iou_thre": args.iou_thre, "uncertainty": args.uncertainty,
+        "score_thresh": args.score_thresh, "per_obj_png_file": args.per_obj_png_file,
+        "track_object_appearing_later_in_video": args.track_object_appearing_later_in_video,
+    }
 
 
-def run_video(args, tracker, video: str, frame_names: list[str]) -> int:
-    """Track one video and write its masks; returns the number of frames written."""
+def check_output_root(args):
+    """The output folder: not overlapping an input, writable (one run-level error)."""
+    from runtime.output_paths import OutputError, overlaps, probe_writable
+
+    for flag in ("base_video_dir", "input_mask_dir"):
+        source = getattr(args, flag)
+        if overlaps(args.output_mask_dir, source):
+            raise OutputError(f"--output_mask_dir {args.output_mask_dir} overlaps --{flag} {source}: "
+                              "writing there could destroy inputs; choose a separate folder")
+    probe_writable(args.output_mask_dir, "--output_mask_dir")
+
+
+def plan_videos(args, shard: list[str], identity: dict) -> list[str]:
+    """The shard's videos still to do. Results made with other settings stop the run here,
+    before any work, unless --overwrite."""
+    from runtime.vos_dataset import video_status
+
+    if args.overwrite:
+        return list(shard)
+    todo, foreign = [], []
+    for video in shard:
+        try:
+            names = list_frames(os.path.join(args.base_video_dir, video))
+        except DatasetError:
+            todo.append(video)  # it fails, with its message, in the loop
+            continue
+        status = video_status(args.output_mask_dir, video, names, identity)
+        if status.state == "other_settings":
+            foreign.append(f"{video}: {status.reason}")
+        elif status.state != "complete":
+            todo.append(video)
+    if foreign:
+        shown = "\n  ".join(foreign[:5]) + (f"\n  ... and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"{len(foreign)} video(s) in {args.output_mask_dir} hold masks made with other settings:\n  "
+            f"{shown}\npass --overwrite to redo them with the current settings, or choose another "
+            "--output_mask_dir")
+    return todo
+
+
+def run_video(args, tracker, video: str, identity: dict) -> int:
+    """Track one video into a staging folder that replaces its output folder when whole;
+    returns the number of frames written."""
+    from runtime.mask_writer import MaskWriter
+    from runtime.output_paths import StagedDir
+    from runtime.pipeline import track_frames
+    from runtime.prompts import ObjectPrompt
+    from runtime.video_io import VideoSource
+    from runtime.vos_dataset import load_prompts, write_completion
+
     video_dir = os.path.join(args.base_video_dir, video)
-    prompts, palette = _video_prompts(args, video, frame_names)
-    source = VideoSource(video_dir)  # same frame list and order as `frame_names`
+    source = VideoSource(video_dir)
+    frame_names = source.frame_names
+    found = load_prompts(args.input_mask_dir, video, frame_names, args.per_obj_png_file,
+                         args.track_object_appearing_later_in_video)
+    for obj_id in found.empty_objects:
+        _report(f"WARNING {video}: object {obj_id:03d} has no non-empty prompt mask "
+                f"({os.path.join(args.input_mask_dir, video, f'{obj_id:03d}')}); it is not tracked "
+                "and its output masks are empty")
+    prompts = [ObjectPrompt(obj_id=obj_id, frame_idx=start, mask=mask)
+               for obj_id, (start, mask) in found.objects.items()]
     video_hw = (source.info.height, source.info.width)
     for prompt in prompts:
         if prompt.mask.shape != video_hw:
@@ -122,25 +170,27 @@ def run_video(args, tracker, video: str, frame_names: list[str]) -> int:
                 f"object {prompt.obj_id}'s mask is {prompt.mask.shape[1]}x{prompt.mask.shape[0]}, "
                 f"the frames are {video_hw[1]}x{video_hw[0]}",
                 video=video, path=os.path.join(args.input_mask_dir, video))
-    writer = OutputWriter(
-        args.output_mask_dir, video, args.per_obj_png_file, palette, video_hw[0], video_hw[1],
-        [p.obj_id for p in prompts], score_thresh=args.score_thresh,
-    )
+    obj_ids = sorted([p.obj_id for p in prompts] + found.empty_objects)
     trace = {} if args.trace_dir else None
-    size = tracker.geo.image_size
-    frames = prefetch(source.frames(), lambda rgb: preprocess_frame(Image.fromarray(rgb), size))
-    results = tracker.track(frames, prompts, len(frame_names), video_hw, trace=trace)
+    staged = StagedDir(os.path.join(args.output_mask_dir, video))
+    writer = None
     try:
-        for result in tqdm(results, total=len(frame_names), desc=video, unit="frame", leave=False):
-            logits = to_video_resolution(result.low_res_logits, video_hw)
-            writer.write(frame_names[result.frame_idx], dict(zip(result.obj_ids, logits)))
+        writer = MaskWriter(staged.path, args.per_obj_png_file, found.palette, *video_hw, obj_ids,
+                            score_thresh=args.score_thresh, name=video)
+        for frame in tqdm(track_frames(tracker, source, prompts, trace=trace), total=len(frame_names),
+                          desc=video, unit="frame", leave=False):
+            writer.write(frame.name, dict(zip(frame.obj_ids, frame.logits)))
+        writer.close()
+        write_completion(staged.path, identity, frame_names, obj_ids, writer.files)
     except BaseException:
-        writer.abandon()
+        if writer is not None:
+            writer.abandon()
+        staged.discard()
         raise
+    staged.commit()
     if trace is not None:
         _save_trace(args.trace_dir, video, prompts, trace)
-    writer.finish()
-    return writer.num_frames_written
+    return len(frame_names)
 
 
 def _save_trace(trace_dir: str, video: str, prompts, trace: dict):
@@ -155,24 +205,21 @@ def _save_trace(trace_dir: str, video: str, prompts, trace: dict):
     np.savez(os.path.join(trace_dir, f"{video}.npz"), **arrays)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args) -> int:
     if args.use_all_masks:
-        print("error: --use_all_masks is not supported: SAM2Long's memory tree (and the "
-              "reference implementation) is defined for a single conditioning frame per "
-              "object; run without it", file=sys.stderr)
-        return 2
+        raise ConfigError("--use_all_masks is not supported: SAM2Long's memory tree (and the "
+                          "reference implementation) is defined for a single conditioning frame per "
+                          "object; run without it")
+    tracker_config(args)  # flag ranges, before anything else
+    for flag in ("base_video_dir", "input_mask_dir"):
+        if not os.path.isdir(getattr(args, flag)):
+            raise ConfigError(f"--{flag} {getattr(args, flag)} is not a folder")
+    videos = list_videos(args.base_video_dir, args.video_list_file)
     try:
-        config = TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty)
-        for flag in ("base_video_dir", "input_mask_dir"):
-            if not os.path.isdir(getattr(args, flag)):
-                raise DatasetError(f"--{flag} {getattr(args, flag)} is not a folder")
-        videos = list_videos(args.base_video_dir, args.video_list_file)
         index, total, source = resolve_shard(
             args.num_nodes, args.node_id, args.num_chunks, args.chunk_id, os.environ)
-    except (ValueError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     shard = select_shard(videos, index, total)
     print(f"shard {index} of {total} ({source}): {len(shard)} of {len(videos)} videos")
     if args.dry_run:
@@ -181,44 +228,42 @@ def main(argv=None) -> int:
             print(f"shard {i}: {len(chunk)} videos{mark}: {' '.join(chunk)}")
         return 0
 
-    from engine.manifest import EngineMismatchError
-    from engine.model_loading import ModelLoadError
-    from runtime.tracker import SAM2LongTracker
-    from tools.backend_options import build_chosen_backend, check_cuda_graphs
+    from tools.cli import load_backend, make_tracker
 
-    try:
-        backend = build_chosen_backend(args.backend, args.sam2_cfg, args.sam2_checkpoint, args.device,
-                                       args.engine_dir, args.precision)
-        tracker = SAM2LongTracker(backend, config, cuda_graphs=check_cuda_graphs(args, backend))
-    except (ModelLoadError, EngineMismatchError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_output_root(args)
+    backend = load_backend(args)
+    tracker = make_tracker(args, backend)
+    identity = produced_by(args, backend)
+    todo = plan_videos(args, shard, identity)
+    config = tracker.config
     print(f"backend {backend.name} ({args.precision}) on {backend.device}; P={config.num_pathway} "
-          f"iou_thre={config.iou_thre} uncertainty={config.uncertainty}")
+          f"iou_thre={config.iou_thre} uncertainty={config.uncertainty}; {len(shard) - len(todo)} "
+          f"video(s) already complete")
 
-    failed, skipped, done = [], 0, 0
+    failed, done = [], 0
     start = time.perf_counter()
-    for video in tqdm(shard, desc="videos", unit="video"):
+    for video in tqdm(todo, desc="videos", unit="video"):
         try:
-            frame_names = list_frames(os.path.join(args.base_video_dir, video))
-            if not args.overwrite and is_video_complete(args.output_mask_dir, video, len(frame_names)):
-                skipped += 1
-                continue
-            run_video(args, tracker, video, frame_names)
+            run_video(args, tracker, video, identity)
             done += 1
-        except (DatasetError, PromptError, VideoError) as e:
+        except SAM2LongError as e:
             failed.append(video)
             _report(f"FAILED {video}: {e}")
         except Exception as e:  # keep going: one broken video must not stop a benchmark run
             failed.append(video)
             _report(f"FAILED {video}: {type(e).__name__}: {e}\n{traceback.format_exc()}")
     elapsed = time.perf_counter() - start
-    print(f"done: {done} tracked, {skipped} already complete, {len(failed)} failed "
+    print(f"done: {done} tracked, {len(shard) - len(todo)} already complete, {len(failed)} failed "
           f"in {elapsed:.1f}s; masks in {args.output_mask_dir}")
     if failed:
         print(f"failed videos: {' '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_main(lambda: run(args), interrupted="finished videos are kept; a rerun resumes")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""Where results go, checked before the first frame, and written so that nothing half-done
+ever looks like a result.
+
+* ``check_output_file`` / ``check_output_dir`` run before any work: an output that would
+  replace an input, a folder where a file should go (or the reverse), a folder that cannot
+  be written, or a mask folder that already holds other results is one clear error.
+* ``StagedDir`` fills a hidden sibling folder and swaps it into place only when the whole
+  result is there; on failure the staging folder is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterable
+
+from engine.errors import SAM2LongError
+
+_MASK_FILE = re.compile(r"[^.].*\.png$", re.IGNORECASE)
+_OBJECT_FOLDER = re.compile(r"\d+$")
+
+
+class OutputError(SAM2LongError):
+    """An output location that cannot be used; the message names it and what to do."""
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _is_within(inner: str, outer: str) -> bool:
+    inner, outer = _real(inner), _real(outer)
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether one of two paths is, or lies inside, the other (links resolved)."""
+    return _is_within(a, b) or _is_within(b, a)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Same file by any path: links (symbolic or hard) included."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return _real(a) == _real(b)
+
+
+def probe_writable(folder: str, what: str) -> None:
+    """Create `folder` if needed and write a file in it, or an OutputError naming it."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError(f"{what}: {folder} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise OutputError(f"{what}: cannot write into {folder} ({e.strerror or e}); "
+                          "choose a folder you can write to") from e
+
+
+def check_output_file(path: str, inputs: Iterable[str], what: str) -> None:
+    """`path` can receive a new file (replacing an old result, never an input)."""
+    for source in inputs:
+        if os.path.isfile(source) and os.path.exists(path) and _same_file(path, source):
+            raise OutputError(f"{what} {path} is the input {source}: writing it would destroy "
+                              "the input; choose another output path")
+    if os.path.isdir(path):
+        raise OutputError(f"{what} {path} is a folder; give a file name such as {os.path.join(path, 'out.mp4')}")
+    probe_writable(os.path.dirname(os.path.abspath(path)), what)
+
+
+def _only_masks(folder: str) -> bool:
+    """Whether `folder` holds nothing but mask PNGs (per frame, or per object folder)."""
+    for entry in os.scandir(folder):
+        if entry.name.startswith("."):
+            continue  # our staging leftovers and markers
+        if entry.is_file() and _MASK_FILE.match(entry.name):
+            continue
+        if entry.is_dir() and _OBJECT_FOLDER.match(entry.name) and _only_masks(entry.path):
+            continue
+        return False
+    return True
+
+
+def check_output_dir(path: str, inputs: Iterable[str], what: str, overwrite: bool,
+                     overwrite_flag: str = "--overwrite") -> None:
+    """`path` can become a folder of results: not an input or inside one (or holding
+    one), not a file, writable, and empty unless `overwrite` (then only masks in it)."""
+    for source in inputs:
+        if overlaps(path, source):
+            raise OutputError(f"{what} {path} and the input {source} overlap: writing there could "
+                              "destroy the input; choose a separate folder")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"{what} {path} is an existing file, not a folder")
+    if os.path.isdir(path) and any(not e.name.startswith(".") for e in os.scandir(path)):
+        if not overwrite:
+            raise OutputError(f"{what} {path} already holds files; pass {overwrite_flag} to replace "
+                              "them, or choose an empty folder (old and new masks are never mixed)")
+        if not _only_masks(path):
+            raise OutputError(f"{what} {path} holds files that are not mask PNGs; refusing to "
+                              "replace it even with " + overwrite_flag + "; choose another folder")
+    probe_writable(os.path.dirname(os.path.abspath(path)) or ".", what)
+
+
+class StagedDir:
+    """A folder that appears at `target` whole, or not at all.
+
+    Write into ``.path`` (a hidden sibling); ``commit()`` swaps it into place (an older
+    folder at `target` is removed after the swap); ``discard()`` removes it.
+    """
+
+    def __init__(self, target: str):
+        self.target = os.path.abspath(target)
+        parent, name = os.path.split(self.target)
+        os.makedirs(parent, exist_ok=True)
+        self.path = os.path.join(parent, f".{name}.partial-{os.getpid()}-{secrets.token_hex(3)}")
+        os.makedirs(self.path)
+
+    def commit(self) -> str:
+        old = None
+        if os.path.lexists(self.target):
+            old = f"{self.path}.old"
+            os.replace(self.target, old)
+        os.replace(self.path, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.target
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

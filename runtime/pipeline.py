@@ -1,0 +1,57 @@
+"""One video through the tracker, as typed per-frame results.
+
+decode (a stream) -> prepare on a prefetch thread -> track -> masks back at video
+resolution. The video tool, the demo, the dataset tool and the benchmark runner consume
+this one pipeline and differ only in where the results go (their sinks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from runtime.frames import prefetch, preprocess_frame
+from runtime.postprocess import to_video_resolution
+from runtime.prompts import ObjectPrompt, validate_prompts
+from runtime.tracker import SAM2LongTracker
+from runtime.video_io import VideoSource
+
+
+@dataclass
+class FrameOutput:
+    index: int
+    name: str  # the frame file's stem for a folder of frames, else 00000, 00001, ...
+    obj_ids: list[int]  # objects started by this frame
+    logits: np.ndarray  # [len(obj_ids), H, W] float32 mask logits at video resolution
+    rgb: np.ndarray | None  # the decoded frame [H, W, 3] uint8, when asked for
+
+    def masks(self, threshold: float = 0.0) -> dict[int, np.ndarray]:
+        return {obj: logit > threshold for obj, logit in zip(self.obj_ids, self.logits)}
+
+
+def track_frames(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequence[ObjectPrompt],
+                 keep_frames: bool = False, trace: dict | None = None) -> Iterator[FrameOutput]:
+    """Every frame of `source`, in order, once its masks are decided. `keep_frames` also
+    hands back each decoded frame (held only until its masks are decided: bounded by the
+    pathways' lag). Pass a dict as `trace` for the tracker's per-object TraceRows."""
+    info = source.info
+    video_hw = (info.height, info.width)
+    validate_prompts(prompts, video_hw, info.num_frames)  # before any frame is decoded
+    names = source.frame_names
+    size = tracker.geo.image_size
+    originals: dict[int, np.ndarray] = {}
+
+    def prepare(item):
+        index, rgb = item
+        if keep_frames:
+            originals[index] = rgb
+        return preprocess_frame(Image.fromarray(rgb), size)
+
+    frames = prefetch(enumerate(source.frames()), prepare)
+    for result in tracker.track(frames, list(prompts), info.num_frames, video_hw, trace=trace):
+        yield FrameOutput(result.frame_idx, names[result.frame_idx], list(result.obj_ids),
+                          to_video_resolution(result.low_res_logits, video_hw),
+                          originals.pop(result.frame_idx, None))

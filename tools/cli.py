@@ -1,0 +1,177 @@
+"""What the tools share: the model, backend and tracker flags, loading the backend the user
+asked for, and one way to end with an error.
+
+Every tool's `main` goes through `run_main`: a `SAM2LongError` (or an operating-system
+error such as a full disk) becomes one line `error: ...` and exit code 2; Ctrl-C becomes
+one line and exit code 130. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.errors import ConfigError, SAM2LongError
+from engine.stages import PRECISIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKEND_CHOICES = ("auto", "torch", "onnx", "trt")
+DEFAULT_CFG = "configs/sam2.1/sam2.1_hiera_b+.yaml"
+DEFAULT_CHECKPOINT = "./checkpoints/sam2.1_hiera_base_plus.pt"
+RANDOM_CFG = str(ROOT / "configs" / "micro_sam2.1_256.yaml")
+RANDOM_CHECKPOINT = Path("outputs/checkpoints/micro_random_seed0.pt")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs kept as written; defaults shown where there is one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS, []) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+# -- argparse types ------------------------------------------------------------------------
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+    return value
+
+
+# -- flags -----------------------------------------------------------------------------------
+def add_model_args(parser, checkpoint_default: str = DEFAULT_CHECKPOINT, random_weights: bool = True):
+    parser.add_argument("--sam2_cfg", default=DEFAULT_CFG,
+                        help="SAM 2 config: a name inside the sam2 package or a path to a YAML file")
+    parser.add_argument("--sam2_checkpoint", default=checkpoint_default,
+                        help='checkpoint in the official layout {"model": state_dict}; an official '
+                             "one that is missing is downloaded first")
+    if random_weights:
+        parser.add_argument("--random_weights", action="store_true",
+                            help="offline check of the whole pipeline: a seeded random micro model "
+                                 "instead of SAM 2.1 (the masks are meaningless)")
+
+
+def add_backend_args(parser, default: str = "auto"):
+    """--backend --engine_dir --device --precision --cuda_graphs."""
+    parser.add_argument("--backend", default=default, choices=BACKEND_CHOICES,
+                        help="torch: the PyTorch reference (CPU or CUDA); onnx: ONNX Runtime over the "
+                             "graphs in --engine_dir; trt: TensorRT engines built for this GPU in "
+                             "--engine_dir; auto: trt when CUDA, TensorRT and engines for this GPU are "
+                             "there, else torch (on CUDA when available), and says which")
+    parser.add_argument("--engine_dir", default=None,
+                        help="folder written by export/build_engines.py (for onnx and trt)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), "
+                                                         "cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 reproduces the original's masks; bf16/fp16: faster on GPUs "
+                             "(torch autocast, or TensorRT engines built with that --precision)")
+    parser.add_argument("--cuda_graphs", action="store_true",
+                        help="on CUDA: capture each frame's work as CUDA graphs (less launch overhead)")
+
+
+def add_tracker_args(parser):
+    parser.add_argument("--num_pathway", type=int, default=3, help="SAM2Long pathways per object (1..8)")
+    parser.add_argument("--iou_thre", type=finite_float, default=0.1,
+                        help="a frame enters memory only if its predicted IoU is above this")
+    parser.add_argument("--uncertainty", type=finite_float, default=2.0,
+                        help="when every |object score| is at most this, favour diverse masks")
+
+
+def tracker_config(args):
+    from runtime.config import TrackerConfig
+
+    return TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty)
+
+
+# -- the backend -----------------------------------------------------------------------------
+def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str,
+                         engine_dir: str | None, precision: str):
+    """build_backend, with `auto` resolved: TensorRT engines for this GPU when they are
+    usable here, otherwise torch (a note says why TensorRT was not used)."""
+    from engine.factory import build_backend, resolve_device
+
+    if backend != "auto":
+        return build_backend(backend, sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
+    if resolve_device(device).type == "cuda" and engine_dir:
+        from engine.manifest import EngineMismatchError
+        from engine.trt_backend import TensorRTUnavailable
+
+        try:
+            return build_backend("trt", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
+        except (TensorRTUnavailable, EngineMismatchError) as e:
+            print(f"NOTE: --backend auto: not using TensorRT ({e}); using torch")
+    return build_backend("torch", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
+
+
+def model_files(args) -> tuple[str, str]:
+    """(config, checkpoint) the user asked for: the random micro model (written once), or
+    a checkpoint, downloading an official one that is missing."""
+    if getattr(args, "random_weights", False):
+        from tools.make_random_checkpoint import write_checkpoint
+
+        if not RANDOM_CHECKPOINT.is_file():
+            write_checkpoint(RANDOM_CHECKPOINT, RANDOM_CFG, seed=0)
+        print("NOTE: --random_weights: a random micro model, the masks are meaningless.")
+        return RANDOM_CFG, str(RANDOM_CHECKPOINT)
+    checkpoint = Path(args.sam2_checkpoint)
+    if not checkpoint.is_file():
+        from tools.download_checkpoints import OFFICIAL, download
+
+        if checkpoint.name not in OFFICIAL:
+            raise ConfigError(
+                f"checkpoint not found: {checkpoint}. Official SAM 2.1 checkpoints: "
+                f"python tools/download_checkpoints.py ({', '.join(OFFICIAL)})")
+        print(f"{checkpoint} is missing: downloading the official checkpoint")
+        download(checkpoint.name, checkpoint.parent)
+    return args.sam2_cfg, str(checkpoint)
+
+
+def load_backend(args):
+    """The backend the flags ask for (add_model_args + add_backend_args)."""
+    cfg, checkpoint = model_files(args)
+    return build_chosen_backend(args.backend, cfg, checkpoint, args.device, args.engine_dir, args.precision)
+
+
+def make_tracker(args, backend):
+    """A tracker with the flags' settings (add_tracker_args + --cuda_graphs)."""
+    from runtime.tracker import SAM2LongTracker
+
+    if args.cuda_graphs and backend.device.type != "cuda":
+        raise ConfigError(f"--cuda_graphs needs a CUDA device; the backend runs on {backend.device}")
+    return SAM2LongTracker(backend, tracker_config(args), cuda_graphs=bool(args.cuda_graphs))
+
+
+# -- ending ------------------------------------------------------------------------------------
+def report_error(e: BaseException) -> str:
+    """One line for a failure the user can act on."""
+    if isinstance(e, OSError) and not isinstance(e, SAM2LongError):
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        return f"{e.strerror or e}{where}"
+    return str(e)
+
+
+def run_main(body: Callable[[], int], interrupted: str = "nothing was written") -> int:
+    """Run a tool's body: user errors are one line and exit 2, Ctrl-C one line and 130."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {interrupted} (nothing half-written is left)", file=sys.stderr)
+        return 130
+    except (SAM2LongError, OSError) as e:
+        print(f"error: {report_error(e)}", file=sys.stderr)
+        return 2
