@@ -23,25 +23,14 @@ from runtime.tracker import SAM2LongTracker
 from runtime.video_io import VideoSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner_cli import GpuMemory, runner_parser  # noqa: E402
+from runner_cli import GpuMemory, add_timer, peak_rss, runner_parser  # noqa: E402
 
 
 def time_stages(backend) -> dict[str, float]:
-    """Wrap the backend's four stage methods to add up their wall time (CPU: synchronous)
-    and count their calls (`<stage>_calls`)."""
-    totals: dict[str, float] = {}
+    """Wall time and calls of the backend's four stage methods (CPU: synchronous)."""
+    totals: dict = {}
     for name in ("encode_image", "attend_memory", "decode_masks", "encode_memory"):
-        method = getattr(backend, name)
-        totals[name] = totals[f"{name}_calls"] = 0.0
-
-        def timed(*a, _method=method, _name=name, **k):
-            start = time.perf_counter()
-            result = _method(*a, **k)
-            totals[_name] += time.perf_counter() - start
-            totals[f"{_name}_calls"] += 1
-            return result
-
-        setattr(backend, name, timed)
+        add_timer(backend, name, name, totals)
     return totals
 
 
@@ -75,7 +64,7 @@ def main(argv=None) -> int:
     memory.sync()
     seconds = time.perf_counter() - start
     num_frames = source.info.num_frames
-    out = {"num_frames": np.array(num_frames), "seconds": np.array(seconds), **memory.report(),
+    out = {"num_frames": np.array(num_frames), "seconds": np.array(seconds), **memory.report(), **peak_rss(),
            **{f"stage_seconds_{k}": np.array(v) for k, v in stage_seconds.items()}}
     for prompt in prompts:
         i = prompt.obj_id

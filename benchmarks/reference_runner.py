@@ -87,10 +87,11 @@ def read_traces(inference_state, start, num_frames, num_pathway):
 def run(args):
     import contextlib
 
-    from runner_cli import GpuMemory
+    from runner_cli import GpuMemory, peak_rss, stage_report, time_modules
 
     memory = GpuMemory(args.device)
     predictor = build_predictor(args.config, args.checkpoint, args.device)
+    stages = {} if memory.cuda else time_modules(predictor)
     prompts = load_prompts(args.prompts)
     results = {}
     # On CUDA the original's own script runs everything under bf16 autocast.
@@ -118,7 +119,8 @@ def run(args):
     memory.sync()
     seconds = time.perf_counter() - t0
 
-    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report()}
+    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report(),
+           **peak_rss(), **stage_report(stages)}
     for obj_id, (start, logits, tr) in results.items():
         out[f"logits_{obj_id}"] = logits
         out[f"obj_scores_{obj_id}"] = tr["obj"]

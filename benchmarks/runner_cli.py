@@ -52,3 +52,50 @@ class GpuMemory:
 
         return {"peak_torch_bytes": np.int64(self.torch.cuda.max_memory_allocated()),
                 "gpu_bytes_used": np.int64(self._in_use() - self._before)}
+
+
+def peak_rss() -> dict:
+    """The process's peak resident memory so far (Linux reports KiB), for a runner's npz."""
+    import resource
+
+    import numpy as np
+
+    return {"peak_rss_bytes": np.int64(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
+
+
+# SAM 2 module -> the engine stage it corresponds to, for per-stage times of the original
+# and of SAM 2's predictor (their decoder call includes the prompt encoder).
+SAM2_STAGE_MODULES = {"image_encoder": "encode_image", "memory_attention": "attend_memory",
+                      "sam_mask_decoder": "decode_masks", "memory_encoder": "encode_memory"}
+
+
+def add_timer(owner, attr: str, stage: str, totals: dict) -> None:
+    """Replace `owner.attr` (a callable) by one that adds its wall time and calls to
+    totals[stage] and totals[f"{stage}_calls"]; CPU only, where calls are synchronous."""
+    import time
+
+    method = getattr(owner, attr)
+    totals[stage] = totals[f"{stage}_calls"] = 0.0
+
+    def timed(*a, **k):
+        start = time.perf_counter()
+        result = method(*a, **k)
+        totals[stage] += time.perf_counter() - start
+        totals[f"{stage}_calls"] += 1
+        return result
+
+    setattr(owner, attr, timed)
+
+
+def time_modules(model) -> dict:
+    """Per-stage times of a SAM 2 model (the original's, or SAM 2's own predictor)."""
+    totals: dict = {}
+    for attr, stage in SAM2_STAGE_MODULES.items():
+        add_timer(getattr(model, attr), "forward", stage, totals)
+    return totals
+
+
+def stage_report(totals: dict) -> dict:
+    import numpy as np
+
+    return {f"stage_seconds_{k}": np.array(v) for k, v in totals.items()}

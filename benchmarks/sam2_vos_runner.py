@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_runner import load_prompts  # noqa: E402
-from runner_cli import GpuMemory, runner_parser  # noqa: E402
+from runner_cli import GpuMemory, peak_rss, runner_parser, stage_report, time_modules  # noqa: E402
 
 
 def build_predictor(config_path, checkpoint_path, device, vos_optimized):
@@ -59,6 +59,7 @@ def main(argv=None):
         raise SystemExit("SAM 2's predictor has one pathway: use --num_pathway 1")
     memory = GpuMemory(args.device)
     predictor = build_predictor(args.config, args.checkpoint, args.device, args.vos_optimized)
+    stages = {} if memory.cuda or args.vos_optimized else time_modules(predictor)
     prompts = load_prompts(args.prompts)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if memory.cuda else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
@@ -69,7 +70,8 @@ def main(argv=None):
         num_frames, results = track_all(predictor, args.frames, prompts)
         memory.sync()
         seconds = time.perf_counter() - t0
-    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report()}
+    out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report(),
+           **peak_rss(), **stage_report(stages)}
     for obj_id, (start, logits) in results.items():
         out[f"logits_{obj_id}"] = logits
         out[f"start_{obj_id}"] = np.int64(start)

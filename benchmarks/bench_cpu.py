@@ -1,0 +1,276 @@
+#!/usr/bin/env python
+"""CPU benchmark matrix, side by side in one run: the original SAM2Long, SAM 2's own video
+predictor (plain SAM 2, P=1) and our torch and onnx backends, on the same frames.
+
+Models: `micro` (the parity fixture's lively micro model at 1024), `tiny` and `b+` (SAM 2.1
+hiera tiny / base+, seeded random weights made lively with tools/make_random_checkpoint.py
+--lively, cached in --checkpoint_dir). For each model, pathway count and object count every
+side runs in its own process: --warmup untimed runs, then --repeats timed runs in
+alternating order; the median is reported. Per side: frames/s, ratios over the original
+and over plain SAM 2, the minimum per-frame mask IoU against the original, peak RSS and
+per-stage milliseconds per call. Plain SAM 2's masks are compared with the original's P=3
+masks too: they must differ, or the weights do not exercise the memory tree.
+
+`--memory` instead runs each side on a 20-frame and a 200-frame clip (the bedroom frames
+played forwards and backwards) and reports peak RSS: ours must stay flat in video length.
+
+`--floor` prints memory attention's FLOPs per frame and the time they take at this CPU's
+measured fp32 matrix-multiply rate, beside each backend's measured time.
+
+    .venv/bin/python benchmarks/bench_cpu.py --reference_repo .reference/SAM2Long \\
+        --models micro tiny b+ --markdown /tmp/cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+from bench_gpu import make_prompts  # noqa: E402
+from bench_vs_reference import FIXTURE, agreement, tracked_frames  # noqa: E402
+
+STAGES = ("encode_image", "attend_memory", "decode_masks", "encode_memory")
+SIDES = ("original", "sam2", "torch", "onnx")
+
+
+def sam2_config(name: str) -> str:
+    import sam2
+
+    return str(Path(sam2.__file__).parent / "configs" / "sam2.1" / f"sam2.1_hiera_{name}.yaml")
+
+
+def model_files(name: str, checkpoint_dir: Path, obj_score_bias: float) -> tuple[str, str]:
+    """(config, lively checkpoint) of a benchmark model; random checkpoints made once."""
+    if name == "micro":
+        return str(FIXTURE / "micro_sam2.1.yaml"), str(FIXTURE / "micro_lively_seed0.pt")
+    config = sam2_config(name)
+    checkpoint = checkpoint_dir / f"sam2.1_{name}_lively_bias{obj_score_bias:g}.pt"
+    if not checkpoint.is_file():
+        from tools.make_random_checkpoint import write_checkpoint
+
+        print(f"writing {checkpoint} (seeded random weights, lively)", flush=True)
+        write_checkpoint(checkpoint, config, seed=0, lively=True, obj_score_bias=obj_score_bias)
+    return config, str(checkpoint)
+
+
+def clip(frames: Path, count: int, out: Path) -> str:
+    """`count` frames of `frames` played forwards and backwards (links, not copies)."""
+    names = sorted(frames.glob("*.jpg"))
+    cycle = names + names[-2:0:-1]
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (out / f"{i:05d}.jpg").symlink_to(cycle[i % len(cycle)])
+    return str(out)
+
+
+def run_side(side, model, frames, prompts, num_pathway, engine_dir, reference_repo, out, python, args):
+    script = {"original": "reference_runner.py", "sam2": "sam2_vos_runner.py"}.get(side, "engine_runner.py")
+    cmd = [python, str(BENCH / script), "--config", model[0], "--checkpoint", model[1], "--frames", frames,
+           "--prompts", prompts, "--num_pathway", str(num_pathway), "--iou_thre", str(args.iou_thre),
+           "--uncertainty", str(args.uncertainty), "--out", str(out)]
+    if side in ("torch", "onnx"):
+        cmd += ["--backend", side] + (["--engine_dir", engine_dir] if side == "onnx" else [])
+        cmd += [a for extra in args.engine_arg for a in extra.split()]
+    env = dict(os.environ, PYTHONPATH=str(Path(reference_repo).resolve()) if side == "original" else str(ROOT))
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise RuntimeError(f"{side} failed with exit code {proc.returncode}")
+    return dict(np.load(out))
+
+
+def measure(sides, model, frames, prompts, num_pathway, engine_dir, args, tmp) -> dict:
+    """side -> {"seconds": [...], "data": last npz}; warm-ups, then alternating timed runs."""
+    results = {side: {"seconds": []} for side in sides}
+    for _ in range(args.warmup):
+        for side in sides:
+            run_side(side, model, frames, prompts, num_pathway, engine_dir, args.reference_repo,
+                     tmp / f"{side}.npz", args.python, args)
+    for r in range(args.repeats):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            data = run_side(side, model, frames, prompts, num_pathway, engine_dir, args.reference_repo,
+                            tmp / f"{side}.npz", args.python, args)
+            results[side]["seconds"].append(float(data["seconds"]))
+            results[side]["data"] = data
+            print(f"    {side}: {data['seconds']:.1f} s", flush=True)
+    return results
+
+
+def min_iou(a, b) -> float | None:
+    values = [v["min_iou"] for v in agreement(a, b).values() if v["min_iou"] is not None]
+    return min(values) if values else None
+
+
+def stage_ms(data) -> dict:
+    out = {}
+    for stage in STAGES:
+        total, calls = data.get(f"stage_seconds_{stage}"), data.get(f"stage_seconds_{stage}_calls")
+        out[stage] = 1000 * float(total) / float(calls) if total is not None and calls else None
+    return out
+
+
+def config_table(name, num_pathway, num_objects, results, plain_vs_tree) -> tuple[list[str], dict]:
+    fps = {side: tracked_frames(r["data"]) / statistics.median(r["seconds"]) for side, r in results.items()}
+    report = {}
+    lines = [f"\n**{name}, P={num_pathway}, {num_objects} object(s)**"
+             + (f" (plain SAM 2 vs SAM2Long P=3 masks: min IoU {plain_vs_tree:.3f})" if plain_vs_tree else ""),
+             "",
+             "| side | frames/s | x original | x plain SAM 2 | min IoU vs original | peak RSS MiB | "
+             + " | ".join(f"{s} ms" for s in STAGES) + " |",
+             "|---" * (6 + len(STAGES)) + "|"]
+    ref = results.get("original", {}).get("data")
+    for side, r in results.items():
+        ratio = {o: fps[side] / fps[o] if o in fps else None for o in ("original", "sam2")}
+        iou = min_iou(r["data"], ref) if ref is not None and side != "original" else None
+        rss = float(r["data"].get("peak_rss_bytes", np.nan)) / 2**20
+        ms = stage_ms(r["data"])
+        report[side] = {"fps": fps[side], "seconds": r["seconds"], "x_original": ratio["original"],
+                        "x_sam2": ratio["sam2"], "min_iou_vs_original": iou, "peak_rss_mib": rss,
+                        "stage_ms": ms}
+        cells = [f"{fps[side]:.3f}", *(f"{v:.2f}x" if v else "-" for v in ratio.values()),
+                 f"{iou:.4f}" if iou is not None else "-", f"{rss:.0f}",
+                 *(f"{v:.0f}" if v is not None else "-" for v in ms.values())]
+        lines.append(f"| {side} | " + " | ".join(cells) + " |")
+    return lines, report
+
+
+def build_onnx(model, out: Path, python) -> str:
+    subprocess.run([python, str(ROOT / "export" / "build_engines.py"), "--sam2_cfg", model[0],
+                    "--sam2_checkpoint", model[1], "--out_dir", str(out)], check=True, cwd=ROOT,
+                   capture_output=True)
+    return str(out)
+
+
+def matmul_gflops(seconds: float = 3.0) -> float:
+    """This CPU's fp32 matrix-multiply rate in torch (2048-cubed products, best of a few)."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def attention_gflop_per_frame(config: str, num_pathway: int) -> float:
+    """Memory attention's multiply-adds (x2) for one tracked frame with every memory slot
+    full, P rows, layer one's self-attention once (it is the same for every row)."""
+    from engine.model_loading import _instantiate_model, resolve_config_path
+
+    model = _instantiate_model(resolve_config_path(config))
+    hw = (model.image_size // 16) ** 2
+    layers = model.memory_attention.layers
+    c, cm = model.hidden_dim, model.mem_dim
+    tokens = model.num_maskmem * hw + model.max_obj_ptrs_in_encoder * (c // cm)
+    ffn = layers[0].linear1.out_features
+    self_attn = 4 * hw * c * c + 2 * hw * hw * c
+    cross = 2 * hw * c * c + 2 * tokens * cm * c + 2 * hw * tokens * c
+    mlp = 2 * hw * c * ffn
+    per_row = len(layers) * (cross + mlp) + (len(layers) - 1) * self_attn
+    return 2 * (num_pathway * per_row + self_attn) / 1e9
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--reference_repo", help="local copy of the original SAM2Long (Mark12Ding/SAM2Long)")
+    p.add_argument("--models", nargs="+", default=["micro", "tiny", "b+"], choices=["micro", "tiny", "b+"])
+    p.add_argument("--pathways", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--objects", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    p.add_argument("--frames", default=str(FIXTURE / "frames16"), help="folder of JPEG frames")
+    p.add_argument("--num_frames", type=int, default=8, help="frames of --frames to track")
+    p.add_argument("--prompts", default=str(FIXTURE / "prompts.npz"), help="npz with mask_1, frame_1")
+    p.add_argument("--iou_thre", type=float, default=0.1)
+    p.add_argument("--uncertainty", type=float, default=2.0)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs of each side first")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each side (median)")
+    p.add_argument("--checkpoint_dir", default=str(ROOT / "outputs" / "bench_checkpoints"))
+    p.add_argument("--obj_score_bias", type=float, default=-4.0, help="lively object-score bias (tiny/b+)")
+    p.add_argument("--engine_arg", action="append", default=[], help="extra engine_runner arguments")
+    p.add_argument("--memory", action="store_true", help="peak RSS on 20 and 200 frames instead")
+    p.add_argument("--floor", action="store_true", help="memory attention's FLOP floor on this CPU")
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--markdown", help="append the tables to this file")
+    p.add_argument("--json", help="write the numbers to this file")
+    args = p.parse_args(argv)
+    sides = [s for s in args.sides if s != "original" or args.reference_repo]
+    if "original" in args.sides and not args.reference_repo:
+        print("no --reference_repo: the original is left out")
+    lines = [f"\n### {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, {args.num_frames} frames of {Path(args.frames).name}, "
+             f"median of {args.repeats} after {args.warmup} warm-up"]
+    report = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name in args.models:
+            model = model_files(name, Path(args.checkpoint_dir), args.obj_score_bias)
+            engine_dir = build_onnx(model, tmp / f"engines_{name}", args.python) if "onnx" in sides else None
+            if args.floor:
+                rate = matmul_gflops()
+                for num_pathway in args.pathways:
+                    gflop = attention_gflop_per_frame(model[0], num_pathway)
+                    line = (f"{name}, P={num_pathway}: memory attention {gflop:.0f} GFLOP per frame; at "
+                            f"{rate:.0f} GFLOP/s (fp32 matmul, this CPU) that is {1000 * gflop / rate:.0f} ms")
+                    lines.append(f"\n{line}")
+                    print(line, flush=True)
+                    report[f"{name}_floor_p{num_pathway}"] = {"gflop": gflop, "matmul_gflops": rate}
+                continue
+            if args.memory:
+                for count in (20, 200):
+                    frames = clip(Path(args.frames), count, tmp / f"clip_{name}_{count}")
+                    print(f"{name}: {count} frames", flush=True)
+                    results = measure([s for s in sides if s != "sam2"], model, frames, args.prompts, 3,
+                                      engine_dir, argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0}),
+                                      tmp)
+                    for side, r in results.items():
+                        rss = float(r["data"]["peak_rss_bytes"]) / 2**20
+                        report.setdefault(f"{name}_memory", {}).setdefault(side, {})[count] = rss
+                mem = report[f"{name}_memory"]
+                lines += [f"\n**{name}, P=3, peak RSS (MiB) by video length**", "",
+                          "| side | 20 frames | 200 frames | growth |", "|---|---|---|---|"]
+                lines += [f"| {side} | {v[20]:.0f} | {v[200]:.0f} | {100 * (v[200] / v[20] - 1):+.1f}% |"
+                          for side, v in mem.items()]
+                continue
+            frames = clip(Path(args.frames), args.num_frames, tmp / f"clip_{name}")
+            for num_objects in args.objects:
+                prompts = make_prompts(args.prompts, num_objects, tmp / f"prompts_{num_objects}.npz")
+                tree_p3 = None
+                for num_pathway in sorted(args.pathways, reverse=True):
+                    run_sides = [s for s in sides if s != "sam2" or num_pathway == 1]
+                    print(f"{name}, P={num_pathway}, {num_objects} object(s)", flush=True)
+                    results = measure(run_sides, model, frames, prompts, num_pathway, engine_dir, args, tmp)
+                    if num_pathway == 3 and "original" in results:
+                        tree_p3 = results["original"]["data"]
+                    plain = min_iou(results["sam2"]["data"], tree_p3) if "sam2" in results and tree_p3 else None
+                    table, numbers = config_table(name, num_pathway, num_objects, results, plain)
+                    lines += table
+                    report[f"{name}_p{num_pathway}_o{num_objects}"] = numbers
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a") as f:
+            f.write(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
