@@ -72,23 +72,73 @@ def test_shard_index_validation(args, word):
 
 
 # ---------------------------------------------------------------- resolve_shard
+#
+# One rule (runtime/sharding.py, README "Sharding and SLURM"): flags first (a level given only by
+# its count takes its index from the launcher when that is unambiguous, else it is refused), then
+# torchrun, then a SLURM step (only inside srun), with a SLURM array multiplying on the outside,
+# then a single shard.  The "world" tests below launch every process of a job on paper and check
+# that each video lands in exactly one of them.
 
 NO_FLAGS = (None, None, None, None)
+VIDEOS = [f"v{i:02d}" for i in range(23)]
+
+
+def torchrun_env(nnodes: int, nproc: int, node: int, local: int) -> dict[str, str]:
+    """What torchrun sets for local rank ``local`` on node ``node``."""
+    return {
+        "RANK": str(node * nproc + local), "WORLD_SIZE": str(nnodes * nproc),
+        "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(nproc),
+        "GROUP_RANK": str(node), "GROUP_WORLD_SIZE": str(nnodes),
+        "TORCHELASTIC_RUN_ID": "none",
+    }
+
+
+def slurm_step_env(nnodes: int, per_node: int, node: int, local: int) -> dict[str, str]:
+    """What srun sets in task ``local`` on node ``node`` (block distribution)."""
+    return {
+        "SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0",
+        "SLURM_PROCID": str(node * per_node + local), "SLURM_NTASKS": str(nnodes * per_node),
+        "SLURM_NODEID": str(node), "SLURM_NNODES": str(nnodes), "SLURM_LOCALID": str(local),
+        "SLURM_STEP_TASKS_PER_NODE": f"{per_node}(x{nnodes})",
+    }
+
+
+def allocation_env(nnodes: int = 2, ntasks: int = 4) -> dict[str, str]:
+    """What a batch script or an salloc shell inherits: job variables, no step."""
+    return {"SLURM_JOB_ID": "77", "SLURM_PROCID": "0", "SLURM_NTASKS": str(ntasks),
+            "SLURM_NNODES": str(nnodes), "SLURM_NODEID": "0", "SLURM_LOCALID": "0"}
+
+
+def array_env(task_id: int, lo: int, hi: int, step: int = 1) -> dict[str, str]:
+    return {"SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": str(task_id),
+            "SLURM_ARRAY_TASK_MIN": str(lo), "SLURM_ARRAY_TASK_MAX": str(hi),
+            "SLURM_ARRAY_TASK_STEP": str(step),
+            "SLURM_ARRAY_TASK_COUNT": str(len(range(lo, hi + 1, step)))}
+
+
+def assert_partition(processes):
+    """``processes``: (flags, environ) per process; every video must be run exactly once."""
+    owners: dict[str, list[str]] = {}
+    for flags, environ in processes:
+        index, total, source = resolve_shard(*flags, environ=environ)
+        assert source, "every process must say where its shard came from"
+        for video in select_shard(VIDEOS, index, total):
+            owners.setdefault(video, []).append(f"shard {index} of {total} ({source})")
+    missing = [v for v in VIDEOS if v not in owners]
+    twice = {v: o for v, o in owners.items() if len(o) > 1}
+    assert not missing and not twice, f"missing: {missing}; run more than once: {twice}"
 
 
 def test_default_without_env():
     index, total, source = resolve_shard(*NO_FLAGS, environ={})
     assert (index, total) == (0, 1)
-    assert "default" in source
+    assert "single shard" in source
 
 
-def test_slurm_env():
-    env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}
-    assert resolve_shard(*NO_FLAGS, environ=env) == (
-        3,
-        8,
-        "SLURM_PROCID=3 of SLURM_NTASKS=8",
-    )
+def test_slurm_step_env():
+    index, total, source = resolve_shard(*NO_FLAGS, environ=slurm_step_env(2, 4, 0, 3))
+    assert (index, total) == (3, 8)
+    assert "SLURM_PROCID=3" in source and "SLURM_NTASKS=8" in source
 
 
 def test_torchrun_env():
@@ -97,42 +147,152 @@ def test_torchrun_env():
     assert "RANK=1" in source and "WORLD_SIZE=4" in source
 
 
-def test_slurm_beats_torchrun():
-    env = {"SLURM_PROCID": "2", "SLURM_NTASKS": "5", "RANK": "0", "WORLD_SIZE": "2"}
+def test_torchrun_beats_slurm_step_variables():
+    # torchrun started by `srun -N1 -n1` (or from an interactive step): the step has one task,
+    # torchrun's ranks are what the user launched.
+    env = {"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
+           **torchrun_env(1, 2, 0, 1)}
     index, total, source = resolve_shard(*NO_FLAGS, environ=env)
-    assert (index, total) == (2, 5)
-    assert source.startswith("SLURM_PROCID")
+    assert (index, total) == (1, 2)
+    assert source.startswith("torchrun") and "SLURM" in source  # says what it ignored
 
 
-def test_flags_override_env_and_default_missing_flags():
-    env = {"SLURM_PROCID": "2", "SLURM_NTASKS": "5", "RANK": "1", "WORLD_SIZE": "2"}
-    # only chunk flags: num_nodes=1, node_id=0 implied
-    index, total, source = resolve_shard(None, None, 4, 3, environ=env)
-    assert (index, total) == (3, 4)
-    assert "--num_chunks 4" in source
-    # only node flags: num_chunks=1, chunk_id=0 implied
-    assert resolve_shard(3, 1, None, None, environ=env)[:2] == (1, 3)
-    # a single flag is enough to ignore the environment
-    assert resolve_shard(1, None, None, None, environ=env)[:2] == (0, 1)
+def test_allocation_variables_without_a_step_do_not_shard():
+    # `sbatch -n 4 --wrap "python tools/vos_inference.py ..."` runs ONE process with
+    # SLURM_PROCID=0 SLURM_NTASKS=4: it must run every video, not a quarter of them.
+    index, total, source = resolve_shard(*NO_FLAGS, environ=allocation_env(2, 4))
+    assert (index, total) == (0, 1)
+    assert "SLURM_STEP_ID" in source  # the log says why the SLURM variables were not used
+
+
+@pytest.mark.parametrize("nnodes, nproc", [(1, 2), (2, 2), (2, 3)])
+def test_world_torchrun_with_leftover_slurm_variables(nnodes, nproc):
+    # torchrun launched through `srun --ntasks-per-node=1` (one agent per node) and from a
+    # batch script: the SLURM variables describe the agents or the allocation, not the ranks.
+    for leftover in (allocation_env(), None):
+        processes = []
+        for node in range(nnodes):
+            slurm = leftover if leftover is not None else slurm_step_env(nnodes, 1, node, 0)
+            for local in range(nproc):
+                processes.append((NO_FLAGS, {**slurm, **torchrun_env(nnodes, nproc, node, local)}))
+        assert_partition(processes)
+
+
+def test_world_torchrun_with_num_chunks_only():
+    # `torchrun --nproc_per_node 2 tools/vos_inference.py --num_chunks 2`: each rank takes its
+    # chunk from LOCAL_RANK (today every rank runs chunk 0).
+    assert_partition([((None, None, 2, None), torchrun_env(1, 2, 0, g)) for g in range(2)])
+    # two nodes: the node level comes from torchrun too
+    assert_partition([((None, None, 2, None), torchrun_env(2, 2, n, g))
+                      for n in range(2) for g in range(2)])
+
+
+def test_world_num_nodes_only_under_srun():
+    # `srun -N2 --ntasks-per-node=1 run.sh` where run.sh starts `--num_nodes 2 --num_chunks 2
+    # --chunk_id $g` for g in 0 1: the node index comes from SLURM_NODEID.
+    assert_partition([((2, None, 2, g), slurm_step_env(2, 1, n, 0))
+                      for n in range(2) for g in range(2)])
+    # and the reference's habit (chunk flags only, node from the launcher)
+    assert_partition([((None, None, 2, g), slurm_step_env(2, 1, n, 0))
+                      for n in range(2) for g in range(2)])
+
+
+def test_world_srun_several_tasks_per_node():
+    assert_partition([(NO_FLAGS, slurm_step_env(2, 2, n, t)) for n in range(2) for t in range(2)])
+    # --num_chunks = tasks per node: chunk from SLURM_LOCALID, node from SLURM_NODEID
+    assert_partition([((None, None, 2, None), slurm_step_env(2, 2, n, t))
+                      for n in range(2) for t in range(2)])
+
+
+@pytest.mark.parametrize("lo, hi, step", [(0, 2, 1), (1, 4, 1), (0, 6, 2)])
+def test_world_slurm_array(lo, hi, step):
+    # `sbatch --array=lo-hi:step --wrap "python tools/vos_inference.py ..."`: one process per
+    # array task, each inside the batch script (allocation variables, no step).
+    ids = range(lo, hi + 1, step)
+    assert_partition([(NO_FLAGS, {**allocation_env(1, 1), **array_env(i, lo, hi, step)}) for i in ids])
+
+
+def test_world_slurm_array_times_step_and_torchrun():
+    # array x (srun 2 nodes x 2 tasks)
+    assert_partition([(NO_FLAGS, {**slurm_step_env(2, 2, n, t), **array_env(a, 0, 2)})
+                      for a in range(3) for n in range(2) for t in range(2)])
+    # array x torchrun (2 nodes x 2)
+    assert_partition([(NO_FLAGS, {**torchrun_env(2, 2, n, g), **array_env(a, 0, 1)})
+                      for a in range(2) for n in range(2) for g in range(2)])
+    # array x chunk flags: the array is the node level
+    assert_partition([((None, None, 2, g), {**allocation_env(1, 1), **array_env(a, 0, 2)})
+                      for a in range(3) for g in range(2)])
+
+
+def test_source_says_where_each_part_came_from():
+    _, _, source = resolve_shard(None, None, 2, None, environ=torchrun_env(1, 2, 0, 1))
+    assert "--num_chunks 2" in source and "LOCAL_RANK=1" in source
+    _, _, source = resolve_shard(*NO_FLAGS, environ={**slurm_step_env(1, 2, 0, 1), **array_env(3, 2, 5)})
+    assert "SLURM_PROCID=1" in source and "SLURM_ARRAY_TASK_ID=3" in source
+
+
+@pytest.mark.parametrize(
+    "flags, env, words",
+    [
+        # a count without its index and nothing to take the index from
+        ((2, None, None, None), {}, ["--num_nodes 2", "--node_id"]),
+        ((None, None, 4, None), {}, ["--num_chunks 4", "--chunk_id"]),
+        # an index without its count
+        ((None, 1, None, None), {}, ["--node_id 1", "--num_nodes"]),
+        ((None, None, None, 0), torchrun_env(1, 2, 0, 0), ["--chunk_id 0", "--num_chunks"]),
+        # the count disagrees with the launcher it would take the index from
+        ((None, None, 2, None), torchrun_env(1, 4, 0, 3), ["--num_chunks 2", "LOCAL_WORLD_SIZE=4", "--chunk_id"]),
+        ((3, None, 1, 0), slurm_step_env(2, 1, 1, 0), ["--num_nodes 3", "SLURM_NNODES=2", "--node_id"]),
+        # allocation variables are not a launcher: nothing to complete from
+        ((2, None, 1, 0), allocation_env(2, 2), ["--num_nodes 2", "--node_id"]),
+        # complete flags, but more processes were launched than there are shards
+        ((1, 0, 2, 1), torchrun_env(1, 4, 0, 0), ["2 shards", "4 processes"]),
+        # torchrun without LOCAL_*: which node is this?
+        ((None, None, 2, 1), {"RANK": "1", "WORLD_SIZE": "4"}, ["--num_nodes", "LOCAL_WORLD_SIZE"]),
+        # several tasks per node, uneven: --num_chunks cannot be completed
+        ((None, None, 2, None), {**slurm_step_env(2, 1, 0, 0), "SLURM_STEP_TASKS_PER_NODE": "2,1",
+                                 "SLURM_NTASKS": "3"}, ["--chunk_id", "2,1"]),
+    ],
+)
+def test_partial_or_contradictory_flags_are_refused(flags, env, words):
+    with pytest.raises(ValueError) as info:
+        resolve_shard(*flags, environ=env)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
 
 
 @pytest.mark.parametrize(
     "env, var",
     [
-        ({"SLURM_PROCID": "x", "SLURM_NTASKS": "8"}, "SLURM_PROCID"),
-        ({"SLURM_PROCID": "1", "SLURM_NTASKS": "two"}, "SLURM_NTASKS"),
-        ({"SLURM_PROCID": "8", "SLURM_NTASKS": "8"}, "SLURM_PROCID"),
-        ({"SLURM_PROCID": "-1", "SLURM_NTASKS": "8"}, "SLURM_PROCID"),
-        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "0"}, "SLURM_NTASKS"),
-        ({"SLURM_PROCID": "0"}, "SLURM_NTASKS"),
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "x", "SLURM_NTASKS": "8"}, "SLURM_PROCID"),
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "two"}, "SLURM_NTASKS"),
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "8", "SLURM_NTASKS": "8"}, "SLURM_PROCID"),
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "-1", "SLURM_NTASKS": "8"}, "SLURM_PROCID"),
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "0"}, "SLURM_NTASKS"),
+        ({"SLURM_STEP_ID": "0", "SLURM_PROCID": "0"}, "SLURM_NTASKS"),
         ({"RANK": "4", "WORLD_SIZE": "4"}, "RANK"),
         ({"RANK": "1.5", "WORLD_SIZE": "4"}, "RANK"),
         ({"RANK": "0"}, "WORLD_SIZE"),
+        # an array whose indices are a list, not a range: positions cannot be told apart
+        ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "7",
+          "SLURM_ARRAY_TASK_STEP": "1", "SLURM_ARRAY_TASK_COUNT": "3"}, "--array"),
+        ({"SLURM_ARRAY_TASK_ID": "3"}, "SLURM_ARRAY_TASK_COUNT"),
     ],
 )
 def test_bad_env_values(env, var):
     with pytest.raises(ValueError, match=var):
         resolve_shard(*NO_FLAGS, environ=env)
+
+
+def test_flags_win_over_the_environment():
+    env = {**slurm_step_env(2, 1, 1, 0), **torchrun_env(1, 1, 0, 0), **array_env(1, 0, 1)}
+    index, total, source = resolve_shard(3, 2, 2, 1, environ=env)
+    assert (index, total) == (5, 6)
+    assert source == "flags --num_nodes 3 --node_id 2 --num_chunks 2 --chunk_id 1"
+    # only chunk flags, no launcher: a single node is implied
+    assert resolve_shard(None, None, 4, 3, environ={})[:2] == (3, 4)
+    # only node flags, no launcher: one chunk per node is implied
+    assert resolve_shard(3, 1, None, None, environ={})[:2] == (1, 3)
 
 
 def test_bad_flag_values():

@@ -27,7 +27,7 @@ from runtime.config import TrackerConfig
 from runtime.frames import prefetch, preprocess_frame
 from runtime.postprocess import to_video_resolution
 from runtime.prompts import ObjectPrompt, PromptError
-from runtime.sharding import resolve_shard, select_shard, split_contiguous
+from runtime.sharding import PRECEDENCE, resolve_shard, select_shard, split_contiguous
 from runtime.video_io import VideoError, VideoSource
 from runtime.vos_dataset import (
     DatasetError,
@@ -76,10 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a frame enters memory only if its predicted IoU is above this")
     tree.add_argument("--uncertainty", type=float, default=2.0,
                       help="when every |object score| is at most this, favour diverse masks")
-    shard = p.add_argument_group(
-        "sharding", "videos (sorted) split into num_nodes x num_chunks contiguous chunks; this "
-        "process runs chunk node_id * num_chunks + chunk_id. Without these flags the SLURM "
-        "(SLURM_PROCID/SLURM_NTASKS) or torchrun (RANK/WORLD_SIZE) variables decide.")
+    shard = p.add_argument_group("sharding", PRECEDENCE)
     shard.add_argument("--num_nodes", type=int, default=None, help="number of nodes")
     shard.add_argument("--node_id", type=int, default=None, help="this node's index")
     shard.add_argument("--num_chunks", type=int, default=None,
@@ -174,7 +171,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     shard = select_shard(videos, index, total)
-    print(f"shard {index} of {total} ({source}): {len(shard)} of {len(videos)} videos")
+    print(f"shard {index} of {total} (source: {source}): {len(shard)} of {len(videos)} videos")
     if args.dry_run:
         for i, chunk in enumerate(split_contiguous(sorted(videos), total)):
             mark = " <- this process" if i == index else ""
