@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -332,11 +333,31 @@ def test_select_shard_validation():
 
 
 # ---------------------------------------------------------------- launcher script
+#
+# tools/slurm_vos_inference.sh with a fake `python` (records how each worker was started) and,
+# where it fans out, a fake `srun` that plays the tasks of a step one after the other.  The
+# real thing, on a real SLURM cluster, is tests/test_slurm_real.py.
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO_ROOT / "tools" / "slurm_vos_inference.sh"
 
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash not available")
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# The launcher's planner is real Python; every worker is recorded instead of run.
+if [[ "$1" != tools/vos_inference.py ]]; then exec "$REAL_PYTHON" "$@"; fi
+f="$(mktemp "$CALLS_DIR/call.XXXXXX")"
+{
+  echo "args=$*"
+  echo "cvd=${CUDA_VISIBLE_DEVICES-<unset>}"
+  echo "threads=${OMP_NUM_THREADS-<unset>}"
+  echo "node=${SLURM_NODEID-<unset>}"
+  echo "tqdm=${TQDM_MININTERVAL-<unset>}"
+} > "$f"
+if [[ -n "${FAKE_OUTPUT:-}" ]]; then printf "$FAKE_OUTPUT"; printf 'to stderr\\n' >&2; fi
+if [[ -n "${FAIL_CHUNK:-}" && "$*" == *"--chunk_id ${FAIL_CHUNK}"* ]]; then exit 3; fi
+exit 0
+"""
 
 
 def _write_exe(path: Path, text: str) -> Path:
@@ -346,21 +367,14 @@ def _write_exe(path: Path, text: str) -> Path:
 
 
 def _launcher_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """Clean environment: no SLURM/CUDA variables leak in from the test runner."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SLURM_") and k not in ("CUDA_VISIBLE_DEVICES", "GPUS_PER_NODE")
-    }
+    """Clean environment: no SLURM/CUDA/torchrun/thread variables leak in from the test runner."""
+    drop = {"CUDA_VISIBLE_DEVICES", "GPUS_PER_NODE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+            "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TQDM_MININTERVAL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in drop}
     calls = tmp_path / "calls"
     calls.mkdir(exist_ok=True)
-    fake_python = _write_exe(
-        tmp_path / "fake_python",
-        "#!/usr/bin/env bash\n"
-        'echo "$*" > "$CALLS_DIR/node${SLURM_NODEID:-0}_gpu${CUDA_VISIBLE_DEVICES}.txt"\n'
-        'if [[ -n "${FAIL_CHUNK:-}" && "$*" == *"--chunk_id ${FAIL_CHUNK}"* ]]; then exit 3; fi\n',
-    )
-    env.update(PYTHON=str(fake_python), CALLS_DIR=str(calls))
+    fake_python = _write_exe(tmp_path / "fake_python", FAKE_PYTHON)
+    env.update(PYTHON=str(fake_python), CALLS_DIR=str(calls), REAL_PYTHON=sys.executable)
     env.update(extra)
     return env
 
@@ -376,8 +390,40 @@ def _run_launcher(env: dict[str, str], *args: str) -> subprocess.CompletedProces
     )
 
 
-def _calls(tmp_path: Path) -> dict[str, str]:
-    return {p.stem: p.read_text().strip() for p in sorted((tmp_path / "calls").iterdir())}
+def _calls(tmp_path: Path) -> list[dict[str, str]]:
+    """One dict per worker started: args, cvd, threads, node, tqdm."""
+    calls = []
+    for path in sorted((tmp_path / "calls").iterdir()):
+        calls.append(dict(line.split("=", 1) for line in path.read_text().splitlines()))
+    return calls
+
+
+def _shard_of(call: dict[str, str]) -> tuple[int, int]:
+    """The (index, total) the recorded worker would run: its flags, as vos_inference reads them."""
+    words = call["args"].split()
+    flag = {name: int(words[words.index(name) + 1])
+            for name in ("--num_nodes", "--node_id", "--num_chunks", "--chunk_id")}
+    index, total, _ = resolve_shard(flag["--num_nodes"], flag["--node_id"], flag["--num_chunks"],
+                                    flag["--chunk_id"], environ={})
+    return index, total
+
+
+def _assert_exact_cover(calls):
+    """The workers' shards are 0..n-1 of the same n, each exactly once."""
+    shards = sorted(_shard_of(c) for c in calls)
+    total = shards[0][1]
+    assert shards == [(i, total) for i in range(total)], shards
+
+
+def _run_step(tmp_path, nnodes, per_node, *args, task_env=lambda node, local: {}, **extra):
+    """Run the launcher once per task of an srun step (what `srun bash launcher.sh` does)."""
+    results = []
+    for node in range(nnodes):
+        for local in range(per_node):
+            env = _launcher_env(tmp_path, **slurm_step_env(nnodes, per_node, node, local), **extra)
+            env.update(task_env(node, local))
+            results.append(_run_launcher(env, *args))
+    return results
 
 
 @needs_bash
@@ -392,54 +438,202 @@ def test_launcher_single_node_two_gpus(tmp_path):
     result = _run_launcher(env, "--output_mask_dir", "out dir", "--score_thresh", "0.5")
     assert result.returncode == 0, result.stderr
     calls = _calls(tmp_path)
-    assert sorted(calls) == ["node0_gpu0", "node0_gpu1"]
-    for g in range(2):
-        assert calls[f"node0_gpu{g}"] == (
+    assert sorted(c["cvd"] for c in calls) == ["0", "1"]
+    for c in calls:
+        g = c["cvd"]
+        assert c["args"] == (
             "tools/vos_inference.py --output_mask_dir out dir --score_thresh 0.5 "
             f"--num_nodes 1 --node_id 0 --num_chunks 2 --chunk_id {g}"
         )
 
 
 @needs_bash
-def test_launcher_maps_visible_devices_and_slurm_node(tmp_path):
-    # Inside an srun step: node id/count from SLURM, GPU count from SLURM_GPUS_ON_NODE,
-    # devices taken from the CUDA_VISIBLE_DEVICES list SLURM assigned.
-    env = _launcher_env(
-        tmp_path,
-        SLURM_JOB_ID="42",
-        SLURM_STEP_ID="0",
-        SLURM_NNODES="3",
-        SLURM_NODEID="2",
-        SLURM_GPUS_ON_NODE="2",
-        CUDA_VISIBLE_DEVICES="5,7",
-    )
+def test_launcher_maps_visible_devices_and_slurm_task(tmp_path):
+    # Inside an srun step, one task per node: GPU count from SLURM_GPUS_ON_NODE, devices from
+    # the CUDA_VISIBLE_DEVICES list SLURM assigned.
+    env = _launcher_env(tmp_path, **slurm_step_env(3, 1, 2, 0), SLURM_GPUS_ON_NODE="2",
+                        CUDA_VISIBLE_DEVICES="5,7")
     result = _run_launcher(env, "--x")
     assert result.returncode == 0, result.stderr
+    calls = {c["cvd"]: c for c in _calls(tmp_path)}
+    assert sorted(calls) == ["5", "7"]
+    assert calls["7"]["args"].endswith("--num_nodes 3 --node_id 2 --num_chunks 2 --chunk_id 1")
+
+
+@needs_bash
+@pytest.mark.parametrize(
+    "gpu_env",
+    [
+        # --gres=gpu:2 --ntasks-per-node=2: every task sees the node's two GPUs
+        lambda node, local: {"SLURM_GPUS_ON_NODE": "2", "CUDA_VISIBLE_DEVICES": "0,1"},
+        # --gpus-per-task=1: SLURM already gives each task its own GPU
+        lambda node, local: {"SLURM_GPUS_ON_NODE": "2", "CUDA_VISIBLE_DEVICES": str(local)},
+        # no GPU binding at all, GPUS_PER_NODE=2 for the node
+        lambda node, local: {"GPUS_PER_NODE": "2"},
+    ],
+    ids=["gres-per-node", "gpus-per-task", "gpus-per-node-override"],
+)
+def test_launcher_several_tasks_per_node(tmp_path, gpu_env):
+    # `srun --ntasks-per-node=2 bash tools/slurm_vos_inference.sh` on 2 nodes: 4 tasks, one
+    # worker each, each on its own GPU, 4 distinct shards (today: every shard runs twice).
+    results = _run_step(tmp_path, 2, 2, "--x", task_env=gpu_env)
+    for r in results:
+        assert r.returncode == 0, r.stderr
     calls = _calls(tmp_path)
-    assert sorted(calls) == ["node2_gpu5", "node2_gpu7"]
-    assert calls["node2_gpu7"].endswith("--num_nodes 3 --node_id 2 --num_chunks 2 --chunk_id 1")
+    assert len(calls) == 4
+    for node in ("0", "1"):
+        assert sorted(c["cvd"] for c in calls if c["node"] == node) == ["0", "1"]
+    _assert_exact_cover(calls)
+
+
+@needs_bash
+def test_launcher_gpus_per_node_split_over_tasks(tmp_path):
+    results = _run_step(tmp_path, 1, 2, "--x", GPUS_PER_NODE="4")
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    calls = _calls(tmp_path)
+    assert sorted(c["cvd"] for c in calls) == ["0", "1", "2", "3"]
+    _assert_exact_cover(calls)
+
+
+@needs_bash
+@pytest.mark.parametrize(
+    "extra, word",
+    [
+        ({"GPUS_PER_NODE": "3"}, "3 GPU"),  # 3 GPUs cannot be split over 2 tasks
+        ({"GPUS_PER_NODE": "1"}, "1 GPU"),  # fewer GPUs than tasks
+        ({"SLURM_GPUS_ON_NODE": "2", "CUDA_VISIBLE_DEVICES": "0,1,2"}, "CUDA_VISIBLE_DEVICES"),
+    ],
+)
+def test_launcher_refuses_gpu_splits_it_cannot_make(tmp_path, extra, word):
+    results = _run_step(tmp_path, 1, 2, "--x", **extra)
+    assert all(r.returncode != 0 for r in results)
+    assert word in results[0].stderr, results[0].stderr
+    assert _calls(tmp_path) == []
+
+
+@needs_bash
+def test_launcher_uneven_tasks_per_node(tmp_path):
+    # `sbatch --nodes=2 --ntasks=3 ...`: two tasks on node 0, one on node 1.
+    tasks = [(0, 0), (0, 1), (1, 0)]
+
+    def run(gpus):
+        results = []
+        for rank, (node, local) in enumerate(tasks):
+            env = _launcher_env(tmp_path, **{**slurm_step_env(2, 2, node, local), "SLURM_PROCID": str(rank),
+                                             "SLURM_NTASKS": "3", "SLURM_STEP_TASKS_PER_NODE": "2,1"},
+                                **gpus(node, local))
+            results.append(_run_launcher(env, "--x"))
+        return results
+
+    # --gres=gpu:2: splitting each node's 2 GPUs would give the tasks 1, 1 and 2 workers, and
+    # so different shard numberings: refused
+    results = run(lambda node, local: {"SLURM_GPUS_ON_NODE": "2", "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert all(r.returncode != 0 and "--gpus-per-task" in r.stderr for r in results)
+    assert _calls(tmp_path) == []
+    # --gpus-per-task=1: one worker per task everywhere
+    results = run(lambda node, local: {"SLURM_GPUS_ON_NODE": str(2 - node), "SLURM_GPUS_PER_TASK": "1",
+                                       "CUDA_VISIBLE_DEVICES": str(local)})
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    _assert_exact_cover(_calls(tmp_path))
+
+
+def _fake_srun(tmp_path: Path) -> Path:
+    """An srun that records its options and plays the job's tasks (SLURM_NNODES x
+    SLURM_NTASKS_PER_NODE) one after the other, with the variables srun sets."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _write_exe(
+        bin_dir / "srun",
+        "#!/usr/bin/env bash\n"
+        'opts=(); while [[ "$1" == --* ]]; do opts+=("$1"); shift; done\n'
+        'echo "${opts[*]}" >> "$CALLS_DIR/../srun_opts.txt"\n'
+        'nn=${SLURM_NNODES:-1}; per=${SLURM_NTASKS_PER_NODE:-1}\n'
+        "for (( n = 0; n < nn; n++ )); do for (( t = 0; t < per; t++ )); do\n"
+        "  SLURM_STEP_ID=0 SLURM_NODEID=$n SLURM_LOCALID=$t SLURM_PROCID=$(( n * per + t ))"
+        " SLURM_NTASKS=$(( nn * per )) SLURM_STEP_TASKS_PER_NODE=\"${per}(x${nn})\" \"$@\" || exit $?\n"
+        "done; done\n",
+    )
+    return bin_dir
 
 
 @needs_bash
 def test_launcher_fans_out_with_srun_under_sbatch(tmp_path):
-    # A fake srun that plays two nodes sequentially, like `srun --ntasks-per-node=1`.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    _write_exe(
-        bin_dir / "srun",
-        "#!/usr/bin/env bash\n"
-        'while [[ "$1" == --* ]]; do shift; done\n'
-        "for n in 0 1; do\n"
-        '  SLURM_STEP_ID=0 SLURM_NNODES=2 SLURM_NODEID=$n "$@" || exit $?\n'
-        "done\n",
-    )
-    env = _launcher_env(tmp_path, GPUS_PER_NODE="2", SLURM_JOB_ID="42", SLURM_JOB_NUM_NODES="2")
+    bin_dir = _fake_srun(tmp_path)
+    env = _launcher_env(tmp_path, GPUS_PER_NODE="2", SLURM_JOB_ID="42", SLURM_JOB_NUM_NODES="2",
+                        SLURM_NNODES="2", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="1",
+                        SLURM_CPUS_PER_TASK="8", SLURM_EXPORT_ENV="NONE")
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     result = _run_launcher(env, "--y")
     assert result.returncode == 0, result.stderr
     calls = _calls(tmp_path)
-    assert sorted(calls) == ["node0_gpu0", "node0_gpu1", "node1_gpu0", "node1_gpu1"]
-    assert calls["node1_gpu1"].endswith("--num_nodes 2 --node_id 1 --num_chunks 2 --chunk_id 1")
+    assert sorted((c["node"], c["cvd"]) for c in calls) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    _assert_exact_cover(calls)
+    # --export=NONE jobs: the step must get the batch script's environment (PATH, PYTHON);
+    # since Slurm 22.05 srun does not inherit --cpus-per-task from sbatch
+    opts = (tmp_path / "srun_opts.txt").read_text()
+    assert "--export=ALL" in opts and "--cpus-per-task=8" in opts
+    assert {c["threads"] for c in calls} == {"4"}  # 8 CPUs per task / 2 workers
+
+
+@needs_bash
+def test_launcher_array_tasks_share_one_numbering(tmp_path):
+    # `sbatch --array=0-2 --nodes=2 tools/slurm_vos_inference.sh`: 3 array tasks x 2 nodes x
+    # 2 GPUs = 12 shards (today every array task runs every video).
+    bin_dir = _fake_srun(tmp_path)
+    for task_id in range(3):
+        env = _launcher_env(tmp_path, GPUS_PER_NODE="2", SLURM_JOB_ID=str(50 + task_id),
+                            SLURM_NNODES="2", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="1",
+                            **array_env(task_id, 0, 2))
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        result = _run_launcher(env, "--y")
+        assert result.returncode == 0, result.stderr
+    calls = _calls(tmp_path)
+    assert len(calls) == 12
+    _assert_exact_cover(calls)
+
+
+@needs_bash
+@pytest.mark.parametrize("flags", [["--num_chunks", "4"], ["--chunk_id=1"], ["--num_n", "2"], ["--node", "0"]])
+def test_launcher_refuses_the_users_shard_flags(tmp_path, flags):
+    # The launcher assigns shards itself; a user's flag would be overridden (argparse keeps the
+    # last value) or would make every worker run the same shard.
+    env = _launcher_env(tmp_path, GPUS_PER_NODE="2")
+    result = _run_launcher(env, "--output_mask_dir", "o", *flags)
+    assert result.returncode != 0
+    assert flags[0].split("=")[0] in result.stderr and "--video_list_file" in result.stderr
+    assert _calls(tmp_path) == []
+
+
+@needs_bash
+def test_launcher_labels_worker_lines_and_keeps_progress_bars_out(tmp_path):
+    env = _launcher_env(tmp_path, GPUS_PER_NODE="2",
+                        FAKE_OUTPUT=r"videos:   0%%\rvid_a:  50%%\r      \r\033[Avid_a: 100%%\ndone\n")
+    result = _run_launcher(env, "--x")
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout and "\033" not in result.stdout
+    worker_lines = [line for line in result.stdout.splitlines() if "vid_a" in line or "done" == line[-4:]]
+    labels = {line.split("]")[0] + "]" for line in worker_lines}
+    assert labels == {"[shard 0/2 gpu 0]", "[shard 1/2 gpu 1]"}, result.stdout
+    for label in labels:
+        assert f"{label} vid_a:  50%" in result.stdout and f"{label} done" in result.stdout
+        assert f"{label} to stderr" in result.stderr
+    assert not [line for line in result.stdout.splitlines() if not line.strip()]
+    # tqdm (>= 4.66) reads TQDM_MININTERVAL: a progress line every 30 s at most, not every 0.1 s
+    assert {c["tqdm"] for c in _calls(tmp_path)} == {"30"}
+
+
+@needs_bash
+def test_launcher_sets_threads_from_cpus_per_task(tmp_path):
+    env = _launcher_env(tmp_path, **slurm_step_env(1, 1, 0, 0), GPUS_PER_NODE="2",
+                        SLURM_CPUS_PER_TASK="6")
+    result = _run_launcher(env, "--x")
+    assert result.returncode == 0, result.stderr
+    assert {c["threads"] for c in _calls(tmp_path)} == {"3"}
+    env["OMP_NUM_THREADS"] = "1"  # the user's own setting wins
+    shutil.rmtree(tmp_path / "calls")
+    (tmp_path / "calls").mkdir()
+    assert _run_launcher(env, "--x").returncode == 0
+    assert {c["threads"] for c in _calls(tmp_path)} == {"1"}
 
 
 @needs_bash
@@ -448,7 +642,7 @@ def test_launcher_reports_failure(tmp_path):
     result = _run_launcher(env)
     assert result.returncode != 0
     assert "chunk 1 failed" in result.stderr
-    assert sorted(_calls(tmp_path)) == ["node0_gpu0", "node0_gpu1"]  # chunk 0 still ran
+    assert len(_calls(tmp_path)) == 2  # chunk 0 still ran
 
 
 @needs_bash
@@ -456,5 +650,5 @@ def test_launcher_rejects_bad_gpu_count(tmp_path):
     env = _launcher_env(tmp_path, GPUS_PER_NODE="two")
     result = _run_launcher(env)
     assert result.returncode != 0
-    assert "num_gpus" in result.stderr
-    assert _calls(tmp_path) == {}
+    assert "GPUS_PER_NODE" in result.stderr
+    assert _calls(tmp_path) == []
