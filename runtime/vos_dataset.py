@@ -335,6 +335,25 @@ def _atomic_write(path: str, write: Callable[[object], None]) -> None:
         raise
 
 
+_TEMP_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # what _atomic_write names its temporaries
+
+
+def _remove_temp_files(folder: str) -> None:
+    """Remove the temporaries a killed writer left (SIGKILL or ``scancel`` mid-write skips the
+    cleanup in ``_atomic_write``), so that a resumed video's folder holds what an
+    uninterrupted run's does."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if _TEMP_NAME.match(name):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+
+
 def save_palette_png(
     path: str, mask: np.ndarray, palette: bytes | Sequence[int] | None
 ) -> None:
@@ -579,9 +598,11 @@ class OutputWriter:
             os.remove(_marker_path(output_mask_dir, video_name))
         except FileNotFoundError:
             pass
+        _remove_temp_files(self.video_dir)
         if per_obj_png_file:
             for oid in self.obj_ids:
                 os.makedirs(os.path.join(self.video_dir, f"{oid:03d}"), exist_ok=True)
+                _remove_temp_files(os.path.join(self.video_dir, f"{oid:03d}"))
 
     def _scores(self, per_obj_logits: Mapping[int, np.ndarray]) -> np.ndarray:
         unknown = sorted(set(per_obj_logits) - set(self.obj_ids))

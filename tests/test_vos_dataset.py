@@ -416,3 +416,21 @@ def test_png_errors_in_the_worker_surface_and_leave_no_marker(tmp_path):
     with pytest.raises(OSError):
         writer.finish()
     assert not is_video_complete(str(tmp_path), "v", 1)
+
+
+@pytest.mark.parametrize("per_obj", [False, True])
+def test_rerun_removes_temporaries_of_a_killed_writer(tmp_path, per_obj):
+    # A worker killed mid-write (scancel, SIGKILL) leaves _atomic_write's hidden temporary;
+    # the resumed video's folder must end up as an uninterrupted run's.
+    folder = tmp_path / "v" / ("001" if per_obj else "")
+    folder.mkdir(parents=True)
+    stale = [folder / ".00003.png.18769.1ac31d17.tmp", folder / ".complete.77.00ff00ff.tmp"]
+    for path in stale:
+        path.write_bytes(b"")
+    keep = folder / ".notes.tmp"  # not one of ours
+    keep.write_bytes(b"x")
+    writer = OutputWriter(str(tmp_path), "v", per_obj, None, H, W, [1])
+    writer.write("00000", {1: np.ones((H, W))})
+    writer.finish()
+    assert not any(path.exists() for path in stale)
+    assert keep.exists()
