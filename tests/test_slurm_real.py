@@ -10,6 +10,7 @@ Checked, with the job layouts people actually submit:
 * ``--export=NONE`` (a common site default) with two tasks per node, GPUs given per node:
   every video exactly once, each task on its own GPU, labelled log lines;
 * ``--array=0-1`` with two GPUs per task: one shard numbering over the array;
+* the user's own ``srun`` with two tasks on a node, inside a batch script;
 * ``--gpus-per-task=1``, ``scancel`` mid-run, resubmit: finished videos are skipped and the
   outputs are byte-identical to the uninterrupted run's.
 
@@ -376,10 +377,25 @@ def test_launcher_on_real_slurm(cluster, dataset, micro_checkpoints):
                          "tools/slurm_vos_inference.sh", *_vos_args(dataset, checkpoint, out))
     logs = [jobs / "array-0.out", jobs / "array-1.out"]
     assert cluster.wait(job, logs=logs) == ["COMPLETED 0:0"] * 2, cluster.logs(*logs)
-    _check_exactly_once(_workers(logs), 4)
+    workers = _workers(logs)
+    _check_exactly_once(workers, 4)
+    assert all("OMP_NUM_THREADS=1" in " ".join(w["lines"]) for w in workers.values())  # 2 CPUs / 2
     assert _outputs(out) == reference  # same bytes whatever the layout
 
-    # 3. --gpus-per-task=1 (2 workers), scancel once a video is finished, then resubmit.
+    # 3. The user's own srun, two tasks on one node sharing its two GPUs (launcher in a step).
+    out = cluster.root / "out_srun"
+    log = jobs / "srun.out"
+    command = " ".join(["srun", "bash", "tools/slurm_vos_inference.sh", *_vos_args(dataset, checkpoint, out)])
+    job = cluster.sbatch(_python_export("ALL"), "--nodes=1", "--ntasks-per-node=2", "--gres=gpu:2",
+                         "--cpus-per-task=1", f"--output={log}", f"--wrap={command}")
+    assert cluster.wait(job, logs=[log]) == ["COMPLETED 0:0"], cluster.logs(log)
+    workers = _workers([log])
+    _check_exactly_once(workers, 2)
+    where = sorted(next(iter(w["where"])) for w in workers.values())
+    assert where[0][0] == where[1][0] and [gpu for _, gpu in where] == ["0", "1"], where
+    assert _outputs(out) == reference
+
+    # 4. --gpus-per-task=1 (2 workers), scancel once a video is finished, then resubmit.
     out = cluster.root / "out_resume"
     submit = [_python_export("NONE"), "--nodes=1", "--ntasks-per-node=2", "--gpus-per-task=1",
               "--cpus-per-task=1", "tools/slurm_vos_inference.sh", *_vos_args(dataset, checkpoint, out)]
@@ -402,4 +418,4 @@ def test_launcher_on_real_slurm(cluster, dataset, micro_checkpoints):
     assert cluster.wait(job, logs=[second]) == ["COMPLETED 0:0"], cluster.logs(second)
     _check_exactly_once(_workers([second]), 2, resumed=done_before)
     assert _outputs(out) == reference
-    print(f"real SLURM test: {time.monotonic() - t0:.0f}s for 4 jobs")
+    print(f"real SLURM test: {time.monotonic() - t0:.0f}s for 5 jobs")

@@ -26,8 +26,8 @@
 #
 # Environment:
 #   PYTHON          interpreter (default: .venv/bin/python if present, else python3).  Under
-#                   sbatch --export=NONE the submitting shell's PYTHON is not passed: rely on
-#                   .venv or submit with --export=NONE,PYTHON=/abs/path/python
+#                   sbatch --export=NONE the submitting shell's variables (these four) are
+#                   not passed: name them, e.g. --export=NONE,PYTHON=/abs/path/python
 #   GPUS_PER_NODE   GPUs (= workers) per node, split over the node's tasks; default: the
 #                   task's CUDA_VISIBLE_DEVICES / SLURM_GPUS_ON_NODE, else `nvidia-smi -L`
 #   OMP_NUM_THREADS threads per worker; default: SLURM_CPUS_PER_TASK (else the task's CPUs)
