@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from runtime.sharding import resolve_shard, select_shard, shard_index, split_contiguous
+from runtime.sharding import (
+    parse_tasks_per_node,
+    resolve_shard,
+    select_shard,
+    shard_index,
+    split_contiguous,
+)
+from tools.slurm_task_plan import refused_shard_flag
 
 
 # ---------------------------------------------------------------- split_contiguous
@@ -283,6 +290,19 @@ def test_partial_or_contradictory_flags_are_refused(flags, env, words):
 def test_bad_env_values(env, var):
     with pytest.raises(ValueError, match=var):
         resolve_shard(*NO_FLAGS, environ=env)
+
+
+def test_parse_tasks_per_node():
+    assert parse_tasks_per_node("2(x3),1") == [2, 2, 2, 1]
+    assert parse_tasks_per_node("4") == [4]
+    with pytest.raises(ValueError, match="tasks-per-node"):
+        parse_tasks_per_node("2(x)")
+
+
+def test_refused_shard_flag_sees_argparse_abbreviations():
+    assert refused_shard_flag(["--output_mask_dir", "o", "--num_pathway", "3"]) is None
+    for arg in ("--num_nodes", "--node_id=1", "--num_c", "--chunk", "--node"):
+        assert refused_shard_flag(["--x", arg]) == arg
 
 
 def test_flags_win_over_the_environment():
