@@ -14,12 +14,16 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable
 
 from engine.errors import SAM2LongError
 
 _MASK_FILE = re.compile(r"[^.].*\.png$", re.IGNORECASE)
+# Names of work in progress: ".<name>.partial@<host>@<pid>@<random>[suffix]", so that a later
+# run on the same host can tell the leftovers of a killed process from live work.
+_PARTIAL = re.compile(r"^\..+\.partial@(?P<host>[^@/]+)@(?P<pid>\d+)@[0-9a-f]+")
 _OBJECT_FOLDER = re.compile(r"\d+$")
 
 
@@ -107,6 +111,47 @@ def check_output_dir(path: str, inputs: Iterable[str], what: str, overwrite: boo
     probe_writable(os.path.dirname(os.path.abspath(path)) or ".", what)
 
 
+def partial_path(target: str, suffix: str = "") -> str:
+    """A hidden sibling of `target` for work in progress, named after this host and process."""
+    parent, name = os.path.split(os.path.abspath(target))
+    host = socket.gethostname().replace("@", "_") or "host"
+    return os.path.join(parent, f".{name}.partial@{host}@{os.getpid()}@{secrets.token_hex(3)}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str) -> list[str]:
+    """Remove what killed processes of this host left in `folder` (a SIGKILL or a cancelled
+    job skips every cleanup); work of live processes and of other hosts is left alone."""
+    removed = []
+    host = socket.gethostname().replace("@", "_") or "host"
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PARTIAL.match(entry.name)
+        if not match or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.remove(entry.path)
+            except FileNotFoundError:
+                pass
+        removed.append(entry.path)
+    return removed
+
+
 class StagedDir:
     """A folder that appears at `target` whole, or not at all.
 
@@ -116,9 +161,8 @@ class StagedDir:
 
     def __init__(self, target: str):
         self.target = os.path.abspath(target)
-        parent, name = os.path.split(self.target)
-        os.makedirs(parent, exist_ok=True)
-        self.path = os.path.join(parent, f".{name}.partial-{os.getpid()}-{secrets.token_hex(3)}")
+        os.makedirs(os.path.dirname(self.target), exist_ok=True)
+        self.path = partial_path(self.target)
         os.makedirs(self.path)
 
     def commit(self) -> str:

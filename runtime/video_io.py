@@ -14,6 +14,7 @@ import numpy as np
 from engine.errors import SAM2LongError
 from runtime.background import BackgroundWorker
 from runtime.image_io import frame_path, list_frames, read_frame_rgb
+from runtime.output_paths import partial_path
 
 DEFAULT_FOLDER_FPS = 24.0
 MAX_FPS = 1000.0
@@ -129,8 +130,7 @@ class H264Writer:
         import av
 
         self.path = path
-        self._tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                                 f".{os.path.basename(path)}.{os.getpid()}.partial.mp4")
+        self._tmp = partial_path(path, ".mp4")
         self._pad = (height % 2, width % 2)
         try:
             self._container = av.open(self._tmp, mode="w")

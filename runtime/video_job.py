@@ -8,12 +8,13 @@ is done, so a failed or interrupted run leaves nothing that looks like a result.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from runtime.mask_writer import MaskWriter, apply_non_overlap
-from runtime.output_paths import StagedDir, check_output_dir, check_output_file
+from runtime.output_paths import StagedDir, check_output_dir, check_output_file, remove_stale_partials
 from runtime.overlay import overlay_masks
 from runtime.pipeline import track_frames
 from runtime.prompts import ObjectPrompt, validate_prompts
@@ -32,8 +33,10 @@ class VideoOutputs:
 def check_outputs(outputs: VideoOutputs, source: VideoSource) -> None:
     """Every output location usable, and none of them the input: before any work."""
     check_output_file(outputs.video, [source.path], "--output_video")
+    remove_stale_partials(os.path.dirname(os.path.abspath(outputs.video)))
     if outputs.mask_dir:
         check_output_dir(outputs.mask_dir, [source.path], "--output_mask_dir", outputs.overwrite)
+        remove_stale_partials(os.path.dirname(os.path.abspath(outputs.mask_dir)))
 
 
 def overlay_frame(rgb, obj_ids, logits):

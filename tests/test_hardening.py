@@ -300,3 +300,44 @@ def test_sav_objects_without_masks_are_reported_and_written_empty(tmp_path, micr
     assert vos_inference.main(args) == 1
     err = capsys.readouterr().err
     assert "pass --per_obj_png_file" in err and "FAILED v" in err
+
+
+def test_leftovers_of_killed_runs_are_removed_and_sigterm_cleans_up(tmp_path, micro_checkpoints):
+    """A SIGKILLed run's staging folders are removed by the next run on the same host (live
+    work and other hosts' work are left alone); SIGTERM unwinds like Ctrl-C."""
+    import socket
+    import time
+
+    from runtime.output_paths import partial_path, remove_stale_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    stale = tmp_path / f".v1.partial@{host}@{dead}@abc123"
+    live = Path(partial_path(str(tmp_path / "v2")))
+    other = tmp_path / f".v3.partial@elsewhere@{dead}@abc123"
+    for folder in (stale, live, other):
+        folder.mkdir()
+    (tmp_path / f".out.mp4.partial@{host}@{dead}@0a0b0c.mp4").write_bytes(b"half a video")
+    assert sorted(Path(p).name for p in remove_stale_partials(str(tmp_path))) == sorted(
+        [stale.name, f".out.mp4.partial@{host}@{dead}@0a0b0c.mp4"])
+    assert live.is_dir() and other.is_dir() and not stale.exists()
+
+    # SIGTERM mid-video: exit 143, one line, no partial output.
+    frames = _frames(tmp_path / "frames", count=40)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "video_inference.py"), "--video_path",
+                             str(frames), "--points", "40", "60", *_model(micro_checkpoints["plain"]),
+                             "--output_video", str(out / "o.mp4"), "--output_mask_dir", str(out / "m")],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.startswith(".m.partial") for p in out.iterdir()):
+        time.sleep(0.1)  # the mask staging folder: tracking is about to start
+    time.sleep(2.0)
+    assert proc.poll() is None, "the run ended before it could be terminated"
+    proc.terminate()
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert _messages(err)[-1].startswith("terminated"), err
+    assert list(out.iterdir()) == []

@@ -111,11 +111,12 @@ def test_dry_run_shards_without_a_model(tmp_path, capsys, monkeypatch):
     assert vos_inference.main(args + ["--num_nodes", "2", "--node_id", "1", "--num_chunks", "1", "--chunk_id", "0"]) == 0
     out = capsys.readouterr().out
     assert "shard 0: 3 videos: a b c" in out and "shard 1: 2 videos <- this process: d e" in out
+    monkeypatch.setenv("SLURM_STEP_ID", "0")  # a task of an srun step
     monkeypatch.setenv("SLURM_PROCID", "2")
     monkeypatch.setenv("SLURM_NTASKS", "3")
     assert vos_inference.main(args) == 0
     out = capsys.readouterr().out
-    assert "shard 2 of 3 (SLURM_PROCID=2" in out and "shard 2: 1 videos <- this process: e" in out
+    assert "shard 2 of 3 (source: srun SLURM_PROCID=2" in out and "shard 2: 1 videos <- this process: e" in out
 
 
 def test_clear_errors_for_bad_setup(tmp_path, capsys):

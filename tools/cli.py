@@ -165,13 +165,31 @@ def report_error(e: BaseException) -> str:
     return str(e)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled job, `kill`): unwinds like Ctrl-C, so partial outputs are removed."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_main(body: Callable[[], int], interrupted: str = "nothing was written") -> int:
-    """Run a tool's body: user errors are one line and exit 2, Ctrl-C one line and 130."""
+    """Run a tool's body: user errors are one line and exit 2, Ctrl-C one line and 130,
+    SIGTERM one line and 143."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return body()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {interrupted} (nothing half-written is left)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"\n{what}: {interrupted} (nothing half-written is left)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except (SAM2LongError, OSError) as e:
         print(f"error: {report_error(e)}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

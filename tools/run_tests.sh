@@ -14,4 +14,20 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium is not installed and apt-get is not usable here: the browser test will skip"
   fi
 fi
+# The launcher's real-SLURM test (tests/test_slurm_real.py) starts its own two-node cluster
+# with Debian's slurmctld, slurmd and munge. Same pattern: install where we may, else it skips.
+slurm_missing=""
+for b in slurmctld slurmd sbatch munged; do
+  command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || slurm_missing="$slurm_missing $b"
+done
+if [ -n "$slurm_missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's slurmctld, slurmd and munge for the real-SLURM test ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        slurmctld slurmd slurm-client munge >/dev/null) \
+      || echo "could not install SLURM: the real-SLURM test will skip"
+  else
+    echo "SLURM is not installed and apt-get is not usable here: the real-SLURM test will skip"
+  fi
+fi
 exec .venv/bin/python -m pytest -q tests "$@"

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from engine.errors import ConfigError, SAM2LongError
 from runtime.image_io import DatasetError, list_frames
-from runtime.sharding import resolve_shard, select_shard, split_contiguous
+from runtime.sharding import PRECEDENCE, resolve_shard, select_shard, split_contiguous
 from runtime.vos_dataset import list_videos
 from tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float,
                        run_main, tracker_config)
@@ -63,10 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a pixel belongs to an object when its mask logit is above this")
     tree = p.add_argument_group("SAM2Long memory tree")
     add_tracker_args(tree)
-    shard = p.add_argument_group(
-        "sharding", "videos (sorted) split into num_nodes x num_chunks contiguous chunks; this "
-        "process runs chunk node_id * num_chunks + chunk_id. Without these flags the SLURM "
-        "(SLURM_PROCID/SLURM_NTASKS) or torchrun (RANK/WORLD_SIZE) variables decide.")
+    shard = p.add_argument_group("sharding", PRECEDENCE)
     shard.add_argument("--num_nodes", type=int, default=None, help="number of nodes")
     shard.add_argument("--node_id", type=int, default=None, help="this node's index")
     shard.add_argument("--num_chunks", type=int, default=None,
@@ -104,7 +101,7 @@ def produced_by(args, backend) -> dict:
 
 def check_output_root(args):
     """The output folder: not overlapping an input, writable (one run-level error)."""
-    from runtime.output_paths import OutputError, overlaps, probe_writable
+    from runtime.output_paths import OutputError, overlaps, probe_writable, remove_stale_partials
 
     for flag in ("base_video_dir", "input_mask_dir"):
         source = getattr(args, flag)
@@ -112,6 +109,8 @@ def check_output_root(args):
             raise OutputError(f"--output_mask_dir {args.output_mask_dir} overlaps --{flag} {source}: "
                               "writing there could destroy inputs; choose a separate folder")
     probe_writable(args.output_mask_dir, "--output_mask_dir")
+    for path in remove_stale_partials(args.output_mask_dir):
+        print(f"removed {path}, left by a killed run")
 
 
 def plan_videos(args, shard: list[str], identity: dict) -> list[str]:
@@ -221,7 +220,7 @@ def run(args) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     shard = select_shard(videos, index, total)
-    print(f"shard {index} of {total} ({source}): {len(shard)} of {len(videos)} videos")
+    print(f"shard {index} of {total} (source: {source}): {len(shard)} of {len(videos)} videos")
     if args.dry_run:
         for i, chunk in enumerate(split_contiguous(sorted(videos), total)):
             mark = " <- this process" if i == index else ""
