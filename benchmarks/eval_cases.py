@@ -50,7 +50,7 @@ class Case:
 # ----------------------------------------------------------------------------- shapes
 
 def _grid(h: int, w: int):
-    return np.mgrid[0:h, 0:w]
+    return np.ogrid[0:h, 0:w]
 
 
 def ellipse(h, w, cy, cx, ry, rx):
@@ -272,8 +272,8 @@ def seq_proposals(rng, name, t_len=8, h=72, w=100, proposals=5):
 # ----------------------------------------------------------------------------- cases
 
 def make_case(name: str, seed: int = 0) -> Case:
-    """The named case: "main" (every kind above), "unsupervised" (DAVIS proposals), "davislike"
-    (SA-V in the DAVIS-like layout) or "bench" (a DAVIS-size set for the speed benchmark)."""
+    """The named case: "main" (every kind above), "unsupervised" (DAVIS proposals) or
+    "davislike" (SA-V in the DAVIS-like layout)."""
     rng = np.random.default_rng(seed)
     if name == "main":
         return Case(name, [seq_blobs(rng), seq_vanish(rng), seq_thin(rng), seq_void(rng), seq_late(rng),
@@ -287,15 +287,13 @@ def make_case(name: str, seed: int = 0) -> Case:
         return Case(name, [seq_blobs(rng, "dl_blobs"), seq_vanish(rng, "dl_vanish"), seq_void(rng, "dl_void"),
                            seq_late(rng, "dl_late"), seq_empty_pred(rng, "dl_empty"),
                            seq_border(rng, "dl_border")])
-    if name == "bench":
-        return bench_case(seed)
     raise ValueError(f"unknown case {name!r}")
 
 
-def bench_case(seed: int = 0, sequences: int = 30, frames: int = 80, h: int = 480, w: int = 854) -> Case:
-    """DAVIS-sized: `sequences` x `frames` at h x w, 2-3 moving objects each."""
+def bench_sequences(seed: int = 0, sequences: int = 30, frames: int = 80, h: int = 480, w: int = 854):
+    """DAVIS-sized: `sequences` x `frames` at h x w, 2-3 moving objects each. A generator: one
+    sequence in memory at a time."""
     rng = np.random.default_rng(seed)
-    out = []
     for s in range(sequences):
         n_obj = 2 + s % 2
         params = rng.random((n_obj, 6))
@@ -308,8 +306,7 @@ def bench_case(seed: int = 0, sequences: int = 30, frames: int = 80, h: int = 48
                                               w * (0.2 + 0.6 * cx) + (vx - 0.5) * 2 * t,
                                               20 + 60 * ry, 20 + 80 * rx)))
             gt[t] = _paint((h, w), layers)
-        out.append(Sequence(f"seq{s:02d}", gt, _predict(gt, rng, range(1, n_obj + 1), shift=4)))
-    return Case("bench", out)
+        yield Sequence(f"seq{s:02d}", gt, _predict(gt, rng, range(1, n_obj + 1), shift=4))
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -326,7 +323,8 @@ def _save(path: str, labels: np.ndarray, mode: str = "P") -> None:
 def write_davis(case: Case, root: str, pred_root: str, subset: str = "val",
                 unsupervised: bool = False) -> None:
     """DAVIS layout: JPEGImages/480p (empty placeholder .jpg files: only counted),
-    Annotations(_unsupervised)/480p, ImageSets/2017/<subset>.txt; predictions <seq>/%05d.png."""
+    Annotations(_unsupervised)/480p, ImageSets/2017/<subset>.txt; predictions <seq>/%05d.png.
+    `case.sequences` is read once, so it may be a generator."""
     annotations = "Annotations_unsupervised" if unsupervised else "Annotations"
     names = []
     for s in case.sequences:

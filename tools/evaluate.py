@@ -84,7 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Defaults shown where there is one to show (the help text explains the optional ones)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 _NEEDS = {"davis": ("davis_path",), "sav": ("gt_root",), "lvos": ("lvos_path",), "mose": ("gt_root", "meta")}

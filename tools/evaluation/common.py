@@ -139,12 +139,12 @@ class EvaluationResult:
 def print_summary(result: EvaluationResult, file=None, lowest: int = 5) -> None:
     """A one-screen table: the global numbers, then the lowest-scoring objects."""
     file = file or sys.stdout
-    digits = 1 if result.percent else 3
+    digits = 2 if result.percent else 3
     names = list(result.summary)
-    width = max(8, *(len(n) for n in names)) + 1
+    widths = [max(len(n), 6) + 2 for n in names]
     print(result.title, file=file)
-    print("".join(f"{n:>{width}}" for n in names), file=file)
-    print("".join(f"{_fmt(result.summary[n], digits):>{width}}" for n in names), file=file)
+    print("".join(f"{n:>{w}}" for n, w in zip(names, widths)), file=file)
+    print("".join(f"{_fmt(result.summary[n], digits):>{w}}" for n, w in zip(names, widths)), file=file)
     ranked = [(v[result.rank_key], name) for name, v in result.objects.items()
               if not math.isnan(v[result.rank_key])]
     if ranked and lowest:
