@@ -4,6 +4,7 @@ the summary table."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from runtime.vos_dataset import DatasetError, load_palette_png
 
 __all__ = ["DatasetError", "EvaluationResult", "read_labels", "list_pngs", "list_dirs",
-           "map_videos", "csv_text", "print_summary"]
+           "check_same_shape", "map_videos", "csv_text", "print_summary"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,23 +67,19 @@ def map_videos(work: Callable[[T], R], items: Sequence[T], num_processes: int, d
     """`[work(item) for item in items]`, over `num_processes` worker processes when above one,
     with a progress bar; results keep the input order. `work` must be picklable (a module-level
     function or a functools.partial of one), so this works with any start method."""
-    bar = tqdm(total=len(items), desc=desc, unit="video", file=sys.stderr,
-               disable=None if len(items) > 1 else True)
-    try:
-        if num_processes <= 1 or len(items) <= 1:
-            out = []
-            for item in items:
-                out.append(work(item))
-                bar.update()
-            return out
-        with multiprocessing.get_context().Pool(min(num_processes, len(items))) as pool:
-            out = []
-            for result in pool.imap(work, items):
-                out.append(result)
-                bar.update()
-            return out
-    finally:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(items), desc=desc, unit="video", file=sys.stderr,
+                                       disable=None if len(items) > 1 else True))
+        if num_processes > 1 and len(items) > 1:
+            pool = stack.enter_context(multiprocessing.get_context().Pool(min(num_processes, len(items))))
+            results = pool.imap(work, items)
+        else:
+            results = map(work, items)
+        out = []
+        for result in results:
+            out.append(result)
+            bar.update()
+        return out
 
 
 def csv_text(columns: Sequence[str], rows: Iterable[Sequence[object]], float_format: str = "%.3f") -> str:

@@ -91,10 +91,10 @@ class SequenceScores:
 def evaluate_sequence(sequence: str, layout: DavisLayout, pred_root: str, task: str) -> SequenceScores:
     gt_dir = os.path.join(layout.annotation_dir, sequence)
     image_dir = os.path.join(layout.image_dir, sequence)
-    if not os.path.isdir(image_dir) or not any(
-            n.endswith(".jpg") and not n.startswith(".") for n in os.listdir(image_dir)):
+    num_images = sum(1 for n in os.listdir(image_dir) if n.endswith(".jpg") and not n.startswith(".")) \
+        if os.path.isdir(image_dir) else 0
+    if num_images == 0:  # the official tool only counts them, but refuses a sequence without
         raise DatasetError("no .jpg frames for the sequence", video=sequence, path=image_dir)
-    num_images = sum(1 for n in os.listdir(image_dir) if n.endswith(".jpg") and not n.startswith("."))
     if not os.path.isdir(gt_dir):
         raise DatasetError("ground-truth folder not found", video=sequence, path=gt_dir)
     names = [n[:-len(".png")] for n in list_pngs(gt_dir)]
