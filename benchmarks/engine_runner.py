@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     video_hw = (first.height, first.width)
     frames = prefetch(names, lambda n: preprocess_frame(Image.open(frame_path(args.frames, n)),
                                                         backend.geometry.image_size))
-    trace: dict = {}
+    trace: dict | None = None if args.no_trace else {}
     logits = {i: [] for i in ids}
     for result in tracker.track(frames, prompts, len(names), video_hw, trace=trace):
         video_res = to_video_resolution(result.low_res_logits, video_hw)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         i = prompt.obj_id
         out[f"logits_{i}"] = np.stack(logits[i])
         out[f"start_{i}"] = np.array(prompt.frame_idx)
-        for name in ("ious", "obj_scores", "acc"):
+        for name in ("ious", "obj_scores", "acc") if trace is not None else ():
             out[f"{name}_{i}"] = np.stack([getattr(r, name) for r in trace[i]])
     np.savez(args.out, **out)
     print(f"{len(names)} frames in {seconds:.2f}s ({len(names) / seconds:.2f} frames/s)")
