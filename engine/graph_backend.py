@@ -1,5 +1,6 @@
 """What the ONNX Runtime and TensorRT backends share: the exported graphs' constants and
-the stage methods written as feeds for one `_run(stage, feeds, batch)` per graph."""
+the stage methods written as feeds for one `_run(stage, feeds, batch)` per graph, each call
+checked against the stage spec first (`_call`)."""
 
 from __future__ import annotations
 

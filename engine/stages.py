@@ -207,6 +207,12 @@ class FeedError(ValueError):
     """An engine call whose feeds do not match the stage spec (a bug in the caller)."""
 
 
+def on_device(tensor_device: torch.device, device: torch.device) -> bool:
+    """Whether a tensor on `tensor_device` is on `device` ("cuda" means the current
+    CUDA device: tensors always carry their index, a backend's device may not)."""
+    return tensor_device.type == device.type and (device.index is None or tensor_device.index == device.index)
+
+
 def check_feeds(stage: str, feeds: dict[str, torch.Tensor], geo: ModelGeometry,
                 device: torch.device) -> int:
     """Check one engine call's feeds against the stage spec: the names, in order, then each
@@ -220,7 +226,7 @@ def check_feeds(stage: str, feeds: dict[str, torch.Tensor], geo: ModelGeometry,
     for t in spec.inputs:
         value = feeds[t.name]
         want_dtype = TORCH_DTYPES[t.dtype]
-        if value.dtype != want_dtype or value.device != device:
+        if value.dtype != want_dtype or not on_device(value.device, device):
             raise FeedError(f"stage {stage}: input {t.name} is {value.dtype} on {value.device}, "
                             f"expected {want_dtype} on {device}")
         if value.dim() != len(t.dims):

@@ -95,3 +95,29 @@ def test_rope_tables_are_built_once(lively_backend):
         lively_backend.compact_memory = True
     aten = torch.ops.aten  # (sin / cos do run: the pointers' temporal encoding depends on the input)
     assert not {aten.polar, aten.repeat, aten.view_as_complex, aten.view_as_real} & set(seen)
+
+
+def test_feed_checks_take_a_device_without_index():
+    """A backend on "cuda" (no index, as --device cuda gives) takes tensors on cuda:0;
+    another device or dtype is refused. (Stand-ins: no CUDA here.)"""
+    import types
+
+    import pytest
+
+    from engine.stages import FeedError, check_feeds, on_device
+
+    assert on_device(torch.device("cuda", 0), torch.device("cuda"))
+    assert not on_device(torch.device("cuda", 1), torch.device("cuda", 0))
+    assert not on_device(torch.device("cpu"), torch.device("cuda"))
+
+    def fake(shape, dtype=torch.float32, device=torch.device("cuda", 0)):
+        return types.SimpleNamespace(shape=torch.Size(shape), dtype=dtype, device=device, dim=lambda: len(shape))
+
+    from engine.stages import ModelGeometry
+
+    geo = ModelGeometry(256, (16, 16), 256, 64, 4, 16, 32, 64)
+    feeds = {"feat": fake((1, 256, 16, 16)), "masks": fake((2, 1, 64, 64)), "obj_score": fake((2,))}
+    assert check_feeds("memory_encoder", feeds, geo, torch.device("cuda")) == 2
+    with pytest.raises(FeedError, match="obj_score is torch.float32 on cpu"):
+        check_feeds("memory_encoder", {**feeds, "obj_score": fake((2,), device=torch.device("cpu"))}, geo,
+                    torch.device("cuda"))
