@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     prompts = [ObjectPrompt(i, int(data[f"frame_{i}"]), mask=data[f"mask_{i}"]) for i in ids]
     start = time.perf_counter()
     source = VideoSource(args.frames)
-    trace: dict = {}
+    trace: dict | None = None if args.no_trace else {}
     logits = {i: [] for i in ids}
     for frame in track_frames(tracker, source, prompts, trace=trace):
         for obj, frame_logits in zip(frame.obj_ids, frame.logits):
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         i = prompt.obj_id
         out[f"logits_{i}"] = np.stack(logits[i])
         out[f"start_{i}"] = np.array(prompt.frame_idx)
-        for name in ("ious", "obj_scores", "acc"):
+        for name in ("ious", "obj_scores", "acc") if trace is not None else ():
             out[f"{name}_{i}"] = np.stack([getattr(r, name) for r in trace[i]])
     np.savez(args.out, **out)
     print(f"{num_frames} frames in {seconds:.2f}s ({num_frames / seconds:.2f} frames/s)")

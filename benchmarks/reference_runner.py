@@ -115,7 +115,7 @@ def run(args):
             )
             logits = torch.cat([m[0:1, 0] for m in masks], dim=0)  # [frames, H, W]
             results[obj_id] = (start, logits.float().cpu().numpy().astype(np.float16),
-                               read_traces(state, start, num_frames, args.num_pathway))
+                               None if args.no_trace else read_traces(state, start, num_frames, args.num_pathway))
     memory.sync()
     seconds = time.perf_counter() - t0
 
@@ -123,9 +123,10 @@ def run(args):
            **peak_rss(), **stage_report(stages)}
     for obj_id, (start, logits, tr) in results.items():
         out[f"logits_{obj_id}"] = logits
-        out[f"obj_scores_{obj_id}"] = tr["obj"]
-        out[f"ious_{obj_id}"] = tr["iou"]
-        out[f"acc_{obj_id}"] = tr["acc"]
+        if tr is not None:
+            out[f"obj_scores_{obj_id}"] = tr["obj"]
+            out[f"ious_{obj_id}"] = tr["iou"]
+            out[f"acc_{obj_id}"] = tr["acc"]
         out[f"start_{obj_id}"] = np.int64(start)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.savez_compressed(args.out, **out)

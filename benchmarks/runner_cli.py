@@ -17,6 +17,9 @@ def runner_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", type=float, default=2)
     p.add_argument("--out", required=True, help="npz to write (the fixture's keys)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--no_trace", action="store_true",
+                   help="skip the per-frame score traces (their host reads are not part of tracking: "
+                        "timed GPU runs leave them out)")
     return p
 
 

@@ -1,5 +1,6 @@
 """What the ONNX Runtime and TensorRT backends share: the exported graphs' constants and
-the stage methods written as feeds for one `_run(stage, feeds, batch)` per graph."""
+the stage methods written as feeds for one `_run(stage, feeds, batch)` per graph, each call
+checked against the stage spec first (`_call`)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from engine.manifest import CONSTANTS_NAME, EngineMismatchError
-from engine.stages import STAGE_SPECS, DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry, StageBackend
-
-# The decoder graph's inputs beyond the stage spec: clicks and a downsampled mask prompt.
-DECODER_EXTRA_INPUTS = ("point_coords", "point_labels", "mask_prompt", "mask_valid")
+from engine.stages import (DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry, StageBackend, check_feeds,
+                           input_names, output_names)
 
 
 def stage_io_names(stage: str) -> tuple[list[str], list[str]]:
-    """The input and output names a stage's graph (and engine) must have."""
-    spec = STAGE_SPECS[stage]
-    inputs = [t.name for t in spec.inputs] + (list(DECODER_EXTRA_INPUTS) if stage == "mask_decoder" else [])
-    return inputs, [t.name for t in spec.outputs]
+    """The input and output names a stage's graph (and engine) must have: the spec's."""
+    return input_names(stage), output_names(stage)
 
 
 def check_stage_io(stage: str, got_in: list[str], got_out: list[str]):
@@ -43,20 +40,37 @@ def _geometry(constants) -> ModelGeometry:
 
 
 class GraphBackend(StageBackend):
-    """Stage methods over exported graphs; subclasses run one graph with `_run`."""
+    """Stage methods over exported graphs; subclasses run one graph with `_run`.
+
+    Every engine call goes through `_call`, which checks the feeds against the stage spec
+    (names in order, dtypes, device, shapes) and converts nothing: the stage methods build
+    feeds of the exact types, so the per-frame path has no hidden copies or casts."""
 
     max_batch: int
 
     def _load_constants(self, folder: Path):
-        constants = np.load(Path(folder) / CONSTANTS_NAME)
-        self.geometry = _geometry(constants)
-        self.no_mem_embed = torch.from_numpy(constants["no_mem_embed"]).to(self.device)
-        self._downsample_w = torch.from_numpy(constants["mask_downsample_weight"]).to(self.device)
-        self._downsample_b = torch.from_numpy(constants["mask_downsample_bias"]).to(self.device)
+        path = Path(folder) / CONSTANTS_NAME
+        try:
+            constants = np.load(path)
+            self.geometry = _geometry(constants)
+            no_mem_embed = constants["no_mem_embed"]
+            weight, bias = constants["mask_downsample_weight"], constants["mask_downsample_bias"]
+        except (OSError, ValueError, KeyError, EOFError) as e:  # missing, truncated or not ours
+            raise EngineMismatchError(
+                f"{path} is missing or damaged ({type(e).__name__}: {e}); rebuild the engines with "
+                f"export/build_engines.py --force") from None
+        self.no_mem_embed = torch.from_numpy(no_mem_embed).to(self.device)
+        self._downsample_w = torch.from_numpy(weight).to(self.device)
+        self._downsample_b = torch.from_numpy(bias).to(self.device)
 
     @abstractmethod
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
-        """Run one graph; outputs in the stage spec's order, on `self.device`."""
+        """Run one graph on checked feeds; outputs in the stage spec's order, on `self.device`."""
+
+    def _call(self, stage: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        batch = check_feeds(stage, feeds, self.geometry, self.device)
+        self._check_batch(stage, batch)
+        return self._run(stage, feeds, batch)
 
     def _check_batch(self, stage: str, batch: int):
         if batch > self.max_batch:
@@ -64,29 +78,30 @@ class GraphBackend(StageBackend):
                              f"{self.max_batch}; rebuild with a larger --max_batch")
 
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
-        return ImageFeatures(*self._run("image_encoder", {"image": image.to(self.device).float()}, 1))
+        # The one conversion at the API boundary (a frame from the host); the tracker
+        # passes a float32 device tensor, for which it is a no-op.
+        return ImageFeatures(*self._call("image_encoder", {"image": image.to(self.device, torch.float32)}))
 
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
-        feeds = {"feat": feat, **vars(memory)}
-        return self._run("memory_attention", feeds, memory.mem_feats.shape[0])[0]
+        return self._call("memory_attention", {"feat": feat, **vars(memory)})[0]
 
     def decode_masks(self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None):
         b, low = pix_feat.shape[0], self.geometry.low_res
         if point_coords is None:  # no clicks: SAM 2's single padding point
             point_coords = pix_feat.new_zeros(b, 1, 2)
-            point_labels = -torch.ones(b, 1, dtype=torch.int32, device=self.device)
+            point_labels = torch.full((b, 1), -1, dtype=torch.int32, device=self.device)
+        else:  # prompt frames: the API takes clicks of any float / integer dtype
+            point_coords, point_labels = point_coords.float(), point_labels.int()
         if mask_input is None:
             mask_prompt, mask_valid = pix_feat.new_zeros(b, 1, low, low), pix_feat.new_zeros(b)
         else:  # SAM 2's learned 4x4 mask downsampling, applied here with its weights
             mask_prompt = F.conv2d(mask_input.float(), self._downsample_w, self._downsample_b, stride=4)
             mask_valid = pix_feat.new_ones(b)
-        feeds = {"pix_feat": pix_feat, "hr0": image.hr0, "hr1": image.hr1,
-                 "point_coords": point_coords.float(), "point_labels": point_labels.int(),
-                 "mask_prompt": mask_prompt, "mask_valid": mask_valid}
-        return DecoderOutput(*self._run("mask_decoder", feeds, b))
+        feeds = {"pix_feat": pix_feat, "hr0": image.hr0, "hr1": image.hr1, "point_coords": point_coords,
+                 "point_labels": point_labels, "mask_prompt": mask_prompt, "mask_valid": mask_valid}
+        return DecoderOutput(*self._call("mask_decoder", feeds))
 
     def encode_memory(self, feat, masks, obj_score, from_prompt=False) -> torch.Tensor:
         # from_prompt matters only with binarize_mask_from_pts_for_mem_enc, which the
         # export refuses; the graph is the same for prompt and tracked masks.
-        feeds = {"feat": feat, "masks": masks.float(), "obj_score": obj_score.float()}
-        return self._run("memory_encoder", feeds, masks.shape[0])[0]
+        return self._call("memory_encoder", {"feat": feat, "masks": masks, "obj_score": obj_score})[0]

@@ -46,6 +46,8 @@ class _JsonManifest:
     @classmethod
     def load(cls, folder: Path):
         path = Path(folder) / cls.FILE_NAME
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise EngineMismatchError(f"{folder} is a file, not an engine folder")
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
@@ -56,6 +58,45 @@ class _JsonManifest:
 
 def _missing_stages(folder: Path, files: dict) -> list[str]:
     return [stage for stage in STAGES if not (Path(folder) / files.get(stage, "?")).is_file()]
+
+
+def inside(folder: Path, name: str) -> Path:
+    """`folder / name` for a manifest entry; an entry pointing outside the folder (an
+    absolute path, `..`) is refused: a manifest only ever names its own files."""
+    path = Path(name)
+    if not name or path.is_absolute() or ".." in path.parts or path.drive:
+        raise EngineMismatchError(f"the manifest in {folder} names {name!r}, outside its folder; "
+                                  f"rebuild the engines with export/build_engines.py --force")
+    return Path(folder) / path
+
+
+def record_files(folder: Path, names) -> dict:
+    """name -> {"size", "sha256"} of files in `folder`, as written at build time."""
+    return {name: {"size": inside(folder, name).stat().st_size, "sha256": file_sha256(inside(folder, name))}
+            for name in sorted(set(names))}
+
+
+def verify_files(folder: Path, records: dict, required, rebuild: str):
+    """Every required file has a record, and every recorded file is there with its size
+    and hash: a truncated or damaged graph, weights file, constants.npz or engine is an
+    EngineMismatchError naming it, with the rebuild command."""
+    if not records:
+        raise EngineMismatchError(f"the manifest in {folder} records no file sizes and hashes (built by an older "
+                                  f"version); rebuild with: {rebuild} --force")
+    for name in sorted(set(required) | set(records)):
+        path = inside(folder, name)
+        record = records.get(name)
+        if record is None:
+            raise EngineMismatchError(f"the manifest in {folder} has no record of {name}; rebuild with: {rebuild} --force")
+        if not path.is_file():
+            raise EngineMismatchError(f"{path} is missing; rebuild with: {rebuild} --force")
+        size = path.stat().st_size
+        if size != record["size"]:
+            raise EngineMismatchError(f"{path} is damaged ({size} bytes, built as {record['size']}); "
+                                      f"rebuild with: {rebuild} --force")
+        if file_sha256(path) != record["sha256"]:
+            raise EngineMismatchError(f"{path} is damaged (its SHA-256 differs from the build's); "
+                                      f"rebuild with: {rebuild} --force")
 
 
 @dataclass
@@ -73,6 +114,11 @@ class Manifest(_JsonManifest):
     max_batch: int
     versions: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # stage -> graph file name
+    # every file the graphs need (graphs, weight side files, constants.npz) -> size, sha256
+    file_records: dict = field(default_factory=dict)
+
+    def required_files(self) -> list[str]:
+        return [*self.files.values(), CONSTANTS_NAME]
 
     def identity(self) -> dict:
         """What must match for the graphs to serve a model."""
@@ -93,17 +139,20 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
     try:
         manifest = Manifest.load(folder)
     except FileNotFoundError:
-        raise EngineMismatchError(f"no engines in {folder} (no {MANIFEST_NAME}); build them with:\n  {rebuild}") from None
+        raise EngineMismatchError(f"no engines in {folder} (no {MANIFEST_NAME}); build them with: {rebuild}") from None
     wanted = {"config_sha256": file_sha256(config_path),
               "checkpoint_sha256": file_sha256(checkpoint_path), "precision": precision}
     wrong = [k for k, v in wanted.items() if manifest.identity()[k] != v]
     if wrong:
         raise EngineMismatchError(
             f"the engines in {folder} were built for another model ({', '.join(wrong)} differ: "
-            f"built from {manifest.config_name}); rebuild them with:\n  {rebuild}")
+            f"built from {manifest.config_name}); rebuild them with: {rebuild}")
+    for name in manifest.files.values():
+        inside(folder, name)
     missing = _missing_stages(folder, manifest.files)
     if missing:
-        raise EngineMismatchError(f"{folder} lacks the graphs of {', '.join(missing)}; rebuild with:\n  {rebuild} --force")
+        raise EngineMismatchError(f"{folder} lacks the graphs of {', '.join(missing)}; rebuild with: {rebuild} --force")
+    verify_files(folder, manifest.file_records, manifest.required_files(), rebuild)
     return manifest
 
 
@@ -124,6 +173,7 @@ class TrtManifest(_JsonManifest):
     max_batch: int
     opt_batch: int
     files: dict = field(default_factory=dict)  # stage -> engine file name
+    file_records: dict = field(default_factory=dict)  # engine file -> size, sha256
 
 
 def trt_engine_key(gpu_name: str, compute_capability: str, tensorrt_version: str, precision: str) -> str:
@@ -153,18 +203,21 @@ def check_trt_manifest(engine_dir: Path, onnx_manifest: Manifest, gpu_name: str,
         raise EngineMismatchError(
             f"no TensorRT engines for {gpu_name} (sm{compute_capability.replace('.', '')}), TensorRT "
             f"{tensorrt_version}, {precision} in {folder}{have}. Engines are specific to a GPU "
-            f"model and TensorRT version; build them on this machine with:\n  {rebuild}") from None
+            f"model and TensorRT version; build them on this machine with: {rebuild}") from None
     built_for = (manifest.gpu_name, manifest.compute_capability, manifest.tensorrt_version, manifest.precision)
     if built_for != (gpu_name, compute_capability, tensorrt_version, precision):
         raise EngineMismatchError(
             f"the engines in {folder} were built for {built_for}, not for "
-            f"{(gpu_name, compute_capability, tensorrt_version, precision)}; rebuild with:\n  {rebuild}")
+            f"{(gpu_name, compute_capability, tensorrt_version, precision)}; rebuild with: {rebuild}")
     model = (manifest.config_sha256, manifest.checkpoint_sha256)
     if model != (onnx_manifest.config_sha256, onnx_manifest.checkpoint_sha256):
         raise EngineMismatchError(
             f"the TensorRT engines in {folder} were built from another model than the ONNX graphs "
-            f"in {engine_dir}; rebuild with:\n  {rebuild} --force")
+            f"in {engine_dir}; rebuild with: {rebuild} --force")
+    for name in manifest.files.values():
+        inside(folder, name)
     missing = _missing_stages(folder, manifest.files)
     if missing:
-        raise EngineMismatchError(f"{folder} lacks the engines of {', '.join(missing)}; rebuild with:\n  {rebuild} --force")
+        raise EngineMismatchError(f"{folder} lacks the engines of {', '.join(missing)}; rebuild with: {rebuild} --force")
+    verify_files(folder, manifest.file_records, manifest.files.values(), rebuild)
     return folder, manifest

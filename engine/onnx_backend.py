@@ -3,6 +3,14 @@
 CPU everywhere; on CUDA machines with onnxruntime-gpu, the TensorRT or CUDA execution
 provider with I/O bound to torch device tensors. Asking for a GPU provider that is not
 there is an error, never a silent fall back to the CPU.
+
+ONNX Runtime's CUDA providers run on a stream of their own, not on the caller's: inputs
+the tracker wrote on its stream are not ordered before them. So each GPU call first waits
+for the caller's stream (one host wait per stage call; this backend is the portable
+path, TensorRT the fast one), and ONNX Runtime's Run returns once its own work is done, so
+the outputs are ready for the caller's stream. The host waits make these calls impossible
+to capture in a CUDA graph: with --cuda_graphs the capture fails and the tracker runs
+eagerly, with a warning.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ import numpy as np
 import torch
 
 from engine.graph_backend import GraphBackend, check_stage_io
-from engine.manifest import STAGES, Manifest
+from engine.manifest import STAGES, EngineMismatchError, Manifest
 from engine.profiles import ort_trt_profile_options
-from engine.stages import STAGE_SPECS, ModelGeometry, resolve_dims
+from engine.stages import STAGE_SPECS, ModelGeometry, output_names, resolve_dims
 
+# ONNX Runtime's errors for a graph file it cannot read (damaged, truncated, not ONNX).
+UNREADABLE_GRAPH = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail")
 TORCH_TO_NUMPY = {torch.float32: np.float32, torch.int64: np.int64, torch.int32: np.int32,
                   torch.bool: np.bool_}
 
@@ -59,22 +69,35 @@ class OnnxBackend(GraphBackend):
         if self.device.type != "cpu":
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         self.sessions = {}
+        self.profiled = False  # the TensorRT provider's profiles cap the batch
         for stage in STAGES:
             providers = _providers(stage, self.device, self.engine_dir, self.geometry, manifest.max_batch)
-            session = ort.InferenceSession(str(self.engine_dir / manifest.files[stage]), options,
-                                           providers=providers)
+            self.profiled |= any(p[0] == "TensorrtExecutionProvider" for p in providers if isinstance(p, tuple))
+            path = self.engine_dir / manifest.files[stage]
+            try:
+                session = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as e:
+                if type(e).__name__ not in UNREADABLE_GRAPH:
+                    raise
+                raise EngineMismatchError(
+                    f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:200]}); rebuild the "
+                    f"engines with export/build_engines.py --force") from None
             check_stage_io(stage, [i.name for i in session.get_inputs()],
                            [o.name for o in session.get_outputs()])
             self.sessions[stage] = session
 
+    def _check_batch(self, stage: str, batch: int):
+        if self.profiled:  # the CPU and CUDA providers take any batch
+            super()._check_batch(stage, batch)
+
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
-        self._check_batch(stage, batch)
         session = self.sessions[stage]
         if self.device.type == "cpu":
-            names = [t.name for t in STAGE_SPECS[stage].outputs]
-            outputs = session.run(names, {k: v.contiguous().numpy() for k, v in feeds.items()})
+            outputs = session.run(output_names(stage), {k: v.contiguous().numpy() for k, v in feeds.items()})
             return [torch.from_numpy(o) for o in outputs]
-        # GPU: bind torch device tensors in and out, no host copies.
+        # GPU: bind torch device tensors in and out, no host copies. The provider's stream
+        # is not the caller's: wait until the caller's stream has written the inputs.
+        torch.cuda.current_stream(self.device).synchronize()
         binding = session.io_binding()
         device_id = self.device.index or 0
         for name, value in feeds.items():

@@ -9,7 +9,7 @@ fuse poorly).
 
 from __future__ import annotations
 
-from engine.stages import STAGE_SPECS, ModelGeometry, resolve_dims
+from engine.stages import DYNAMIC_DIMS, STAGE_SPECS, ModelGeometry, resolve_dims
 
 MAX_CLICKS = 16  # decoder point inputs: boxes count as two
 DEFAULT_OPT_BATCH = 3
@@ -18,21 +18,15 @@ PROFILE_KINDS = ("min", "opt", "max")
 
 def stage_profile(stage: str, geo: ModelGeometry, max_batch: int,
                   opt_batch: int = DEFAULT_OPT_BATCH) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """input name -> (min, opt, max) shapes for every dynamic input of `stage`; {} when
-    the stage's graph is static (the image encoder)."""
+    """input name -> (min, opt, max) shapes for every input of `stage` with a dynamic dim
+    in the stage spec (batch B, clicks N); {} when the stage's graph is static (the image
+    encoder)."""
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     batches = {"min": 1, "opt": max(1, min(opt_batch, max_batch)), "max": max_batch}
     clicks = {"min": 1, "opt": 1, "max": MAX_CLICKS}
-    per_kind = {}
-    for kind in PROFILE_KINDS:
-        b = batches[kind]
-        dims = {t.name: resolve_dims(t, geo, b) for t in STAGE_SPECS[stage].inputs if t.dims[0] == "B"}
-        if stage == "mask_decoder":
-            dims.update(point_coords=(b, clicks[kind], 2), point_labels=(b, clicks[kind]),
-                        mask_prompt=(b, 1, geo.low_res, geo.low_res), mask_valid=(b,))
-        per_kind[kind] = dims
-    return {name: tuple(per_kind[k][name] for k in PROFILE_KINDS) for name in per_kind["min"]}
+    dynamic = [t for t in STAGE_SPECS[stage].inputs if any(d in DYNAMIC_DIMS for d in t.dims)]
+    return {t.name: tuple(resolve_dims(t, geo, batches[k], clicks[k]) for k in PROFILE_KINDS) for t in dynamic}
 
 
 def ort_trt_profile_options(stage: str, geo: ModelGeometry, max_batch: int,

@@ -1,14 +1,17 @@
 """The four-stage interface every backend implements (see DESIGN.md "The four stages").
 
-Shapes use: B = rows (objects x pathways), C = hidden dim (256), Cm = memory dim (64),
-S = image size, H x W = S/16 x S/16 feature map, M = num_maskmem frame slots,
-K = max_obj_ptrs_in_encoder pointer slots. One spec per stage drives the backends' checks
-now and the ONNX export names later; `tests/test_stage_specs.py` keeps the typed outputs
-and the specs in agreement.
+Shapes use: B = rows (objects x pathways), N = decoder clicks, C = hidden dim (256),
+Cm = memory dim (64), S = image size, H x W = S/16 x S/16 feature map, M = num_maskmem
+frame slots, K = max_obj_ptrs_in_encoder pointer slots. One spec per stage, inputs in the
+exported graph's order, drives everything else: the ONNX export's names and dynamic axes,
+the TensorRT profiles, the graphs' I/O checks at load and the check of every engine call's
+feeds (`check_feeds`). `tests/test_stage_specs.py` keeps the typed outputs and the specs in
+agreement.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 
@@ -30,6 +33,19 @@ class ModelGeometry:
     hr0_channels: int
     hr1_channels: int
     multimask_points: tuple[int, int] = (0, 1)  # click counts that get 3 candidate masks
+    attn_heads: int = 1  # heads of the memory attention's cross-attention
+
+    @property
+    def attention_keys(self) -> int:
+        """Keys of the memory attention's cross-attention: M frames of H*W tokens, and K
+        pointers of C/Cm tokens each."""
+        return self.num_maskmem * self.mem_tokens + self.max_obj_ptrs * max(1, self.hidden_dim // self.mem_dim)
+
+    def attention_score_bytes(self, bytes_per_value: int = 4) -> int:
+        """One batch row's cross-attention scores [heads, H*W, keys]: what an attention that
+        is not fused keeps per row (an engine's working memory holds about two of them:
+        the scores and their softmax)."""
+        return self.attn_heads * self.mem_tokens * self.attention_keys * bytes_per_value
 
     @property
     def low_res(self) -> int:
@@ -126,6 +142,13 @@ STAGE_SPECS = {
             _t("pix_feat", "float32", "B", "C", "H", "W"),
             _t("hr0", "float32", 1, "C0", "4H", "4W"),
             _t("hr1", "float32", 1, "C1", "2H", "2W"),
+            # Clicks in image-size pixels (no clicks: one padding point with label -1).
+            _t("point_coords", "float32", "B", "N", 2),
+            _t("point_labels", "int32", "B", "N"),
+            # A mask prompt already through SAM 2's 4x4 downsampling, used by rows whose
+            # mask_valid is 1 (the others get the no-mask embedding).
+            _t("mask_prompt", "float32", "B", 1, "S/4", "S/4"),
+            _t("mask_valid", "float32", "B"),
         ),
         outputs=(
             _t("masks", "float32", "B", 3, "S/4", "S/4"),
@@ -149,14 +172,72 @@ STAGE_SPECS = {
 }
 
 
-def resolve_dims(spec: TensorSpec, geo: ModelGeometry, batch: int) -> tuple[int, ...]:
-    """A spec's symbolic dims as numbers for this model and batch."""
+# The symbolic dims that vary between calls of one graph (its dynamic axes); every other
+# dim is fixed by the model.
+DYNAMIC_DIMS = ("B", "N")
+TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+
+
+def resolve_dims(spec: TensorSpec, geo: ModelGeometry, batch: int, clicks: int = 1) -> tuple[int, ...]:
+    """A spec's symbolic dims as numbers for this model, batch and click count."""
     h, w = geo.feat_hw
     table = {"S": geo.image_size, "C": geo.hidden_dim, "H": h, "W": w, "C0": geo.hr0_channels,
              "C1": geo.hr1_channels, "4H": 4 * h, "4W": 4 * w, "2H": 2 * h, "2W": 2 * w,
-             "B": batch, "M": geo.num_maskmem, "K": geo.max_obj_ptrs, "HW": h * w,
+             "B": batch, "N": clicks, "M": geo.num_maskmem, "K": geo.max_obj_ptrs, "HW": h * w,
              "Cm": geo.mem_dim, "S/4": geo.low_res}
     return tuple(table.get(d, d) for d in spec.dims)
+
+
+def input_names(stage: str) -> list[str]:
+    return [t.name for t in STAGE_SPECS[stage].inputs]
+
+
+def output_names(stage: str) -> list[str]:
+    return [t.name for t in STAGE_SPECS[stage].outputs]
+
+
+def dynamic_axes(stage: str) -> dict[str, dict[int, str]]:
+    """name -> {axis: symbolic dim} for every input and output with a dynamic dim."""
+    spec = STAGE_SPECS[stage]
+    axes = {t.name: {i: d for i, d in enumerate(t.dims) if d in DYNAMIC_DIMS} for t in (*spec.inputs, *spec.outputs)}
+    return {name: dims for name, dims in axes.items() if dims}
+
+
+class FeedError(ValueError):
+    """An engine call whose feeds do not match the stage spec (a bug in the caller)."""
+
+
+def on_device(tensor_device: torch.device, device: torch.device) -> bool:
+    """Whether a tensor on `tensor_device` is on `device` ("cuda" means the current
+    CUDA device: tensors always carry their index, a backend's device may not)."""
+    return tensor_device.type == device.type and (device.index is None or tensor_device.index == device.index)
+
+
+def check_feeds(stage: str, feeds: dict[str, torch.Tensor], geo: ModelGeometry,
+                device: torch.device) -> int:
+    """Check one engine call's feeds against the stage spec: the names, in order, then each
+    tensor's dtype, device and shape (B and N the same across tensors). Returns the batch.
+    Nothing is converted: a mismatch is a FeedError naming the stage and tensor."""
+    spec = STAGE_SPECS[stage]
+    names = list(feeds)
+    if names != input_names(stage):
+        raise FeedError(f"stage {stage}: feeds {names}, expected {input_names(stage)}")
+    dynamic: dict[str, int] = {}
+    for t in spec.inputs:
+        value = feeds[t.name]
+        want_dtype = TORCH_DTYPES[t.dtype]
+        if value.dtype != want_dtype or not on_device(value.device, device):
+            raise FeedError(f"stage {stage}: input {t.name} is {value.dtype} on {value.device}, "
+                            f"expected {want_dtype} on {device}")
+        if value.dim() != len(t.dims):
+            raise FeedError(f"stage {stage}: input {t.name} has shape {tuple(value.shape)}, expected dims {t.dims}")
+        for size, dim in zip(value.shape, t.dims):
+            if dim in DYNAMIC_DIMS:
+                dynamic.setdefault(dim, size)
+        want = resolve_dims(t, geo, dynamic.get("B", 1), dynamic.get("N", 1))
+        if tuple(value.shape) != want:
+            raise FeedError(f"stage {stage}: input {t.name} has shape {tuple(value.shape)}, expected {want}")
+    return dynamic.get("B", 1)
 
 
 def dataclass_field_names(cls) -> tuple[str, ...]:
@@ -172,6 +253,20 @@ class StageBackend(ABC):
     # [C] added to the frame features of a point-prompted first frame (SAM 2's
     # `no_mem_embed`): that frame has no memory to attend to.
     no_mem_embed: torch.Tensor
+
+    # -- optional hooks for the runtime's CUDA-graph cache (runtime/cuda_graphs.py) --------
+    def graph_scope(self, scope):
+        """Calls made inside belong to the CUDA graph `scope` (its eager warm-up and its
+        capture). A backend with per-call state that a captured graph keeps (TensorRT
+        execution contexts) gives each scope its own; others need nothing."""
+        return contextlib.nullcontext()
+
+    def release_graph_scope(self, scope):
+        """The graph of `scope` is gone: what was kept for it may be freed."""
+
+    def reserve_batch(self, rows: int):
+        """The runtime will run up to `rows` rows per call (objects x pathways): a backend
+        may size its working memory once for that."""
 
     @abstractmethod
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:

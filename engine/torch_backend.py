@@ -18,6 +18,7 @@ from engine.torch_stages import (
     MemoryAttentionStage,
     MemoryEncoderStage,
     model_geometry,
+    move_position_caches,
 )
 
 
@@ -37,6 +38,7 @@ class TorchBackend(StageBackend):
         self.device = torch.device(device)
         self.precision = precision
         model = model.to(self.device).eval()
+        move_position_caches(model, self.device)
         self.geometry = model_geometry(model)
         self.image_encoder = ImageEncoderStage(model).to(self.device)
         self.memory_attention = MemoryAttentionStage(model).to(self.device)

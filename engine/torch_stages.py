@@ -29,6 +29,7 @@ def model_geometry(model) -> ModelGeometry:
         hr0_channels=model.sam_mask_decoder.conv_s0.out_channels,
         hr1_channels=model.sam_mask_decoder.conv_s1.out_channels,
         multimask_points=(model.multimask_min_pt_num, model.multimask_max_pt_num),
+        attn_heads=model.memory_attention.layers[0].cross_attn_image.num_heads,
     )
 
 
@@ -60,39 +61,113 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+def key_bias(valid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive attention bias [B, N] for key validity [B, N]: 0 where valid, -inf where not.
+    Every row has a valid key (slot 0, the conditioning frame), so no softmax row is all
+    -inf. Added to the scores, this exports as one Add before the Softmax, where a boolean
+    mask exports as Where(IsNaN(Softmax)) between the two matrix products, which keeps
+    TensorRT from fusing the attention."""
+    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, float("-inf"))
+
+
 def rope_attention(
     attn,
     q_in: torch.Tensor,
     k_in: torch.Tensor,
     v_in: torch.Tensor,
     rope: tuple[torch.Tensor, torch.Tensor],
-    num_k_rope: int,
-    key_mask: torch.Tensor | None = None,
+    rope_k: tuple[torch.Tensor, torch.Tensor],
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """SAM 2's RoPEAttention with real RoPE; keys past `num_k_rope` are not rotated and
-    the first `num_k_rope` keys reuse the query table once per frame (rope_k_repeat)."""
-    cos, sin = rope
+    """SAM 2's RoPEAttention with real RoPE. `rope` (cos, sin [Nq, D/2]) rotates the
+    queries, `rope_k` the first len(rope_k[0]) keys (the query table once per memory frame:
+    rope_k_repeat); later keys (object pointers) are not rotated. `bias` [B, Nk] is added to
+    the attention scores (`key_bias`)."""
     q = _split_heads(attn.q_proj(q_in), attn.num_heads)
     k = _split_heads(attn.k_proj(k_in), attn.num_heads)
     v = _split_heads(attn.v_proj(v_in), attn.num_heads)
-    q = apply_rope(q, cos, sin)
-    repeat = num_k_rope // cos.shape[0]
-    k_rot = apply_rope(k[:, :, :num_k_rope], cos.repeat(repeat, 1), sin.repeat(repeat, 1))
+    q = apply_rope(q, *rope)
+    num_k_rope = rope_k[0].shape[0]
+    k_rot = apply_rope(k[:, :, :num_k_rope], *rope_k)
     k = torch.cat((k_rot, k[:, :, num_k_rope:]), dim=2)
-    mask = None if key_mask is None else key_mask[:, None, None, :]
+    mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return attn.out_proj(_merge_heads(out))
 
 
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def position_caches(model) -> list[dict]:
+    """The per-shape caches of sam2's sine position encoders (`PositionEmbeddingSine.cache`):
+    plain dicts, so `model.to(device)` does not move what they hold."""
+    return [m.cache for m in model.modules() if isinstance(getattr(m, "cache", None), dict)]
+
+
+def move_position_caches(model, device: torch.device):
+    """Put what sam2's position encoders cached on `device`. sam2 fills the caches on CUDA
+    when CUDA is present (warmup_cache) and with whatever device a call used otherwise; an
+    entry elsewhere than the model is copied to the model's device on every call."""
+    for cache in position_caches(model):
+        for key, value in cache.items():
+            if torch.is_tensor(value) and value.device != device:
+                cache[key] = value.to(device)
+
+
 class ImageEncoderStage(nn.Module):
+    """SAM 2's image encoder (Hiera trunk + FPN neck) and the decoder's high-res
+    projections, with the per-frame constants computed once: the trunk's positional
+    embedding (a bicubic resize of a parameter, which exports as a Resize TensorRT does not
+    take and costs a kernel per frame) is a buffer, and the neck's sine position encodings,
+    which only the memory attention reads (as its own buffers), are not computed. The ops
+    on the image are SAM 2's, in its order, so the features are the same numbers."""
+
     def __init__(self, model):
         super().__init__()
-        self.image_encoder = model.image_encoder
+        encoder = model.image_encoder
+        self.trunk, self.neck, self.scalp = encoder.trunk, encoder.neck, encoder.scalp
         self.conv_s0 = model.sam_mask_decoder.conv_s0
         self.conv_s1 = model.sam_mask_decoder.conv_s1
+        proj = self.trunk.patch_embed.proj
+        side = [(model.image_size + 2 * p - k) // s + 1
+                for p, k, s in zip(proj.padding, proj.kernel_size, proj.stride)]
+        with torch.no_grad():
+            pos = self.trunk._get_pos_embed(tuple(side))
+        self.register_buffer("trunk_pos", pos, persistent=False)
+
+    def _trunk(self, image):
+        """Hiera.forward with the positional embedding precomputed."""
+        x = self.trunk.patch_embed(image) + self.trunk_pos
+        outputs = []
+        ends = self.trunk.stage_ends
+        for i, block in enumerate(self.trunk.blocks):
+            x = block(x)
+            if i == ends[-1] or (i in ends and self.trunk.return_interm_layers):
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs
+
+    def _neck(self, xs):
+        """FpnNeck.forward without the position encodings."""
+        neck = self.neck
+        n = len(neck.convs) - 1
+        out, prev = [None] * len(neck.convs), None
+        for i in range(n, -1, -1):
+            lateral = neck.convs[n - i](xs[i])
+            if i in neck.fpn_top_down_levels and prev is not None:
+                top_down = F.interpolate(
+                    prev.to(dtype=torch.float32), scale_factor=2.0, mode=neck.fpn_interp_model,
+                    align_corners=None if neck.fpn_interp_model == "nearest" else False, antialias=False)
+                prev = lateral + top_down
+                if neck.fuse_type == "avg":
+                    prev /= 2
+            else:
+                prev = lateral
+            out[i] = prev
+        return out[: -self.scalp] if self.scalp > 0 else out
 
     def forward(self, image: torch.Tensor):
-        fpn = self.image_encoder(image)["backbone_fpn"]
+        fpn = self._neck(self._trunk(image))
         return fpn[-1], self.conv_s0(fpn[-3]), self.conv_s1(fpn[-2])
 
 
@@ -110,20 +185,29 @@ class MemoryAttentionStage(nn.Module):
         self.add_tpos_enc_to_obj_ptrs = model.add_tpos_enc_to_obj_ptrs
         self.tpos_dim = geo.hidden_dim if model.proj_tpos_enc_in_obj_ptrs else geo.mem_dim
         self.tokens_per_ptr = geo.hidden_dim // geo.mem_dim if geo.mem_dim < geo.hidden_dim else 1
+        # Asked with tensors on the model's device: sam2's sine encoders cache what they
+        # return per shape, and a host tensor cached here would be copied to the device
+        # on every later call of the same shape (a host wait that breaks CUDA graphs).
+        device = model_device(model)
         with torch.no_grad():
-            feat_shape = torch.zeros(1, geo.hidden_dim, h, w)
+            feat_shape = torch.zeros(1, geo.hidden_dim, h, w, device=device)
             curr_pos = model.image_encoder.neck.position_encoding(feat_shape)
-            mem_shape = torch.zeros(1, geo.mem_dim, h, w)
+            mem_shape = torch.zeros(1, geo.mem_dim, h, w, device=device)
             mem_pos = model.memory_encoder.position_encoding(mem_shape)
         self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2), persistent=False)
         self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2), persistent=False)
+        # RoPE tables once for every layer and frame (SAM 2 rebuilds them per call): the
+        # queries' [HW, D/2], and the keys' [M*HW, D/2] (the queries' once per memory frame).
         layer0 = self.attention.layers[0]
         self_rope = rope_tables(layer0.self_attn, h, w)
         cross_rope = rope_tables(layer0.cross_attn_image, h, w)
-        self.register_buffer("self_cos", self_rope[0], persistent=False)
-        self.register_buffer("self_sin", self_rope[1], persistent=False)
-        self.register_buffer("cross_cos", cross_rope[0], persistent=False)
-        self.register_buffer("cross_sin", cross_rope[1], persistent=False)
+        m = geo.num_maskmem
+        self.register_buffer("self_cos", self_rope[0].to(device), persistent=False)
+        self.register_buffer("self_sin", self_rope[1].to(device), persistent=False)
+        self.register_buffer("cross_cos", cross_rope[0].to(device), persistent=False)
+        self.register_buffer("cross_sin", cross_rope[1].to(device), persistent=False)
+        self.register_buffer("cross_cos_k", cross_rope[0].repeat(m, 1).to(device), persistent=False)
+        self.register_buffer("cross_sin_k", cross_rope[1].repeat(m, 1).to(device), persistent=False)
 
     def _memory_tokens(self, mem_feats, mem_tpos, ptrs, ptr_pos):
         b, m, hw, cm = mem_feats.shape
@@ -158,15 +242,18 @@ class MemoryAttentionStage(nn.Module):
         token_valid = torch.cat(
             (mem_valid.repeat_interleave(hw, dim=1), ptr_valid.repeat_interleave(per, dim=1)), 1
         )
+        bias = key_bias(token_valid)
         self_rope = (self.self_cos, self.self_sin)
         cross_rope = (self.cross_cos, self.cross_sin)
+        # The first m frames' rows (m < M when the backend dropped empty slots).
+        cross_rope_k = (self.cross_cos_k[: m * hw], self.cross_sin_k[: m * hw])
         tgt = feat.flatten(2).transpose(1, 2)  # [1, HW, C]: the same for every row
         if self.attention.pos_enc_at_input:
             tgt = tgt + 0.1 * self.curr_pos
         for index, layer in enumerate(self.attention.layers):
             x = layer.norm1(tgt)
             qk = x + self.curr_pos if layer.pos_enc_at_attn else x
-            tgt = tgt + rope_attention(layer.self_attn, qk, qk, x, self_rope, qk.shape[1])
+            tgt = tgt + rope_attention(layer.self_attn, qk, qk, x, self_rope, self_rope)
             # Until layer one's cross-attention every row holds the same values: its
             # self-attention ran once, and its cross-attention queries are shared too.
             x = layer.norm2(tgt)
@@ -175,21 +262,20 @@ class MemoryAttentionStage(nn.Module):
                 tgt = tgt + self._shared_cross_attention(
                     layer, q, mem_feats, mem_valid, mem_tpos, mem_weight, mem_ids,
                     memory[:, m * hw:], memory_pos[:, m * hw:], token_weight[:, m * hw:],
-                    token_valid[:, m * hw:])
+                    bias[:, m * hw:])
             else:
                 tgt = tgt.expand(b, -1, -1)
                 key = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
                 key = key * token_weight[..., None]
                 tgt = tgt + rope_attention(
-                    layer.cross_attn_image, q.expand(b, -1, -1), key, memory, cross_rope, m * hw,
-                    token_valid)
+                    layer.cross_attn_image, q.expand(b, -1, -1), key, memory, cross_rope, cross_rope_k, bias)
             x = layer.norm3(tgt)
             tgt = tgt + layer.linear2(layer.activation(layer.linear1(x)))
         out = self.attention.norm(tgt.expand(b, -1, -1))
         return out.transpose(1, 2).reshape(b, c, h, w)
 
     def _shared_cross_attention(self, layer, q_in, mem_feats, mem_valid, mem_tpos, mem_weight,
-                                mem_ids, ptr_tokens, ptr_pos, ptr_weight, ptr_valid):
+                                mem_ids, ptr_tokens, ptr_pos, ptr_weight, ptr_bias):
         """Cross-attention for B rows sharing one query [1, HW, C]: each distinct frame
         block (entry id, temporal position, key weight) is attended once, each row's
         pointers once per row, and the pieces are merged by their log-sum-exp."""
@@ -216,8 +302,7 @@ class MemoryAttentionStage(nn.Module):
 
         key_p = (ptr_tokens + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr_tokens) * ptr_weight[..., None]
         k_p, v_p = _split_heads(attn.k_proj(key_p), heads), _split_heads(attn.v_proj(ptr_tokens), heads)
-        bias = torch.zeros(ptr_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~ptr_valid, float("-inf"))
-        ptr_out, ptr_lse = flash(q.expand(b, -1, -1, -1), k_p, v_p, attn_mask=bias[:, None, None, :])
+        ptr_out, ptr_lse = flash(q.expand(b, -1, -1, -1), k_p, v_p, attn_mask=ptr_bias[:, None, None, :].to(q.dtype))
 
         member = torch.zeros(b, len(unique), dtype=torch.bool, device=q.device)
         member[rows, inverse] = True

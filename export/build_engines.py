@@ -6,8 +6,9 @@ Writes <out_dir>/<stage>.onnx (fp32, the contract every backend is checked again
 constants.npz (small tensors the runtime applies itself) and manifest.json (model identity,
 geometry, opset, tool versions), which the runtime checks before use. TensorRT engines go to
 <out_dir>/trt/<gpu>_sm<cc>_trt<version>_<precision>/ with their own manifest: they only run
-on that GPU model and TensorRT version. A rerun with the same inputs reuses what is built
-(--force to redo).
+on that GPU model and TensorRT version. Both manifests record every file's size and SHA-256:
+a rerun with the same inputs reuses what is built only when every file is whole (--force
+to redo), and the runtime names a damaged file with the command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -27,35 +28,60 @@ import torch
 from tqdm import tqdm
 
 from engine.graph_backend import load_geometry
-from engine.manifest import CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, file_sha256
+from engine.manifest import (CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, build_command,
+                             file_sha256, record_files, verify_files)
 from engine.model_loading import ModelLoadError, load_sam2_model
 from engine.profiles import DEFAULT_OPT_BATCH
-from engine.stages import PRECISIONS
+from engine.stages import (DYNAMIC_DIMS, PRECISIONS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
+                           resolve_dims)
 from engine.torch_stages import model_geometry
 from engine.trt_backend import TensorRTUnavailable
+from export.graph_io import save_graph
 from export.trt_build import TrtBuildError
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 512 << 20  # bigger graphs keep their weights in a side file
+DEFAULT_MAX_OBJECTS, DEFAULT_NUM_PATHWAY = 4, 3
 
 
-def export_stage(stage: str, module, inputs: dict, path: Path):
+def spec_io_shapes(graph, stage: str, geo: ModelGeometry):
+    """Write the stage spec's shapes on the graph's inputs and outputs: fixed dims as
+    numbers, dynamic ones named (B, N). The exporter leaves outputs it cannot infer with
+    made-up names ("Addfeat_dim_0"); the spec knows them."""
+    specs = {t.name: t for t in (*STAGE_SPECS[stage].inputs, *STAGE_SPECS[stage].outputs)}
+    for value in (*graph.input, *graph.output):
+        spec = specs[value.name]
+        dims = value.type.tensor_type.shape.dim
+        for dim, name, size in zip(dims, spec.dims, resolve_dims(spec, geo, -1, -1)):
+            if name in DYNAMIC_DIMS:
+                dim.Clear()
+                dim.dim_param = name
+            else:
+                dim.Clear()
+                dim.dim_value = size
+
+
+def export_stage(stage: str, module, inputs: dict, path: Path, geo: ModelGeometry) -> list[str]:
+    """Export one stage to `path`, constants folded (export/onnx_fold.py) and I/O shapes
+    from the stage spec; returns the files written (the graph, and its weights side file
+    when large)."""
     import onnx
 
-    from export.wrappers import dynamic_axes, output_names
+    from export.onnx_fold import fold_constants
 
-    tmp = path.with_suffix(".tmp.onnx")
+    traced = path.with_name(path.stem + ".traced.onnx")
+    axes = {name: dims for name, dims in dynamic_axes(stage).items() if name in inputs or name in output_names(stage)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(inputs.values()), str(tmp), input_names=list(inputs),
-                          output_names=output_names(stage), dynamic_axes=dynamic_axes(stage, inputs),
+        torch.onnx.export(module, tuple(inputs.values()), str(traced), input_names=list(inputs),
+                          output_names=output_names(stage), dynamic_axes=axes,
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    if tmp.stat().st_size > EXTERNAL_DATA_BYTES:
-        graph = onnx.load(str(tmp))
-        onnx.save_model(graph, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data")
-    onnx.checker.check_model(str(tmp))  # by path: works with external data too
-    tmp.replace(path)  # the weights side file already has its final name
+    graph = fold_constants(onnx.load(str(traced)))
+    spec_io_shapes(graph.graph, stage, geo)
+    traced.unlink()
+    for leftover in traced.parent.glob(traced.name + "*"):  # the exporter's own side files, if any
+        leftover.unlink()
+    return save_graph(graph, path, EXTERNAL_DATA_BYTES)
 
 
 def write_constants(model, geo, path: Path):
@@ -68,8 +94,16 @@ def write_constants(model, geo, path: Path):
     )
 
 
+def memory_cost(geo: ModelGeometry, max_batch: int) -> str:
+    """What a batch row costs a TensorRT engine that does not fuse the memory attention."""
+    row = 2 * geo.attention_score_bytes(4)
+    return (f"memory attention: {geo.attention_keys} keys per query; an engine that does not fuse attention "
+            f"holds about {row / 2**20:.0f} MiB per batch row in fp32 ({row / 2**21:.0f} MiB in fp16/bf16), "
+            f"{max_batch * row / 2**30:.1f} GiB at --max_batch {max_batch}")
+
+
 def build(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "fp32",
-          max_batch: int = 24, force: bool = False, targets=("onnx",),
+          max_batch: int = DEFAULT_MAX_OBJECTS * DEFAULT_NUM_PATHWAY, force: bool = False, targets=("onnx",),
           opt_batch: int = DEFAULT_OPT_BATCH) -> Path:
     """ONNX graphs in `out_dir` (always fp32), then TensorRT engines in `precision` when
     "trt" is among `targets`. Returns the folder of what was built last."""
@@ -86,19 +120,43 @@ def build(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "f
     manifest = Manifest.load(out)
     with tqdm(total=len(STAGES), desc="build TensorRT engines", unit="engine") as steps:
         folder = build_trt_engines(out, manifest, load_geometry(out), precision, opt_batch,
-                                   force, EXTERNAL_DATA_BYTES, progress=steps)
+                                   force, EXTERNAL_DATA_BYTES, progress=steps,
+                                   rebuild=build_command(sam2_cfg, sam2_checkpoint, out_dir, precision, "trt"))
     print(f"TensorRT engines ({precision}) in {folder}")
     return folder
 
 
-def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, max_batch: int = 24,
-               force: bool = False) -> Path:
+def _reusable(out: Path, manifest: Manifest, force: bool, rebuild: str) -> bool:
+    """The graphs in `out` were built from the same inputs and every file is whole."""
+    if force:
+        return False
+    try:
+        previous = Manifest.load(out)
+    except (FileNotFoundError, EngineMismatchError):
+        return False
+    def same(m):
+        return {k: v for k, v in asdict(m).items() if k not in ("versions", "file_records")}
+
+    if same(previous) != same(manifest):
+        return False
+    try:
+        verify_files(out, previous.file_records, previous.required_files(), rebuild)
+    except EngineMismatchError as e:
+        print(f"rebuilding: {str(e).splitlines()[0]}")
+        return False
+    return True
+
+
+def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
+               max_batch: int = DEFAULT_MAX_OBJECTS * DEFAULT_NUM_PATHWAY, force: bool = False) -> Path:
     import onnx
     import onnxruntime
 
     from export.wrappers import example_inputs, stage_modules
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise EngineMismatchError(f"--out_dir {out} is a file, not a folder")
     steps = tqdm(total=len(STAGES) + 2, desc="build engines", unit="step")
     steps.set_postfix_str("loading model")
     loaded = load_sam2_model(sam2_cfg, sam2_checkpoint)
@@ -116,15 +174,7 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, max_batch: int
         files={stage: f"{stage}.onnx" for stage in STAGES},
     )
     steps.update()
-    try:
-        previous = Manifest.load(out)
-    except (FileNotFoundError, EngineMismatchError):
-        previous = None
-    reusable = (not force and previous is not None
-                and {k: v for k, v in asdict(previous).items() if k != "versions"}
-                == {k: v for k, v in asdict(manifest).items() if k != "versions"}
-                and all((out / f).is_file() for f in manifest.files.values()))
-    if reusable:
+    if _reusable(out, manifest, force, build_command(sam2_cfg, sam2_checkpoint, out_dir)):
         steps.set_postfix_str("up to date")
         steps.update(steps.total - steps.n)
         steps.close()
@@ -133,15 +183,18 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, max_batch: int
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted build is never reused
     modules, inputs = stage_modules(model), example_inputs(geo)
+    written = [CONSTANTS_NAME]
     for stage in STAGES:
         steps.set_postfix_str(stage)
-        export_stage(stage, modules[stage], inputs[stage], out / manifest.files[stage])
+        written += export_stage(stage, modules[stage], inputs[stage], out / manifest.files[stage], geo)
         steps.update()
     write_constants(model, geo, out / CONSTANTS_NAME)
+    manifest.file_records = record_files(out, written)
     manifest.save(out)
     steps.update()
     steps.close()
     print(f"wrote {', '.join(manifest.files.values())}, {CONSTANTS_NAME} and manifest.json to {out}")
+    print(memory_cost(geo, max_batch))
     return out
 
 
@@ -158,12 +211,24 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                    help="TensorRT engine precision: convolutions and matrix products in fp16/bf16, "
                         "normalisation, softmax and I/O in fp32 (ONNX graphs are always fp32)")
-    p.add_argument("--max_batch", type=int, default=24,
-                   help="objects x pathways the engines accept at most (checked at run time)")
+    p.add_argument("--max_objects", type=int, default=DEFAULT_MAX_OBJECTS,
+                   help="objects tracked at once that the engines must serve (sets the default --max_batch)")
+    p.add_argument("--num_pathway", type=int, default=DEFAULT_NUM_PATHWAY,
+                   help="SAM2Long pathways the engines must serve (sets the default --max_batch)")
+    p.add_argument("--max_batch", type=int, default=None,
+                   help="rows (objects x pathways) one engine call takes at most; default --max_objects x "
+                        "--num_pathway. The memory attention's cross-attention scores are heads x H*W x "
+                        "(M*H*W + K*C/Cm) values per row: about 450 MiB in fp32 for SAM 2.1 at 1024 px "
+                        "(4096 queries x 28736 keys), and an engine that does not fuse attention holds "
+                        "about two such tensors per row it runs. The runtime sizes that working memory "
+                        "for the rows it runs (objects x pathways), not for --max_batch; the build "
+                        "prints the model's figure")
     p.add_argument("--opt_batch", type=int, default=DEFAULT_OPT_BATCH,
                    help="objects x pathways TensorRT tunes its kernels for (the common case)")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = p.parse_args(argv)
+    if args.max_batch is None:
+        args.max_batch = args.max_objects * args.num_pathway
     if args.max_batch < 1 or not 1 <= args.opt_batch <= args.max_batch:
         print("error: need 1 <= --opt_batch <= --max_batch", file=sys.stderr)
         return 2
@@ -171,10 +236,13 @@ def main(argv=None) -> int:
         print("error: --precision fp16/bf16 applies to TensorRT engines: add --targets trt "
               "(the ONNX graphs are always fp32)", file=sys.stderr)
         return 2
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        print(f"error: --out_dir {args.out_dir} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
         build(args.sam2_cfg, args.sam2_checkpoint, args.out_dir, args.precision, args.max_batch,
               args.force, args.targets, args.opt_batch)
-    except (ModelLoadError, TrtBuildError, TensorRTUnavailable) as e:
+    except (ModelLoadError, TrtBuildError, TensorRTUnavailable, EngineMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -10,10 +10,12 @@ TensorRT version, precision and the model hash. Engines live under
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import SAM2LongError
-from engine.manifest import STAGES, TRT_MANIFEST_NAME, Manifest, TrtManifest, trt_engine_dir, trt_engine_key
+from engine.manifest import (STAGES, TRT_MANIFEST_NAME, EngineMismatchError, Manifest, TrtManifest, record_files,
+                             trt_engine_dir, trt_engine_key, verify_files)
 from engine.profiles import DEFAULT_OPT_BATCH, stage_profile
 from engine.stages import ModelGeometry
 from engine.trt_backend import gpu_identity, import_tensorrt
@@ -27,14 +29,11 @@ class TrtBuildError(SAM2LongError, RuntimeError):
 
 
 def strongly_typed_network(trt, builder):
-    # STRONGLY_TYPED is required on 10.x to honour the graph's types; 11.x networks are
-    # always strongly typed (the flag is accepted and ignored there).
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if flag is None:
-        if int(trt.__version__.split(".")[0]) < 11:
-            raise TrtBuildError(f"TensorRT {trt.__version__} has no strongly typed networks; use a newer 10.x or 11.x")
-        return builder.create_network(0)
-    return builder.create_network(1 << int(flag))
+    # STRONGLY_TYPED (1 on 10.x) is required there to honour the graph's types; 11.x
+    # networks are always strongly typed and keep the flag as a deprecated, ignored 0. It
+    # exists in every version we support (tests/data/tensorrt/tensorrt_api.json), and the
+    # creation flags are a bit field of the members' values.
+    return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
 
 
 def parse_onnx(trt, network, logger, path: Path):
@@ -81,16 +80,16 @@ def write_cast_graph(onnx_path: Path, precision: str, out_path: Path, external_d
 
     from export.onnx_precision import cast_graph
 
-    model = cast_graph(onnx.load(str(onnx_path)), precision)
-    large = model.ByteSize() > external_data_bytes
-    onnx.save_model(model, str(out_path), save_as_external_data=large, all_tensors_to_one_file=True,
-                    location=out_path.name + ".data")
+    from export.graph_io import save_graph
+
+    save_graph(cast_graph(onnx.load(str(onnx_path)), precision), out_path, external_data_bytes)
     return out_path
 
 
 def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, precision: str,
                       opt_batch: int = DEFAULT_OPT_BATCH, force: bool = False,
-                      external_data_bytes: int = 512 << 20, progress=None) -> Path:
+                      external_data_bytes: int = 512 << 20, progress=None,
+                      rebuild: str = "export/build_engines.py --targets trt") -> Path:
     """Build (or reuse) the four engines for this GPU next to the ONNX graphs."""
     trt = import_tensorrt()
     gpu_name, capability = gpu_identity()
@@ -106,9 +105,13 @@ def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, pr
         previous = TrtManifest.load(folder)
     except (FileNotFoundError, ValueError, RuntimeError):
         previous = None
-    if not force and previous == wanted and all((folder / f).is_file() for f in wanted.files.values()):
-        print(f"TensorRT engines in {folder} are up to date (use --force to rebuild)")
-        return folder
+    if not force and previous is not None and replace(previous, file_records={}) == wanted:
+        try:
+            verify_files(folder, previous.file_records, wanted.files.values(), rebuild)
+            print(f"TensorRT engines in {folder} are up to date (use --force to rebuild)")
+            return folder
+        except EngineMismatchError as e:
+            print(f"rebuilding: {str(e).splitlines()[0]}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / TRT_MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted build is never reused
     logger = trt.Logger(trt.Logger.WARNING)
@@ -125,5 +128,6 @@ def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, pr
         tmp.replace(folder / wanted.files[stage])
         if progress is not None:
             progress.update()
+    wanted.file_records = record_files(folder, wanted.files.values())
     wanted.save(folder)
     return folder

@@ -1,7 +1,9 @@
-"""Export wrappers: the engine's pure-tensor stage modules with every input a tensor.
+"""Export wrappers: the engine's pure-tensor stage modules, with example inputs named and
+ordered as the stage specs (engine/stages.py) say.
 
-Batch (objects x pathways) is the only dynamic axis; memory slots (M) and pointer slots (K)
-are fixed, with validity masks, so one shape profile serves every frame.
+Batch (objects x pathways) is the only dynamic axis, with the decoder's click count; memory
+slots (M) and pointer slots (K) are fixed, with validity masks, so one shape profile serves
+every frame.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.stages import STAGE_SPECS, ModelGeometry
+from engine.stages import ModelGeometry, input_names
 from engine.torch_stages import (
     ImageEncoderStage,
     MaskDecoderStage,
@@ -18,31 +20,20 @@ from engine.torch_stages import (
 )
 
 
-class DecoderExport(nn.Module):
-    """The decoder with clicks and a (downsampled) mask prompt as plain tensor inputs."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.stage = MaskDecoderStage(model)
-
-    def forward(self, pix_feat, hr0, hr1, point_coords, point_labels, mask_prompt, mask_valid):
-        return self.stage(pix_feat, hr0, hr1, point_coords, point_labels, mask_prompt, mask_valid)
-
-
-DECODER_PROMPT_INPUTS = ("point_coords", "point_labels", "mask_prompt", "mask_valid")
-
-
 def stage_modules(model) -> dict[str, nn.Module]:
+    """The modules exported; each takes the spec's inputs positionally, in spec order
+    (the decoder's prompt inputs are its optional arguments)."""
     return {
         "image_encoder": ImageEncoderStage(model).eval(),
         "memory_attention": MemoryAttentionStage(model).eval(),
-        "mask_decoder": DecoderExport(model).eval(),
+        "mask_decoder": MaskDecoderStage(model).eval(),
         "memory_encoder": MemoryEncoderStage(model).eval(),
     }
 
 
 def example_inputs(geo: ModelGeometry, batch: int = 2) -> dict[str, dict[str, torch.Tensor]]:
-    """Inputs that trace every branch (valid and empty slots, a mask prompt row)."""
+    """Inputs that trace every branch (valid and empty slots, a mask prompt row), in the
+    order of the stage specs."""
     h, w = geo.feat_hw
     M, K, C, Cm = geo.num_maskmem, geo.max_obj_ptrs, geo.hidden_dim, geo.mem_dim
     valid = torch.ones(batch, M, dtype=torch.bool)
@@ -50,7 +41,7 @@ def example_inputs(geo: ModelGeometry, batch: int = 2) -> dict[str, dict[str, to
     ptr_valid = torch.ones(batch, K, dtype=torch.bool)
     ptr_valid[0, 1:] = False
     feat = torch.randn(1, C, h, w)
-    return {
+    examples = {
         "image_encoder": {"image": torch.randn(1, 3, geo.image_size, geo.image_size)},
         "memory_attention": {
             "feat": feat, "mem_feats": torch.randn(batch, M, h * w, Cm), "mem_valid": valid,
@@ -72,21 +63,6 @@ def example_inputs(geo: ModelGeometry, batch: int = 2) -> dict[str, dict[str, to
             "obj_score": torch.randn(batch),
         },
     }
-
-
-def output_names(stage: str) -> list[str]:
-    return [t.name for t in STAGE_SPECS[stage].outputs]
-
-
-def dynamic_axes(stage: str, inputs: dict) -> dict:
-    """Batch is dynamic for every B-shaped tensor; the decoder's click count N too."""
-    spec = STAGE_SPECS[stage]
-    axes = {t.name: {0: "B"} for t in (*spec.inputs, *spec.outputs) if t.dims and t.dims[0] == "B"}
-    if stage == "mask_decoder":
-        for name in DECODER_PROMPT_INPUTS:
-            axes[name] = {0: "B"}
-        axes["point_coords"] = {0: "B", 1: "N"}
-        axes["point_labels"] = {0: "B", 1: "N"}
-    if stage == "memory_encoder":
-        axes["obj_score"] = {0: "B"}
-    return {name: axes[name] for name in axes if name in inputs or name in output_names(stage)}
+    for stage, inputs in examples.items():
+        assert list(inputs) == input_names(stage), stage  # the spec is the contract
+    return examples

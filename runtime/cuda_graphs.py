@@ -5,25 +5,58 @@ TensorRT happens there), the second is captured and then replayed, later calls o
 their inputs into the captured ones and replay. Capture records the work without running
 it, so state updated in place by the function (the pathway banks) changes only on replay.
 A failed capture switches the cache off, with one warning, and the work runs eagerly.
+
+Capture runs on the caller's current stream (the tracker's), where the inputs were written
+and where the replays run, not on torch's internal capture stream; and every graph of the
+tracker allocates from one memory pool, not a new pool per key. Sharing a pool is safe
+here because each graph's outputs stay alive in its entry (no later capture reuses them)
+and each replay's outputs are read before the next replay.
+
+The backend learns which graph a call belongs to (`StageBackend.graph_scope`): the warm-up
+and the capture of one key run in that key's scope, so a backend with per-call state that
+a graph keeps (TensorRT execution contexts and their bound addresses) gives each graph its
+own, made during the warm-up, outside any capture. When the cache closes, or capture
+fails, the backend is told the scopes are gone (`release_graph_scope`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import warnings
 from collections.abc import Callable
 
 import torch
 
 _WARM = object()
+_cache_ids = itertools.count()
+
+
+def blocking_event():
+    """A CUDA event whose synchronize() sleeps the host thread until the work is done,
+    instead of spinning a CPU core (the default) that the frame decoder and writer need."""
+    return torch.cuda.Event(blocking=True)
 
 
 class GraphCache:
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, backend=None, pool=None):
         if enabled and not torch.cuda.is_available():
             raise ValueError("CUDA graphs need a CUDA device")
         self.enabled = enabled
+        self.backend = backend
+        self.pool = pool if pool is not None or not enabled else torch.cuda.graph_pool_handle()
+        self._id = next(_cache_ids)
         self._entries: dict = {}
         self.captured = 0  # graphs captured so far (for reports and tests)
+
+    def scope(self, key):
+        """The token naming key's graph to the backend (unique across caches)."""
+        return (self._id, key)
+
+    def _in_scope(self, key):
+        if self.backend is None:
+            return contextlib.nullcontext()
+        return self.backend.graph_scope(self.scope(key))
 
     def run(self, key, fn: Callable, inputs: dict[str, torch.Tensor]):
         """fn(**inputs), through the graph captured for `key` when possible. Outputs of a
@@ -33,7 +66,8 @@ class GraphCache:
         entry = self._entries.get(key)
         if entry is None:
             self._entries[key] = _WARM
-            return fn(**inputs)
+            with self._in_scope(key):
+                return fn(**inputs)
         if entry is _WARM:
             entry = self._capture(key, fn, inputs)
             if entry is None:
@@ -47,15 +81,23 @@ class GraphCache:
     def _capture(self, key, fn, inputs):
         static = {name: value.clone() for name, value in inputs.items()}
         graph = torch.cuda.CUDAGraph()
-        torch.cuda.current_stream().synchronize()  # capture starts from a quiet stream
+        stream = torch.cuda.current_stream()
+        stream.synchronize()  # capture starts from a quiet stream
         try:
-            with torch.cuda.graph(graph):
+            with self._in_scope(key), torch.cuda.graph(graph, pool=self.pool, stream=stream):
                 outputs = fn(**static)
         except RuntimeError as e:  # an op that cannot be captured: run eagerly from now on
             warnings.warn(f"CUDA graph capture failed ({e}); running eagerly", RuntimeWarning, stacklevel=3)
+            self.close()
             self.enabled = False
-            self._entries.clear()
             return None
         self._entries[key] = (graph, static, outputs)
         self.captured += 1
         return self._entries[key]
+
+    def close(self):
+        """Drop the graphs and tell the backend their scopes are gone."""
+        if self.backend is not None:
+            for key in self._entries:
+                self.backend.release_graph_scope(self.scope(key))
+        self._entries.clear()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from engine.stages import ImageFeatures, StageBackend
 from runtime.config import TrackerConfig
-from runtime.cuda_graphs import GraphCache
+from runtime.cuda_graphs import GraphCache, blocking_event
 from runtime.lineage import ObjectLineage
 from runtime.memory_bank import NewEntries, PathwayBank
 from runtime.prompts import ObjectPrompt, validate_prompts
@@ -137,7 +137,10 @@ class SAM2LongTracker:
         if cuda_graphs and not self.fixed_shapes:
             raise ValueError("CUDA graphs need fixed shapes")
         self.cuda_graphs = cuda_graphs
-        self._image_graphs = GraphCache(cuda_graphs)  # stateless: serves every video
+        # One memory pool for every graph of this tracker (runtime/cuda_graphs.py).
+        self._graph_pool = torch.cuda.graph_pool_handle() if cuda_graphs else None
+        self._image_graphs = GraphCache(cuda_graphs, backend, self._graph_pool)  # stateless: serves every video
+        self._video_graphs: GraphCache | None = None
         self._pinned: dict = {}
         self._objs: dict = {}  # active object indices on the device, per set of active objects
         self._stream = torch.cuda.Stream(self.device) if on_cuda else None
@@ -179,6 +182,12 @@ class SAM2LongTracker:
         if trace is not None:
             trace.clear()
             trace.update({p.obj_id: [] for p in prompts})
+        if self._video_graphs is not None:  # the last video's graphs hold its banks: done
+            self._video_graphs.close()
+        self._video_graphs = GraphCache(self.cuda_graphs and self._image_graphs.enabled, self.backend,
+                                        self._graph_pool)
+        with self._on_stream():  # working memory on the stream that uses it
+            self.backend.reserve_batch(num_obj * num_path)  # the most rows a frame runs
         return _Session(
             prompts=list(prompts),
             bank=bank,
@@ -188,7 +197,7 @@ class SAM2LongTracker:
             decided=[deque() for _ in prompts],
             trace=trace,
             starts=[p.frame_idx for p in prompts],
-            graphs=GraphCache(self.cuda_graphs and self._image_graphs.enabled),
+            graphs=self._video_graphs,
         )
 
     def _on_stream(self):
@@ -345,7 +354,7 @@ class SAM2LongTracker:
             self._pinned[("masks", step.masks.shape)] = pinned
         pinned[0].copy_(step.masks, non_blocking=True)
         pinned[1].copy_(ints, non_blocking=True)
-        done = torch.cuda.Event()
+        done = blocking_event()  # sleeps, not spins, until the copies land
         done.record()
         done.synchronize()
         return pinned[0].numpy(), pinned[1].numpy().copy()

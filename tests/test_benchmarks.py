@@ -65,3 +65,78 @@ def test_gpu_matrix_helpers_and_clear_exit_without_cuda(tmp_path, micro_checkpoi
     assert result.returncode == 0, result.stderr
     data = np.load(out)
     assert data["logits_1"].shape == (3, 120, 160) and float(data["seconds"]) > 0
+
+
+def test_gpu_matrix_survives_a_precision_that_does_not_build(tmp_path, monkeypatch, capsys):
+    """A TensorRT precision whose build fails (bf16 before Ampere) is dropped with a note;
+    the other precisions keep their sides."""
+    import types
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_gpu
+
+    def run(cmd, **kwargs):
+        failed = "--precision" in cmd and cmd[cmd.index("--precision") + 1] == "bf16"
+        return types.SimpleNamespace(returncode=1 if failed else 0, stdout="",
+                                     stderr="error: bf16 needs compute capability 8.0" if failed else "")
+
+    monkeypatch.setattr(bench_gpu.subprocess, "run", run)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    args = types.SimpleNamespace(python=sys.executable, config="c.yaml", checkpoint="c.pt",
+                                 trt_precisions=["fp32", "fp16", "bf16"], reference_repo=None)
+    dirs = bench_gpu.build_engines(args, tmp_path)
+    assert dirs["trt_precisions"] == ["fp32", "fp16"]
+    assert "trt_bf16 side skipped: the engine build failed (error: bf16 needs compute capability 8.0)" \
+        in capsys.readouterr().out
+    sides = bench_gpu.available_sides(args, dirs)
+    assert {"trt_fp32", "trt_fp16"} <= set(sides) and "trt_bf16" not in sides
+
+
+def test_gpu_matrix_times_without_traces(tmp_path, monkeypatch):
+    """Every timed side runs with --no_trace, and the runner then collects no trace (its
+    per-frame host reads would be inside the timing)."""
+    import types
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_gpu
+
+    seen = []
+
+    def run_side(script, pythonpath, cfg, out, extra):
+        seen.append(extra)
+        np.savez(out, logits_1=np.zeros((2, 4, 4), np.float16), seconds=np.array(1.0))
+        return 1.0
+
+    monkeypatch.setattr(bench_gpu, "run_side", run_side)
+    np.savez(tmp_path / "p.npz", mask_1=np.ones((4, 4), bool), frame_1=np.array(0))
+    args = types.SimpleNamespace(repeats=2)
+    sides = {"torch_fp32": ("engine_runner.py", "", ["--backend", "torch"]),
+             "original": ("reference_runner.py", "", ["--device", "cuda"])}
+    bench_gpu.run_config(args, sides, 3, str(tmp_path / "p.npz"), tmp_path, [])
+    assert len(seen) == 4 and all(extra[-1] == "--no_trace" for extra in seen)
+
+
+def test_engine_runner_without_traces(tmp_path, micro_checkpoints, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import engine_runner
+    from runtime.tracker import SAM2LongTracker
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(3):
+        Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
+    np.savez(tmp_path / "prompts.npz", mask_1=synthetic_mask(0), frame_1=np.array(0))
+    traces = []
+    track = SAM2LongTracker.track
+
+    def recording_track(self, frames, prompts, num_frames, video_hw, trace=None):
+        traces.append(trace)
+        return track(self, frames, prompts, num_frames, video_hw, trace=trace)
+
+    monkeypatch.setattr(SAM2LongTracker, "track", recording_track)
+    base = ["--config", MICRO_CFG, "--checkpoint", str(micro_checkpoints["lively"]), "--frames", str(frames),
+            "--prompts", str(tmp_path / "prompts.npz")]
+    assert engine_runner.main(base + ["--out", str(tmp_path / "a.npz"), "--no_trace"]) == 0
+    assert engine_runner.main(base + ["--out", str(tmp_path / "b.npz")]) == 0
+    assert traces[0] is None and isinstance(traces[1], dict)
+    assert "ious_1" not in np.load(tmp_path / "a.npz") and "ious_1" in np.load(tmp_path / "b.npz")

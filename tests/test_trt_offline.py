@@ -1,24 +1,25 @@
-"""The TensorRT code paths on the CPU, against a small fake `tensorrt` module.
+"""The TensorRT code paths on the CPU, against a fake `tensorrt` module per TensorRT version.
 
-TensorRT and CUDA are not on the machines these tests usually run on, so a fake module
-(the 10.x / 11.x Python API, just enough of it) is put in `sys.modules`. It reads the ONNX
-graph it is asked to parse, records what the builder was asked (network flags, profile
-shapes, timing-cache bytes in and out), and "serializes" an engine as JSON listing the
-graph's I/O so the runtime side can deserialize it again. Checked here: the engine build
-(folder key, manifest, strongly typed flag, profiles, shared timing cache, reuse and
---force, fp16 cast graphs), TensorRT's errors in full, the CLI's early exits, the
-manifest checks, and the engine loading in TrtBackend. What needs real TensorRT and a
-GPU (engines against the torch backend) is at the end and skips here with the reason.
+TensorRT and CUDA are not on the machines these tests usually run on, so a fake module is
+put in `sys.modules`, generated from the API table extracted from TensorRT's own binding
+sources (tests/fake_tensorrt.py): in each version only that version's names exist, with
+the real enum values. The build and load paths run against every version the README claims
+(10.1 or newer, 10.x and 11.x); the fake's execution contexts run the graphs with ONNX
+Runtime, so the TensorRT backend's feeds, bindings and outputs are checked against the
+ONNX backend. Checked here: the engine build (folder key, manifest, strongly typed flag,
+profiles, shared timing cache, reuse and --force, fp16 cast graphs), TensorRT's errors in
+full, the CLI's early exits, the manifest checks (damaged files included), the engine
+loading, one context per CUDA graph scope, refused addresses, the working memory's size
+and the version gate. What needs real TensorRT and a GPU (engines against the torch
+backend) is at the end and skips here with the reason.
 """
 
 from __future__ import annotations
 
-import enum
 import importlib.util
 import json
 import os
 import sys
-import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,206 +30,35 @@ from engine.graph_backend import load_geometry
 from engine.manifest import (STAGES, EngineMismatchError, Manifest, TrtManifest, check_trt_manifest,
                              trt_engine_dir, trt_engine_key)
 from engine.profiles import stage_profile
+from engine.stages import FeedError
 from tests.conftest import MICRO_CFG
+from tests.fake_tensorrt import API, SUPPORTED, SCRATCH_BASE, SCRATCH_PER_ROW, FrozenContextError, make_fake_trt
 
 pytest.importorskip("onnx", reason="onnx is installed by tools/setup_env.sh")
+pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/setup_env.sh")
 
-VERSION = "10.13.0.35"
+VERSION = "10.13"  # the version of the tests that do not depend on it
 GPU, CC = "NVIDIA H100 80GB HBM3", "9.0"
-# ONNX TensorProto element types -> TensorRT DataType member names.
-ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 6: "INT32", 7: "INT64", 9: "BOOL", 3: "INT8", 2: "UINT8", 16: "BF16"}
 
 
-def make_fake_trt(version: str = VERSION, strongly_typed_flag: bool = True) -> types.ModuleType:
-    """A stand-in for `import tensorrt`. `trt.builds` gets one dict per
-    build_serialized_network call; set `trt.parse_errors` / `trt.fail_build` to fail."""
-    import onnx
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.builds, trt.parse_errors, trt.fail_build = [], [], False
-    flags = {"EXPLICIT_BATCH": 0, **({"STRONGLY_TYPED": 1} if strongly_typed_flag else {})}
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", flags)
-    trt.MemoryPoolType = enum.Enum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM"])
-    trt.BuilderFlag = enum.Enum("BuilderFlag", ["TF32", "REFIT", "SPARSE_WEIGHTS"])
-    trt.TensorIOMode = enum.Enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
-    trt.DataType = enum.Enum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "BF16", "INT64"])
-    trt.ExecutionContextAllocationStrategy = enum.Enum(
-        "ExecutionContextAllocationStrategy", ["STATIC", "ON_PROFILE_CHANGE", "USER_MANAGED"])
-
-    class Logger:
-        WARNING, ERROR = "WARNING", "ERROR"
-
-        def __init__(self, min_severity=None):
-            self.min_severity = min_severity
-
-    class Network:
-        def __init__(self, flags):
-            self.flags, self.source, self.io = flags, None, []
-
-    class ParserError:
-        def __init__(self, desc):
-            self._desc = desc
-
-        def desc(self):
-            return self._desc
-
-        def __str__(self):
-            return f"In node -1 (importModel): {self._desc}"
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.network, self.errors = network, []
-
-        def parse_from_file(self, model):
-            self.network.source = Path(model)
-            if trt.parse_errors:
-                self.errors = [ParserError(e) for e in trt.parse_errors]
-                return False
-            graph = onnx.load(model, load_external_data=False).graph
-            for mode, values in (("INPUT", graph.input), ("OUTPUT", graph.output)):
-                for v in values:
-                    t = v.type.tensor_type
-                    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
-                    self.network.io.append({"name": v.name, "mode": mode,
-                                            "dtype": ONNX_TO_TRT[t.elem_type], "shape": shape})
-            return True
-
-        @property
-        def num_errors(self):
-            return len(self.errors)
-
-        def get_error(self, index):
-            return self.errors[index]
-
-    class TimingCache:
-        def __init__(self, data):
-            self.data = data
-
-        def serialize(self):
-            return self.data
-
-    class Profile:
-        def __init__(self):
-            self.shapes = {}
-
-        def set_shape(self, input, min, opt, max):  # noqa: A002 (TensorRT's names)
-            self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
-
-    class Config:
-        def __init__(self):
-            self.pools, self.cache, self.ignore_mismatch, self.profiles = {}, None, None, []
-            self.flags = {trt.BuilderFlag.TF32}  # TensorRT's default
-
-        def clear_flag(self, flag):
-            self.flags.discard(flag)
-
-        def set_memory_pool_limit(self, pool, pool_size):
-            self.pools[pool] = pool_size
-
-        def create_timing_cache(self, serialized_timing_cache):
-            return TimingCache(bytes(serialized_timing_cache))
-
-        def set_timing_cache(self, cache, ignore_mismatch):
-            self.cache, self.ignore_mismatch = cache, ignore_mismatch
-            return True
-
-        def add_optimization_profile(self, profile):
-            self.profiles.append(profile)
-            return len(self.profiles) - 1
-
-        def get_timing_cache(self):
-            return self.cache
-
-    def fake_tf32(config):
-        return trt.BuilderFlag.TF32 in config.flags
-
-    class Builder:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def create_network(self, flags=0):
-            return Network(flags)
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            cache_in = config.cache.data
-            config.cache.data = cache_in + f"<timings of {network.source.name}>".encode()  # the build learns
-            engine = None if trt.fail_build else json.dumps({"io": network.io}).encode()
-            trt.builds.append(dict(flags=network.flags, source=network.source, io=network.io,
-                                   profiles=[p.shapes for p in config.profiles], pools=config.pools,
-                                   cache_in=cache_in, cache_out=config.cache.data,
-                                   ignore_mismatch=config.ignore_mismatch, engine=engine,
-                                   tf32=fake_tf32(config)))
-            return engine
-
-    class ExecutionContext:
-        def __init__(self, engine, strategy):
-            self.engine, self.strategy, self.memory, self.shapes = engine, strategy, None, {}
-
-        def set_device_memory(self, memory, size):
-            self.memory = (memory, size)
-
-        def set_input_shape(self, name, shape):
-            # Inside the profile: the batch (first dim) may be 1..max_batch, the rest fixed.
-            graph_shape = self.engine.get_tensor_shape(name)
-            ok = len(shape) == len(graph_shape) and all(g in (-1, d) for g, d in zip(graph_shape, shape))
-            if ok:
-                self.shapes[name] = tuple(shape)
-            return ok
-
-    class Engine:
-        device_memory_size_v2 = 12345
-
-        def __init__(self, io):
-            self._io = {t["name"]: t for t in io}
-
-        @property
-        def num_io_tensors(self):
-            return len(self._io)
-
-        def get_tensor_name(self, index):
-            return list(self._io)[index]
-
-        def get_tensor_mode(self, name):
-            return trt.TensorIOMode[self._io[name]["mode"]]
-
-        def get_tensor_dtype(self, name):
-            return trt.DataType[self._io[name]["dtype"]]
-
-        def get_tensor_shape(self, name):
-            return tuple(self._io[name]["shape"])
-
-        def create_execution_context(self, strategy=trt.ExecutionContextAllocationStrategy.STATIC):
-            return ExecutionContext(self, strategy)
-
-    class Runtime:
-        def __init__(self, logger):
-            self.logger = logger
-
-        def deserialize_cuda_engine(self, serialized_engine):
-            try:  # a real runtime returns None for another GPU / version or a damaged file
-                return Engine(json.loads(bytes(serialized_engine))["io"])
-            except (ValueError, KeyError):
-                return None
-
-    trt.Logger, trt.Builder, trt.OnnxParser, trt.Runtime = Logger, Builder, OnnxParser, Runtime
+def _install(monkeypatch, version: str):
+    trt = make_fake_trt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("engine.trt_backend.gpu_identity", lambda device=None: (GPU, CC))
+    monkeypatch.setattr("export.trt_build.gpu_identity", lambda device=None: (GPU, CC))
     return trt
 
 
 @pytest.fixture
 def fake_trt(monkeypatch):
-    """The fake as `tensorrt`, on a machine that reports an H100."""
-    trt = make_fake_trt()
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("engine.trt_backend.gpu_identity", lambda device=None: (GPU, CC))
-    monkeypatch.setattr("export.trt_build.gpu_identity", lambda device=None: (GPU, CC))
-    return trt
+    """The fake as `tensorrt` (TensorRT 10.13), on a machine that reports an H100."""
+    return _install(monkeypatch, VERSION)
+
+
+@pytest.fixture(params=SUPPORTED)
+def any_trt(request, monkeypatch):
+    """The fake of each supported TensorRT version in turn."""
+    return _install(monkeypatch, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -255,30 +85,38 @@ def _build(graphs: Path, precision="fp32", opt_batch=2, force=False) -> Path:
     return build_trt_engines(graphs, Manifest.load(graphs), load_geometry(graphs), precision, opt_batch, force)
 
 
+def _key(trt, precision="fp32"):
+    return trt_engine_key(GPU, CC, trt.__version__, precision)
+
+
 # -- building ------------------------------------------------------------------------------
 
 
-def test_build_writes_engines_manifest_profiles_and_shares_the_timing_cache(graphs, fake_trt):
+def test_build_writes_engines_manifest_profiles_and_shares_the_timing_cache(graphs, any_trt):
     """Four engines and a manifest (GPU, capability, TensorRT version, precision, the ONNX
-    model's hashes) under trt/<key>/; strongly typed networks; each profile is
-    stage_profile and covers exactly the graph's dynamic inputs, opt batch = opt_batch;
-    the timing cache one build saves is the one the next build starts from."""
+    model's hashes, every engine's size and hash) under trt/<key>/; strongly typed networks
+    (the flag's real bit in each version: 1 << 1 on 10.x, 1 << 0 on 11.x); each profile is
+    stage_profile and covers exactly the graph's dynamic inputs, opt batch = opt_batch; the
+    timing cache one build saves is the one the next build starts from."""
+    trt = any_trt
     folder = _build(graphs, "fp32", opt_batch=2)
-    assert folder == graphs / "trt" / "nvidia-h100-80gb-hbm3_sm90_trt10.13.0.35_fp32"
-    assert folder == trt_engine_dir(graphs, trt_engine_key(GPU, CC, VERSION, "fp32"))
+    assert folder == trt_engine_dir(graphs, _key(trt))
     assert sorted(p.name for p in folder.glob("*.engine")) == sorted(f"{s}.engine" for s in STAGES)
     onnx_manifest, manifest = Manifest.load(graphs), TrtManifest.load(folder)
     assert (manifest.gpu_name, manifest.compute_capability, manifest.tensorrt_version, manifest.precision) \
-        == (GPU, CC, VERSION, "fp32")
+        == (GPU, CC, trt.__version__, "fp32")
     assert (manifest.config_sha256, manifest.checkpoint_sha256, manifest.max_batch, manifest.opt_batch) \
         == (onnx_manifest.config_sha256, onnx_manifest.checkpoint_sha256, onnx_manifest.max_batch, 2)
+    assert sorted(manifest.file_records) == sorted(manifest.files.values())
 
-    geo, builds = load_geometry(graphs), fake_trt.builds
+    geo, builds = load_geometry(graphs), trt.builds
+    strongly_typed = API[next(v for v in API if API[v]["tensorrt_version"] == trt.__version__)][
+        "enums"]["NetworkDefinitionCreationFlag"]["STRONGLY_TYPED"]
     assert len(builds) == 4
     assert [b["source"] for b in builds] == [graphs / f"{s}.onnx" for s in STAGES]  # fp32: the graphs
     for stage, b in zip(STAGES, builds):
-        assert b["flags"] & (1 << int(fake_trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)), stage
-        assert b["pools"][fake_trt.MemoryPoolType.WORKSPACE] > 0 and b["ignore_mismatch"] is False
+        assert b["flags"] == 1 << strongly_typed, stage
+        assert b["pools"][trt.MemoryPoolType.WORKSPACE] > 0 and b["ignore_mismatch"] is False
         assert b["tf32"] is False, stage  # fp32 engines really compute in fp32
         assert (folder / f"{stage}.engine").read_bytes() == b["engine"], stage
         graph_inputs = {t["name"]: t["shape"] for t in b["io"] if t["mode"] == "INPUT"}
@@ -301,7 +139,8 @@ def test_build_writes_engines_manifest_profiles_and_shares_the_timing_cache(grap
 
 def test_rerun_reuses_force_rebuilds_and_keeps_the_timing_cache(graphs, fake_trt, capsys):
     """A rerun with the same inputs builds nothing; force=True and another opt_batch
-    rebuild all four, starting from the timing cache saved before."""
+    rebuild all four, starting from the timing cache saved before; a damaged engine is
+    rebuilt, not reused."""
     folder = _build(graphs)
     stamp = (folder / "mask_decoder.engine").stat().st_mtime_ns
     assert _build(graphs) == folder and len(fake_trt.builds) == 4
@@ -312,6 +151,10 @@ def test_rerun_reuses_force_rebuilds_and_keeps_the_timing_cache(graphs, fake_trt
     assert len(fake_trt.builds) == 8 and fake_trt.builds[4]["cache_in"] == saved
     _build(graphs, opt_batch=3)
     assert len(fake_trt.builds) == 12 and TrtManifest.load(folder).opt_batch == 3
+    engine = folder / "memory_encoder.engine"
+    engine.write_bytes(engine.read_bytes()[:-5])  # truncated
+    _build(graphs, opt_batch=3)
+    assert len(fake_trt.builds) == 16 and "memory_encoder.engine is damaged" in capsys.readouterr().out
 
 
 def test_fp16_builds_from_cast_graphs(graphs, fake_trt):
@@ -328,18 +171,6 @@ def test_fp16_builds_from_cast_graphs(graphs, fake_trt):
     model = onnx.load(str(folder / "mask_decoder.fp16.onnx"))
     assert any(n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16 for n in model.graph.node)
     assert _build(graphs, "fp32") != folder and len(fake_trt.builds) == 8
-
-
-def test_strongly_typed_network_across_versions():
-    """Without the STRONGLY_TYPED flag: TensorRT 11 (always strongly typed) gets flags 0,
-    a 10.x is refused with a clear error."""
-    from export.trt_build import TrtBuildError, strongly_typed_network
-
-    trt = make_fake_trt("11.0.0.9", strongly_typed_flag=False)
-    assert strongly_typed_network(trt, trt.Builder(None)).flags == 0
-    trt = make_fake_trt("10.3.0.26", strongly_typed_flag=False)
-    with pytest.raises(TrtBuildError, match="10.3.0.26 has no strongly typed networks"):
-        strongly_typed_network(trt, trt.Builder(None))
 
 
 def test_failed_builds_show_tensorrt_errors_and_leave_no_manifest(graphs, fake_trt):
@@ -374,8 +205,8 @@ def _cli(ckpt, out, *extra):
 
 
 def test_cli_stops_before_exporting_without_tensorrt_or_gpu(micro_checkpoints, tmp_path, monkeypatch, capsys):
-    """--targets trt without TensorRT (or without a GPU) exits 2 with a clear message and
-    exports nothing; --precision fp16 without --targets trt exits 2."""
+    """--targets trt without TensorRT, with TensorRT 10.0, or without a GPU exits 2 with a
+    clear message and exports nothing; --precision fp16 without --targets trt exits 2."""
     from export.build_engines import main
 
     ckpt, out = micro_checkpoints["lively"], tmp_path / "out"
@@ -385,7 +216,12 @@ def test_cli_stops_before_exporting_without_tensorrt_or_gpu(micro_checkpoints, t
     assert "TensorRT is not installed" in err and "pip install tensorrt" in err
     assert not list(out.glob("*.onnx"))  # nothing exported
 
-    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt())
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.0"))
+    assert main(_cli(ckpt, out, "--targets", "trt")) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT 10.0.1.6 is too old: 10.1 or newer" in err and "set_device_memory" in err
+
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(VERSION))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(_cli(ckpt, out, "--targets", "trt")) == 2
     assert "TensorRT needs a CUDA GPU" in capsys.readouterr().err
@@ -400,27 +236,32 @@ def test_cli_builds_engines_and_reports_build_errors(graphs, fake_trt, micro_che
     TensorRT parser error is exit code 2 with the error on stderr."""
     from export.build_engines import main
 
-    args = _cli(micro_checkpoints["lively"], graphs, "--targets", "onnx", "trt", "--precision", "fp16")
+    manifest = Manifest.load(graphs)
+    args = _cli(micro_checkpoints["lively"], graphs, "--targets", "onnx", "trt", "--precision", "fp16",
+                "--max_batch", str(manifest.max_batch))
     assert main(args + ["--opt_batch", "4"]) == 0
     assert "up to date" in capsys.readouterr().out  # the ONNX graphs
-    folder = trt_engine_dir(graphs, trt_engine_key(GPU, CC, VERSION, "fp16"))
+    folder = trt_engine_dir(graphs, _key(fake_trt, "fp16"))
     assert TrtManifest.load(folder).opt_batch == 4 and len(fake_trt.builds) == 4
     fake_trt.parse_errors = ["node Foo: unsupported"]
-    assert main(args[:-1] + ["bf16"]) == 2  # (not --force: that would export the graphs again)
+    fp16 = args.index("fp16")
+    assert main(args[:fp16] + ["bf16"] + args[fp16 + 1:]) == 2  # (not --force: that would export again)
     assert "node Foo: unsupported" in capsys.readouterr().err
 
 
 # -- the manifest check --------------------------------------------------------------------
 
 
-def _check(engine_dir, onnx_manifest, gpu=GPU, cc=CC, version=VERSION, precision="fp32"):
+def _check(engine_dir, onnx_manifest, gpu=GPU, cc=CC, version=None, precision="fp32"):
+    version = version or API[VERSION]["tensorrt_version"]
     return check_trt_manifest(engine_dir, onnx_manifest, gpu, cc, version, precision, MICRO_CFG, "ckpt.pt")
 
 
 def test_check_trt_manifest(graphs, fake_trt):
     """The check finds this GPU's engines; a missing set names GPU and version, lists the
     sets there are and how to rebuild; a manifest for another GPU / version, another
-    model or with an engine missing is refused."""
+    model, with an engine missing, truncated or pointing outside its folder is refused,
+    naming the file and the rebuild command."""
     folder, onnx_manifest = _build(graphs), Manifest.load(graphs)
     assert _check(graphs, onnx_manifest) == (folder, TrtManifest.load(folder))
 
@@ -430,91 +271,248 @@ def test_check_trt_manifest(graphs, fake_trt):
     assert "NVIDIA A100-SXM4-80GB" in msg and "sm80" in msg and "TensorRT 10.14.1.48" in msg
     assert folder.name in msg and "--targets trt" in msg and "build_engines.py" in msg
 
+    version = fake_trt.__version__
     # A manifest saying H100 / 10.13 found where the A100 / 10.14 engines belong.
-    for gpu, cc, version in (("NVIDIA A100-SXM4-80GB", "8.0", VERSION), (GPU, CC, "10.14.1.48")):
-        other = trt_engine_dir(graphs, trt_engine_key(gpu, cc, version, "fp32"))
+    for gpu, cc, other_version in (("NVIDIA A100-SXM4-80GB", "8.0", version), (GPU, CC, "10.14.1.48")):
+        other = trt_engine_dir(graphs, trt_engine_key(gpu, cc, other_version, "fp32"))
         other.mkdir()
         TrtManifest.load(folder).save(other)
         with pytest.raises(EngineMismatchError, match="(?s)were built for .*--targets trt"):
-            _check(graphs, onnx_manifest, gpu=gpu, cc=cc, version=version)
+            _check(graphs, onnx_manifest, gpu=gpu, cc=cc, version=other_version)
 
     with pytest.raises(EngineMismatchError, match="another model than the ONNX graphs"):
         _check(graphs, replace(onnx_manifest, checkpoint_sha256="0" * 64))
+    engine = folder / "mask_decoder.engine"
+    whole = engine.read_bytes()
+    engine.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(EngineMismatchError, match="(?s)mask_decoder.engine is damaged.*--targets trt.*--force"):
+        _check(graphs, onnx_manifest)
+    engine.write_bytes(whole)
+    manifest = TrtManifest.load(folder)
+    for outside in ("../memory_encoder.engine", str(folder / "memory_encoder.engine")):
+        replace(manifest, files={**manifest.files, "memory_encoder": outside}).save(folder)
+        with pytest.raises(EngineMismatchError, match="outside its folder"):
+            _check(graphs, onnx_manifest)
+    manifest.save(folder)
     (folder / "memory_encoder.engine").unlink()
     with pytest.raises(EngineMismatchError, match="lacks the engines of memory_encoder"):
         _check(graphs, onnx_manifest)
 
 
-# -- loading engines -----------------------------------------------------------------------
+# -- loading and running engines -------------------------------------------------------------
 
 
-def _bare_backend(trt, manifest):
-    """A TrtBackend with what _load_stage needs (its __init__ needs a CUDA device)."""
+@pytest.fixture
+def cpu_stream(monkeypatch):
+    """torch.cuda.current_stream on the CPU: a stand-in with a handle (TrtBackend._run)."""
+    class Stream:
+        cuda_stream = 0
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+
+
+def _backend(trt, graphs, folder):
+    """A TrtBackend on the CPU (its __init__ needs a CUDA device; _setup is the rest)."""
     from engine.trt_backend import TrtBackend
 
     backend = TrtBackend.__new__(TrtBackend)
-    backend.trt, backend.manifest = trt, manifest
-    backend.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    backend.engines, backend.contexts, backend.io = {}, {}, {}
+    backend._setup(trt, graphs, folder, TrtManifest.load(folder), torch.device("cpu"))
     return backend
 
 
-def test_load_stage_reads_engine_io(graphs, fake_trt):
-    """Built engines load: torch dtypes and dynamic flags per input, output dtypes, the
-    scratch size from device_memory_size_v2; a USER_MANAGED context per engine and input
-    shape, on the shared scratch, with its shapes set once."""
+def test_load_reads_engine_io(graphs, any_trt):
+    """Built engines load in every supported version: engine dtypes checked against the
+    stage spec, the dynamic inputs known; no working memory until shapes are run."""
     folder = _build(graphs)
-    backend = _bare_backend(fake_trt, TrtManifest.load(folder))
-    for stage in STAGES:
-        backend._load_stage(stage, folder / f"{stage}.engine")
-    inputs, outputs = backend.io["memory_attention"]
-    assert inputs["feat"] == (torch.float32, False) and inputs["mem_feats"] == (torch.float32, True)
-    assert inputs["mem_valid"] == (torch.bool, True) and inputs["mem_tpos"] == (torch.int64, True)
-    assert outputs == {"pix_feat": torch.float32}
-    inputs, outputs = backend.io["mask_decoder"]
-    assert inputs["point_labels"] == (torch.int32, True) and inputs["hr0"] == (torch.float32, False)
-    assert set(outputs) == {"masks", "ious", "obj_score", "obj_ptrs", "single_mask", "single_iou", "single_ptr"}
-    assert backend.io["image_encoder"][0] == {"image": (torch.float32, False)}
-    assert backend._scratch_size(backend.engines["image_encoder"]) == 12345
-
-    backend.scratch = torch.empty(backend._scratch_size(backend.engines["memory_encoder"]), dtype=torch.uint8)
-    shapes = {"feat": (1, 256, 16, 16), "masks": (3, 1, 64, 64), "obj_score": (3,)}
-    ctx = backend._context("memory_encoder", shapes)
-    assert ctx.strategy == fake_trt.ExecutionContextAllocationStrategy.USER_MANAGED
-    assert ctx.memory == (backend.scratch.data_ptr(), 12345)
-    assert ctx.shapes == {"masks": (3, 1, 64, 64), "obj_score": (3,)}  # only the dynamic inputs
-    assert backend._context("memory_encoder", dict(shapes)) is ctx
-    other = backend._context("memory_encoder", {**shapes, "masks": (1, 1, 64, 64), "obj_score": (1,)})
-    assert other is not ctx and ctx.shapes["masks"] == (3, 1, 64, 64)  # the first context is untouched
-    with pytest.raises(ValueError, match="optimization profile"):
-        backend._context("memory_encoder", {**shapes, "masks": (3, 2, 64, 64)})
+    backend = _backend(any_trt, graphs, folder)
+    assert backend.dynamic["image_encoder"] == set()
+    assert backend.dynamic["memory_attention"] == {"mem_feats", "mem_valid", "mem_tpos", "mem_weight", "ptrs",
+                                                  "ptr_valid", "ptr_pos", "ptr_weight"}
+    assert backend.dynamic["mask_decoder"] == {"pix_feat", "point_coords", "point_labels", "mask_prompt",
+                                               "mask_valid"}
+    assert backend.scratch is None and backend.contexts == {}
 
 
-def test_load_stage_refuses_unloadable_or_foreign_engines(graphs, fake_trt, tmp_path):
-    """An engine the runtime cannot deserialize, or one whose I/O names are not the
-    stage's, is an EngineMismatchError that says to rebuild."""
+def test_engines_run_like_the_onnx_backend(graphs, any_trt, cpu_stream, onnx_graphs, micro_checkpoints):
+    """Every stage through the TensorRT backend's bindings (the fake runs the graph on the
+    bound addresses with ONNX Runtime) gives the ONNX backend's outputs, in every supported
+    version, with batches of 1 and 3, clicks and a mask prompt."""
+    from engine.factory import build_backend
+    from tests.test_memory_attention import _random_memory
+
+    backend = _backend(any_trt, graphs, _build(graphs))
+    ref = build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(onnx_graphs))
+    geo = backend.geometry
+    gen = torch.Generator().manual_seed(5)
+    image = torch.randn(1, 3, geo.image_size, geo.image_size, generator=gen)
+    feats, want = backend.encode_image(image), ref.encode_image(image)
+    for name in ("feat", "hr0", "hr1"):
+        torch.testing.assert_close(getattr(feats, name), getattr(want, name))
+    for batch in (1, 3):
+        mem = _random_memory(geo, batch, gen, weighted=True)
+        pix = backend.attend_memory(want.feat, mem)
+        torch.testing.assert_close(pix, ref.attend_memory(want.feat, mem))
+        coords = torch.rand(batch, 2, 2, generator=gen) * geo.image_size
+        labels = torch.tensor([[1, 0]] * batch)
+        mask = (torch.rand(batch, 1, geo.image_size, geo.image_size, generator=gen) > 0.5).float()
+        for kwargs in ({}, {"point_coords": coords, "point_labels": labels}, {"mask_input": mask}):
+            got, exp = backend.decode_masks(pix, want, **kwargs), ref.decode_masks(pix, want, **kwargs)
+            for name in vars(exp):
+                torch.testing.assert_close(getattr(got, name), getattr(exp, name), msg=f"{name} {list(kwargs)}")
+        masks = torch.randn(batch, 1, geo.low_res, geo.low_res, generator=gen)
+        score = torch.randn(batch, generator=gen)
+        torch.testing.assert_close(backend.encode_memory(want.feat, masks, score),
+                                   ref.encode_memory(want.feat, masks, score))
+    assert all(kind == "eager" for kind, _ in any_trt.executed)
+
+
+def test_calls_are_checked_against_the_stage_spec(graphs, fake_trt, cpu_stream):
+    """An engine call whose feed has another dtype, shape or name is a FeedError naming the
+    stage and tensor: nothing is converted on the way to the engine."""
+    backend = _backend(fake_trt, graphs, _build(graphs))
+    geo = backend.geometry
+    feat = torch.zeros(1, geo.hidden_dim, *geo.feat_hw)
+    masks, score = torch.zeros(2, 1, geo.low_res, geo.low_res), torch.zeros(2)
+    backend.encode_memory(feat, masks, score)
+    with pytest.raises(FeedError, match="stage memory_encoder: input obj_score is torch.float64"):
+        backend.encode_memory(feat, masks, score.double())
+    with pytest.raises(FeedError, match="stage memory_encoder: input obj_score has shape \\(3,\\)"):
+        backend.encode_memory(feat, masks, torch.zeros(3))
+    with pytest.raises(FeedError, match="feeds"):
+        backend._call("memory_encoder", {"feat": feat, "obj_score": score, "masks": masks})
+
+
+def test_each_captured_graph_has_its_own_contexts(graphs, fake_trt, cpu_stream, monkeypatch):
+    """A call in a graph scope gets a context of that scope, made in the eager warm-up; the
+    capture then uses it (and may not make one); after the capture, eager calls of the same
+    stage and shapes (a prompt frame of the same batch) and another scope's calls never
+    touch it. The fake freezes a context once captured: rebinding it fails the test."""
+    backend = _backend(fake_trt, graphs, _build(graphs))
+    geo = backend.geometry
+    feat = torch.zeros(1, geo.hidden_dim, *geo.feat_hw)
+    masks, score = torch.zeros(3, 1, geo.low_res, geo.low_res), torch.zeros(3)
+    capturing = {"on": False}
+    monkeypatch.setattr("engine.trt_backend.capturing", lambda: capturing["on"])
+    fake_trt.capturing = lambda: capturing["on"]
+
+    with backend.graph_scope("graph A"):  # the warm-up, eager
+        backend.encode_memory(feat, masks, score)
+    capturing["on"] = True
+    with backend.graph_scope("graph A"):  # the capture: the warm-up's context, no new one
+        backend.encode_memory(feat, masks, score)
+    with pytest.raises(RuntimeError, match="cannot be made during a CUDA graph capture"):
+        with backend.graph_scope("graph B"):  # no warm-up: refused, the cache runs eagerly
+            backend.encode_memory(feat, masks, score)
+    capturing["on"] = False
+    captured = [ctx for kind, ctx in fake_trt.executed if kind == "captured"]
+    assert len(captured) == 1 and captured[0]._frozen
+    backend.encode_memory(feat, masks, score)  # eager, same shapes: its own context
+    with backend.graph_scope("graph B"):
+        backend.encode_memory(feat, masks, score)
+    eager = [ctx for kind, ctx in fake_trt.executed if kind == "eager"]
+    assert captured[0] not in eager[1:] and len(set(map(id, eager[1:]))) == 2
+
+    backend.release_graph_scope("graph A")
+    backend.encode_memory(feat, masks[:1], score[:1])  # contexts of released scopes go when safe
+    assert all(key[0] != "graph A" for key in backend.contexts)
+
+
+def test_old_context_keying_rebinds_a_captured_context(graphs, fake_trt, cpu_stream, monkeypatch):
+    """The review's defect 2, shown on the fake: with contexts keyed by stage and shapes
+    only (no scope), the eager call after a capture rebinds the captured context."""
+    backend = _backend(fake_trt, graphs, _build(graphs))
+    monkeypatch.setattr(type(backend), "graph_scope", lambda self, scope: __import__("contextlib").nullcontext())
+    geo = backend.geometry
+    feat = torch.zeros(1, geo.hidden_dim, *geo.feat_hw)
+    masks, score = torch.zeros(3, 1, geo.low_res, geo.low_res), torch.zeros(3)
+    backend.encode_memory(feat, masks, score)
+    fake_trt.capturing = lambda: True
+    backend.encode_memory(feat, masks, score)
+    fake_trt.capturing = lambda: False
+    with pytest.raises(FrozenContextError):
+        backend.encode_memory(feat, masks, score)
+
+
+def test_refused_addresses_are_errors(graphs, fake_trt, cpu_stream, monkeypatch):
+    """set_tensor_address returning False (a name the engine lacks, a misaligned pointer)
+    is an error naming the stage and tensor, not a run on stale addresses."""
+    backend = _backend(fake_trt, graphs, _build(graphs))
+    geo = backend.geometry
+    ctx_class = type(backend.engines["memory_encoder"].create_execution_context(
+        fake_trt.ExecutionContextAllocationStrategy.USER_MANAGED))
+    monkeypatch.setattr(ctx_class, "set_tensor_address", lambda self, name, memory: name != "masks")
+    with pytest.raises(RuntimeError, match="stage memory_encoder: TensorRT refused the address of masks"):
+        backend.encode_memory(torch.zeros(1, geo.hidden_dim, *geo.feat_hw),
+                              torch.zeros(2, 1, geo.low_res, geo.low_res), torch.zeros(2))
+
+
+def test_working_memory_is_sized_for_the_rows_run(graphs, fake_trt, cpu_stream):
+    """The shared scratch is sized from the shapes really run (the tracker's objects x
+    pathways through reserve_batch), not from the profile's --max_batch; a bigger shape
+    later gets a bigger buffer while the contexts made before keep theirs."""
+    backend = _backend(fake_trt, graphs, _build(graphs))
+    assert backend.max_batch >= 6
+    backend.reserve_batch(3)
+    from engine.profiles import MAX_CLICKS
+
+    assert backend.scratch.numel() == SCRATCH_BASE + SCRATCH_PER_ROW * 3 < SCRATCH_BASE + SCRATCH_PER_ROW * MAX_CLICKS
+    first = backend.scratch
+    geo = backend.geometry
+    feat = torch.zeros(1, geo.hidden_dim, *geo.feat_hw)
+    backend.encode_memory(feat, torch.zeros(3, 1, geo.low_res, geo.low_res), torch.zeros(3))
+    assert backend.scratch is first
+    backend.encode_memory(feat, torch.zeros(6, 1, geo.low_res, geo.low_res), torch.zeros(6))  # a bigger batch
+    assert backend.scratch.numel() == SCRATCH_BASE + SCRATCH_PER_ROW * 6
+    kept = {id(scratch) for _, scratch in backend.contexts.values()}
+    assert kept == {id(first), id(backend.scratch)}
+
+
+def test_tracker_on_the_trt_backend_matches_onnx(graphs, fake_trt, cpu_stream, onnx_graphs, micro_checkpoints):
+    """The GPU layout (every pathway a row) through the TensorRT backend's code gives the
+    ONNX backend's masks: reserve_batch, contexts per shape and the bindings of a video."""
+    from engine.factory import build_backend
+    from tests.test_gpu_path import _assert_same_tracks, _run
+
+    backend = _backend(fake_trt, graphs, _build(graphs))
+    ref = build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(onnx_graphs))
+    _assert_same_tracks(_run(ref, n=8, fixed_shapes=True), _run(backend, n=8, fixed_shapes=True), atol=1e-4)
+    assert backend.scratch.numel() == SCRATCH_BASE + SCRATCH_PER_ROW * 6  # 2 objects x 3 pathways
+
+
+def test_load_refuses_unloadable_or_foreign_engines(graphs, fake_trt, tmp_path):
+    """An engine the runtime cannot deserialize, one whose I/O names are not the stage's,
+    or whose dtypes are not the spec's, is an EngineMismatchError that says to rebuild."""
     folder = _build(graphs)
-    backend = _bare_backend(fake_trt, TrtManifest.load(folder))
+    backend = _backend(fake_trt, graphs, folder)
+    backend.engines = {}
     damaged = tmp_path / "damaged.engine"
     damaged.write_bytes(b"\x00plan for another GPU")
-    with pytest.raises(EngineMismatchError, match=f"(?s)could not load .*{VERSION}.*--targets trt --force"):
+    with pytest.raises(EngineMismatchError, match=f"(?s)could not load .*{fake_trt.__version__}.*--targets trt --force"):
         backend._load_stage("memory_encoder", damaged)
-    io = json.loads((folder / "memory_encoder.engine").read_bytes())["io"]
-    for t in io:
+    blob = json.loads((folder / "memory_encoder.engine").read_bytes())
+    for t in blob["io"]:
         t["name"] = {"mem_feat": "memory"}.get(t["name"], t["name"])
     renamed = tmp_path / "renamed.engine"
-    renamed.write_bytes(json.dumps({"io": io}).encode())
+    renamed.write_bytes(json.dumps(blob).encode())
     with pytest.raises(EngineMismatchError, match="(?s)stage memory_encoder.*memory.*rebuild"):
         backend._load_stage("memory_encoder", renamed)
+    blob = json.loads((folder / "memory_encoder.engine").read_bytes())
+    for t in blob["io"]:
+        t["dtype"] = {"obj_score": "HALF"}.get(t["name"], t["dtype"])
+    retyped = tmp_path / "retyped.engine"
+    retyped.write_bytes(json.dumps(blob).encode())
+    with pytest.raises(EngineMismatchError, match="engine tensor obj_score is torch.float16"):
+        backend._load_stage("memory_encoder", retyped)
     with pytest.raises(EngineMismatchError, match="stage mask_decoder"):  # an engine of another stage
         backend._load_stage("mask_decoder", folder / "memory_encoder.engine")
     assert backend.engines == {}
 
 
-def test_backend_needs_tensorrt_and_cuda(graphs, fake_trt, micro_checkpoints, monkeypatch):
+def test_backend_needs_tensorrt_10_1_and_cuda(graphs, fake_trt, micro_checkpoints, monkeypatch):
     """TrtBackend on the CPU and --backend trt on the CPU are TensorRTUnavailable; without
-    tensorrt the error says `pip install tensorrt`; with it, the factory picks this GPU's
-    engines (and names the sets there are when the precision has none)."""
+    tensorrt the error says `pip install tensorrt`; TensorRT 10.0 is refused, saying why;
+    with a supported one the factory picks this GPU's engines (and names the sets there
+    are when the precision has none)."""
     import engine.trt_backend as trt_backend
     from engine.factory import build_backend
 
@@ -532,6 +530,9 @@ def test_backend_needs_tensorrt_and_cuda(graphs, fake_trt, micro_checkpoints, mo
     assert made == [(str(graphs), folder, TrtManifest.load(folder), torch.device("cuda"))]
     with pytest.raises(EngineMismatchError, match=f"(?s)fp16 in .*engines there are for: {folder.name}"):
         build_backend("trt", MICRO_CFG, ckpt, "cuda", str(graphs), precision="fp16")
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.0"))
+    with pytest.raises(trt_backend.TensorRTUnavailable, match="10.0.1.6 is too old.*set_device_memory"):
+        build_backend("trt", MICRO_CFG, ckpt, "cuda", str(graphs))
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(trt_backend.TensorRTUnavailable, match="pip install tensorrt"):
         build_backend("trt", MICRO_CFG, ckpt, "cuda", str(graphs))
@@ -600,3 +601,20 @@ class TestRealEngines:
             self._close(trt.encode_memory(want.feat, masks, score), ref.encode_memory(want.feat, masks, score),
                         tol, f"memory_encoder batch {batch}")
         torch.cuda.synchronize()
+
+    def test_tracker_with_cuda_graphs_matches_eager(self, engine_dir, micro_checkpoints):
+        """The TensorRT backend under the tracker's CUDA graphs (a context per captured
+        graph) gives the eager run's masks, for two videos through one tracker."""
+        from engine.factory import build_backend
+        from runtime.config import TrackerConfig
+        from runtime.tracker import SAM2LongTracker
+        from tests.test_gpu_path import _assert_same_tracks, _prompts
+        from tests.test_tracker import HW, _frames
+
+        trt = build_backend("trt", MICRO_CFG, str(micro_checkpoints["lively"]), "cuda", str(engine_dir), "fp32")
+        eager = list(SAM2LongTracker(trt, TrackerConfig(3, 0.1, 2.0)).track(_frames(14), _prompts(), 14, HW))
+        tracker = SAM2LongTracker(trt, TrackerConfig(3, 0.1, 2.0), cuda_graphs=True)
+        for _ in range(2):
+            graphed = list(tracker.track(_frames(14), _prompts(), 14, HW))
+            assert tracker._image_graphs.captured == 1
+            _assert_same_tracks(eager, graphed, atol=None, min_iou=0.999)
