@@ -147,3 +147,38 @@ def test_shipped_sample_runs(tmp_path, micro_checkpoints):
     shutil.copytree(SAMPLE, tmp_path, dirs_exist_ok=True)
     assert vos_inference.main(_args(tmp_path, micro_checkpoints["plain"])) == 0
     assert len(list((tmp_path / "out" / "shapes").glob("*.png"))) == 24
+
+
+def test_the_run_scores_itself_as_the_official_davis_tool(tmp_path, micro_checkpoints, capsys):
+    """--score davis: the shard's videos scored against the ground truth beside the input
+    masks, the same numbers as tools/evaluate.py on the same folders."""
+    import json
+
+    from tools import evaluate
+
+    root = tmp_path / "DAVIS"
+    for name in ("a", "b"):
+        frames = root / "JPEGImages" / "480p" / name
+        gt = root / "Annotations" / "480p" / name
+        frames.mkdir(parents=True)
+        gt.mkdir(parents=True)
+        for t in range(5):
+            Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
+            png = Image.fromarray(synthetic_mask(t).astype(np.uint8), mode="P")
+            png.putpalette(DAVIS_PALETTE)
+            png.save(gt / f"{t:05d}.png")
+    out = tmp_path / "pred"
+    args = ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(micro_checkpoints["lively"]), "--device", "cpu",
+            "--base_video_dir", str(root / "JPEGImages" / "480p"),
+            "--input_mask_dir", str(root / "Annotations" / "480p"), "--output_mask_dir", str(out),
+            "--score", "davis"]
+    assert vos_inference.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "J&F-Mean" in printed and "scores (davis, 2 video(s)" in printed
+    ours = (tmp_path / "pred_scores" / "global_results-val.csv").read_text()
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("a\nb\n")
+    assert evaluate.main(["--benchmark", "davis", "--davis_path", str(root), "--pred_root", str(out),
+                          "--output_dir", str(tmp_path / "official"), "--json", str(tmp_path / "s.json")]) == 0
+    assert (tmp_path / "official" / "global_results-val.csv").read_text() == ours
+    assert 0 <= json.loads((tmp_path / "s.json").read_text())["J&F-Mean"] <= 1

@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print every shard's videos and exit, without loading a model")
     run.add_argument("--overwrite", action="store_true",
                      help="redo every video, also those already complete or made with other settings")
+    run.add_argument("--score", default=None, choices=["davis", "sav", "lvos", "mose"],
+                     help="after the run, score this shard's videos as that benchmark's official tool "
+                          "would (tools/evaluate.py), against the ground truth next to "
+                          "--input_mask_dir (DAVIS: <root>/Annotations/480p; SA-V: the annotation "
+                          "folder; LVOS: <split>/Annotations; MOSE: Annotations with ../meta.json), "
+                          "or --score_gt; tables and official files go to <output_mask_dir>_scores/")
+    run.add_argument("--score_gt", default=None,
+                     help="with --score: the ground truth as tools/evaluate.py takes it (DAVIS root, "
+                          "SA-V or MOSE annotation folder, LVOS split folder), if not derived")
     run.add_argument("--trace_dir", default=None,
                      help="also save per-object IoU / object-score / accumulated-score traces "
                           "(<video>.npz) for parity checks")
@@ -204,6 +213,22 @@ def _save_trace(trace_dir: str, video: str, prompts, trace: dict):
     np.savez(os.path.join(trace_dir, f"{video}.npz"), **arrays)
 
 
+def score_own_run(args, videos: list[str]) -> None:
+    """Score the run's videos with the benchmark's official numbers (tools/evaluate.py)."""
+    from pathlib import Path
+
+    from tools.evaluate import default_output_dir
+    from tools.evaluation import print_summary, score_run
+
+    masks = Path(args.input_mask_dir).resolve()
+    gt = args.score_gt or str({"davis": masks.parents[1], "lvos": masks.parent}.get(args.score, masks))
+    meta = str(Path(gt).parent / "meta.json") if args.score == "mose" else None
+    result = score_run(args.score, gt, args.output_mask_dir, videos, meta=meta)
+    written = result.write_files(default_output_dir(args.output_mask_dir))
+    print_summary(result)
+    print(f"scores ({args.score}, {len(videos)} video(s) of this shard) in {', '.join(written)}")
+
+
 def run(args) -> int:
     if args.use_all_masks:
         raise ConfigError("--use_all_masks is not supported: SAM2Long's memory tree (and the "
@@ -256,7 +281,11 @@ def run(args) -> int:
           f"in {elapsed:.1f}s; masks in {args.output_mask_dir}")
     if failed:
         print(f"failed videos: {' '.join(failed)}", file=sys.stderr)
+        if args.score:
+            print("not scored: every video must have masks first", file=sys.stderr)
         return 1
+    if args.score and shard:
+        score_own_run(args, shard)
     return 0
 
 
