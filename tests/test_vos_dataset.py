@@ -54,12 +54,12 @@ def test_davis_first_frame_prompts(tmp_path):
     write_png(tmp_path / "ann" / "bear" / "00000.png", ann)
     write_png(tmp_path / "ann" / "bear" / "00001.png", box(0, 4, 0, 6, value=3))  # not read
     found = load_prompts(str(tmp_path / "ann"), "bear", FRAMES, False, False)
-    prompts, palette = found.objects, found.palette
+    prompts = found.objects
     assert sorted(prompts) == [1, 2]
     assert prompts[1][0] == 0
     assert prompts[1][1].dtype == np.bool_ and prompts[1][1].shape == (H, W)
     np.testing.assert_array_equal(prompts[2][1], ann == 2)
-    assert bytes(palette[:12]) == DAVIS_PALETTE[:12]
+    assert bytes(found.palette[:12]) == DAVIS_PALETTE[:12]
 
 
 def test_missing_first_frame_mentions_flag(tmp_path):
@@ -104,7 +104,7 @@ def test_davis_track_later_first_non_empty_frame(tmp_path):
     write_png(ann_dir / "00001.png", box(0, 2, 0, 2, value=2))
     write_png(ann_dir / "00002.png", box(0, 2, 0, 2, value=2) + box(2, 4, 2, 4, value=1))
     found = load_prompts(str(tmp_path / "ann"), "bear", FRAMES, False, True)
-    prompts, palette = found.objects, found.palette
+    prompts = found.objects
     assert {oid: start for oid, (start, _) in prompts.items()} == {1: 2, 2: 1}
 
 
@@ -118,7 +118,7 @@ def test_sav_prompts_layout(tmp_path):
     write_png(vid / "003" / "00001.png", box(0, 1, 0, 1, value=1))
     (vid / "not_an_object").mkdir()
     found = load_prompts(str(tmp_path / "ann"), "sav_001", FRAMES, True, False)
-    prompts, palette = found.objects, found.palette
+    prompts = found.objects
     assert sorted(prompts) == [0, 3]
     np.testing.assert_array_equal(prompts[3][1], box(1, 3, 1, 3) > 0)
 
@@ -130,7 +130,7 @@ def test_sav_track_later_and_missing_first_frame(tmp_path):
     write_png(vid / "002" / "00001.png", box(2, 4, 2, 4))
     write_png(vid / "002" / "00002.png", box(2, 4, 3, 5))
     found = load_prompts(str(tmp_path / "ann"), "sav_002", FRAMES, True, True)
-    prompts, palette = found.objects, found.palette
+    prompts = found.objects
     assert {oid: start for oid, (start, _) in prompts.items()} == {1: 2, 2: 1}
 
     with pytest.raises(DatasetError) as exc:

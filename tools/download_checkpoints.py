@@ -13,10 +13,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.errors import SAM2LongError  # noqa: E402
+from engine.errors import SAM2LongError
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 # checkpoint file -> the sam2 package config it goes with

@@ -18,10 +18,7 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python tools/evaluate.py` from anywhere
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.evaluation import BENCHMARKS, DatasetError, print_summary, score_run
 

@@ -20,8 +20,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gradio as gr
 import numpy as np

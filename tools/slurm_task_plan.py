@@ -25,11 +25,8 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.sharding import (
     SHARD_FLAGS,

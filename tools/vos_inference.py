@@ -20,10 +20,7 @@ import os
 import sys
 import time
 import traceback
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python tools/vos_inference.py` from anywhere
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm
