@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.manifest import CONSTANTS_NAME, EngineMismatchError
-from engine.stages import (DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry, StageBackend, check_feeds,
-                           input_names, output_names)
+from engine.stages import (DYNAMIC_DIMS, SLOT_DIMS, DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry,
+                           StageBackend, check_feeds, input_names, output_names)
 
 
 def stage_io_names(stage: str) -> tuple[list[str], list[str]]:
@@ -67,8 +67,12 @@ class GraphBackend(StageBackend):
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
         """Run one graph on checked feeds; outputs in the stage spec's order, on `self.device`."""
 
+    # Stages whose graphs take fewer memory / pointer slots than the model has.
+    slot_dynamic_stages: frozenset = frozenset()
+
     def _call(self, stage: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        batch = check_feeds(stage, feeds, self.geometry, self.device)
+        dims = DYNAMIC_DIMS + SLOT_DIMS if stage in self.slot_dynamic_stages else DYNAMIC_DIMS
+        batch = check_feeds(stage, feeds, self.geometry, self.device, dims)
         self._check_batch(stage, batch)
         return self._run(stage, feeds, batch)
 

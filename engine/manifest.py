@@ -113,12 +113,19 @@ class Manifest(_JsonManifest):
     opset: int
     max_batch: int
     versions: dict = field(default_factory=dict)
-    files: dict = field(default_factory=dict)  # stage -> graph file name
+    files: dict = field(default_factory=dict)  # stage -> graph file name (what ONNX Runtime runs)
+    # stage -> graph TensorRT engines are built from, where it is not files[stage] (the
+    # memory attention: standard attention ops and fixed slots instead of ONNX Runtime's
+    # fused op and dynamic slots)
+    trt_sources: dict = field(default_factory=dict)
     # every file the graphs need (graphs, weight side files, constants.npz) -> size, sha256
     file_records: dict = field(default_factory=dict)
 
     def required_files(self) -> list[str]:
-        return [*self.files.values(), CONSTANTS_NAME]
+        return [*self.files.values(), *self.trt_sources.values(), CONSTANTS_NAME]
+
+    def trt_source(self, stage: str) -> str:
+        return self.trt_sources.get(stage, self.files[stage])
 
     def identity(self) -> dict:
         """What must match for the graphs to serve a model."""
@@ -147,7 +154,7 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
         raise EngineMismatchError(
             f"the engines in {folder} were built for another model ({', '.join(wrong)} differ: "
             f"built from {manifest.config_name}); rebuild them with: {rebuild}")
-    for name in manifest.files.values():
+    for name in (*manifest.files.values(), *manifest.trt_sources.values()):
         inside(folder, name)
     missing = _missing_stages(folder, manifest.files)
     if missing:

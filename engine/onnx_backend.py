@@ -23,7 +23,7 @@ import torch
 from engine.graph_backend import GraphBackend, check_stage_io
 from engine.manifest import STAGES, EngineMismatchError, Manifest
 from engine.profiles import ort_trt_profile_options
-from engine.stages import STAGE_SPECS, ModelGeometry, output_names, resolve_dims
+from engine.stages import STAGE_SPECS, MemoryInputs, ModelGeometry, output_names, resolve_dims
 
 # ONNX Runtime's errors for a graph file it cannot read (damaged, truncated, not ONNX).
 UNREADABLE_GRAPH = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail")
@@ -50,6 +50,9 @@ def _providers(stage: str, device: torch.device, engine_dir: Path, geo: ModelGeo
     raise RuntimeError(
         f"--backend onnx on {device}: this onnxruntime has no GPU execution provider "
         f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
+
+
+ATTENTION_SCORE_BYTES = 2 << 30  # per memory-attention call on the CPU
 
 
 class OnnxBackend(GraphBackend):
@@ -85,6 +88,26 @@ class OnnxBackend(GraphBackend):
             check_stage_io(stage, [i.name for i in session.get_inputs()],
                            [o.name for o in session.get_outputs()])
             self.sessions[stage] = session
+        # Graphs exported with dynamic memory slots (ONNX Runtime's fused attention) take
+        # only the slots some row uses; older graphs take them all.
+        slots = {i.name: i.shape for i in self.sessions["memory_attention"].get_inputs()}["mem_feats"][1]
+        if isinstance(slots, str):
+            self.slot_dynamic_stages = frozenset({"memory_attention"})
+
+    def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
+        """On the CPU, slots empty in every row are left out (early frames cost what they
+        need) and rows go in groups whose attention scores fit ATTENTION_SCORE_BYTES (the
+        fused kernel holds a row's scores at once: memory stays flat in the object count)."""
+        if "memory_attention" not in self.slot_dynamic_stages or self.device.type != "cpu":
+            return super().attend_memory(feat, memory)
+        used_frames, used_ptrs = memory.used_slots()
+        memory = memory.select(frames=used_frames, pointers=used_ptrs)
+        hw = self.geometry.mem_tokens
+        keys = memory.mem_feats.shape[1] * hw + memory.ptrs.shape[1] * (self.geometry.hidden_dim // self.geometry.mem_dim)
+        rows = max(1, ATTENTION_SCORE_BYTES // (4 * hw * keys))
+        batch = memory.mem_feats.shape[0]
+        return torch.cat([super(OnnxBackend, self).attend_memory(feat, memory.select(rows=slice(r, r + rows)))
+                          for r in range(0, batch, rows)])
 
     def _check_batch(self, stage: str, batch: int):
         if self.profiled:  # the CPU and CUDA providers take any batch

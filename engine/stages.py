@@ -93,6 +93,16 @@ class MemoryInputs:
     ptr_pos: torch.Tensor  # [B, K] float32 temporal distance / (max pointers - 1)
     ptr_weight: torch.Tensor  # [B, K] float32 SAM2Long key weight
 
+    def used_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[M], [K] bool: the frame and pointer slots valid in at least one row. The others
+        carry no information (masked slots give the same result as absent ones)."""
+        return self.mem_valid.any(0), self.ptr_valid.any(0)
+
+    def select(self, rows=slice(None), frames=slice(None), pointers=slice(None)) -> "MemoryInputs":
+        """These rows, frame slots and pointer slots (indices, slices or bool masks)."""
+        return MemoryInputs(*(value[rows][:, frames if name.startswith("mem") else pointers]
+                              for name, value in vars(self).items()))
+
 
 @dataclass
 class DecoderOutput:
@@ -175,16 +185,21 @@ STAGE_SPECS = {
 # The symbolic dims that vary between calls of one graph (its dynamic axes); every other
 # dim is fixed by the model.
 DYNAMIC_DIMS = ("B", "N")
+# Memory and pointer slots: fixed in the TensorRT graphs (one profile, CUDA graphs), dynamic
+# in the graphs ONNX Runtime runs, so that slots empty in every row can be left out.
+SLOT_DIMS = ("M", "K")
 TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
 
 
-def resolve_dims(spec: TensorSpec, geo: ModelGeometry, batch: int, clicks: int = 1) -> tuple[int, ...]:
-    """A spec's symbolic dims as numbers for this model, batch and click count."""
+def resolve_dims(spec: TensorSpec, geo: ModelGeometry, batch: int, clicks: int = 1,
+                 slots: dict[str, int] | None = None) -> tuple[int, ...]:
+    """A spec's symbolic dims as numbers for this model, batch and click count (and slot
+    counts M / K, when a graph takes fewer than the model's)."""
     h, w = geo.feat_hw
     table = {"S": geo.image_size, "C": geo.hidden_dim, "H": h, "W": w, "C0": geo.hr0_channels,
              "C1": geo.hr1_channels, "4H": 4 * h, "4W": 4 * w, "2H": 2 * h, "2W": 2 * w,
              "B": batch, "N": clicks, "M": geo.num_maskmem, "K": geo.max_obj_ptrs, "HW": h * w,
-             "Cm": geo.mem_dim, "S/4": geo.low_res}
+             "Cm": geo.mem_dim, "S/4": geo.low_res, **(slots or {})}
     return tuple(table.get(d, d) for d in spec.dims)
 
 
@@ -196,10 +211,10 @@ def output_names(stage: str) -> list[str]:
     return [t.name for t in STAGE_SPECS[stage].outputs]
 
 
-def dynamic_axes(stage: str) -> dict[str, dict[int, str]]:
+def dynamic_axes(stage: str, dynamic: tuple[str, ...] = DYNAMIC_DIMS) -> dict[str, dict[int, str]]:
     """name -> {axis: symbolic dim} for every input and output with a dynamic dim."""
     spec = STAGE_SPECS[stage]
-    axes = {t.name: {i: d for i, d in enumerate(t.dims) if d in DYNAMIC_DIMS} for t in (*spec.inputs, *spec.outputs)}
+    axes = {t.name: {i: d for i, d in enumerate(t.dims) if d in dynamic} for t in (*spec.inputs, *spec.outputs)}
     return {name: dims for name, dims in axes.items() if dims}
 
 
@@ -214,7 +229,7 @@ def on_device(tensor_device: torch.device, device: torch.device) -> bool:
 
 
 def check_feeds(stage: str, feeds: dict[str, torch.Tensor], geo: ModelGeometry,
-                device: torch.device) -> int:
+                device: torch.device, dynamic_dims: tuple[str, ...] = DYNAMIC_DIMS) -> int:
     """Check one engine call's feeds against the stage spec: the names, in order, then each
     tensor's dtype, device and shape (B and N the same across tensors). Returns the batch.
     Nothing is converted: a mismatch is a FeedError naming the stage and tensor."""
@@ -232,9 +247,10 @@ def check_feeds(stage: str, feeds: dict[str, torch.Tensor], geo: ModelGeometry,
         if value.dim() != len(t.dims):
             raise FeedError(f"stage {stage}: input {t.name} has shape {tuple(value.shape)}, expected dims {t.dims}")
         for size, dim in zip(value.shape, t.dims):
-            if dim in DYNAMIC_DIMS:
+            if dim in dynamic_dims:
                 dynamic.setdefault(dim, size)
-        want = resolve_dims(t, geo, dynamic.get("B", 1), dynamic.get("N", 1))
+        want = resolve_dims(t, geo, dynamic.get("B", 1), dynamic.get("N", 1),
+                            {d: dynamic[d] for d in SLOT_DIMS if d in dynamic})
         if tuple(value.shape) != want:
             raise FeedError(f"stage {stage}: input {t.name} has shape {tuple(value.shape)}, expected {want}")
     return dynamic.get("B", 1)

@@ -71,19 +71,11 @@ class TorchBackend(StageBackend):
         if not self.compact_memory:
             with self._autocast():
                 return _fp32(self.memory_attention(feat, *(getattr(memory, f.name) for f in fields(memory))))
-        used_frames = memory.mem_valid.any(0)
-        used_ptrs = memory.ptr_valid.any(0)
+        used_frames, used_ptrs = memory.used_slots()
+        compact = memory.select(frames=used_frames, pointers=used_ptrs)
         with self._autocast():
             pix = self.memory_attention(
-                feat,
-                memory.mem_feats[:, used_frames],
-                memory.mem_valid[:, used_frames],
-                memory.mem_tpos[:, used_frames],
-                memory.mem_weight[:, used_frames],
-                memory.ptrs[:, used_ptrs],
-                memory.ptr_valid[:, used_ptrs],
-                memory.ptr_pos[:, used_ptrs],
-                memory.ptr_weight[:, used_ptrs],
+                feat, *(getattr(compact, f.name) for f in fields(compact)),
                 # Shared frame blocks need the CPU flash kernel's log-sum-exp output.
                 None if mem_ids is None or self.device.type != "cpu" else mem_ids[:, used_frames],
             )

@@ -70,6 +70,48 @@ def key_bias(valid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.T
     return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, float("-inf"))
 
 
+# A masked key's bias inside the fused attention graph: finite, so that it can ride in an
+# extra key channel (0 * -inf would be NaN); scaled by 1/sqrt(d) it is still far below any
+# real score, and exp() of it is exactly 0 in fp32.
+FUSED_MASKED_BIAS = -1e9
+
+
+class FusedAttention(torch.autograd.Function):
+    """Scaled dot-product attention of q [B, h, Nq, d], k [B, h, Nk, d], v [B, h, Nk, d] with
+    an additive key bias [B, Nk] (0 or -inf; None for none). It runs as SDPA, and exports as
+    ONNX Runtime's fused `com.microsoft.MultiHeadAttention` (the graphs `--backend onnx`
+    runs). The bias rides in one extra channel of the queries (a constant 1) and keys (the
+    bias): the kernel then needs no mask, and ONNX Runtime's CPU kernel runs masked
+    attention as fast as unmasked (a key-padding mask takes it to a slower path). The
+    TensorRT graphs keep the standard MatMul-Add-Softmax-MatMul that TensorRT fuses."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, heads: int, head_dim: int):
+        mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    @staticmethod
+    def symbolic(g, q, k, v, bias, heads: int, head_dim: int):
+        def const(values, dtype=torch.int64):
+            return g.op("Constant", value_t=torch.tensor(values, dtype=dtype))
+
+        def merge(x):  # [B, h, N, e] -> [B, N, h*e]
+            return g.op("Reshape", g.op("Transpose", x, perm_i=[0, 2, 1, 3]), const([0, 0, -1]))
+
+        if bias is not None and not bias.node().mustBeNone():
+            ones_last = const([0, 0, 0, 0, 0, 0, 0, 1])
+            q = g.op("Pad", q, ones_last, const(1.0, torch.float32))
+            finite = g.op("Max", bias, const(FUSED_MASKED_BIAS, torch.float32))
+            column = g.op("Unsqueeze", finite, const([1, 3]))  # [B, 1, Nk, 1]
+            column_shape = g.op("Concat", g.op("Slice", g.op("Shape", k), const([0]), const([3])),
+                                const([1]), axis_i=0)
+            k = g.op("Concat", k, g.op("Expand", column, column_shape), axis_i=3)
+        out = g.op("com.microsoft::MultiHeadAttention", merge(q), merge(k), merge(v),
+                   num_heads_i=heads, scale_f=float(head_dim) ** -0.5)
+        split = g.op("Reshape", out, const([0, 0, heads, head_dim]))
+        return g.op("Transpose", split, perm_i=[0, 2, 1, 3])
+
+
 def rope_attention(
     attn,
     q_in: torch.Tensor,
@@ -78,11 +120,13 @@ def rope_attention(
     rope: tuple[torch.Tensor, torch.Tensor],
     rope_k: tuple[torch.Tensor, torch.Tensor],
     bias: torch.Tensor | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
     """SAM 2's RoPEAttention with real RoPE. `rope` (cos, sin [Nq, D/2]) rotates the
     queries, `rope_k` the first len(rope_k[0]) keys (the query table once per memory frame:
     rope_k_repeat); later keys (object pointers) are not rotated. `bias` [B, Nk] is added to
-    the attention scores (`key_bias`)."""
+    the attention scores (`key_bias`). `fused`: as FusedAttention (the same numbers; it
+    exports as ONNX Runtime's fused attention)."""
     q = _split_heads(attn.q_proj(q_in), attn.num_heads)
     k = _split_heads(attn.k_proj(k_in), attn.num_heads)
     v = _split_heads(attn.v_proj(v_in), attn.num_heads)
@@ -90,8 +134,11 @@ def rope_attention(
     num_k_rope = rope_k[0].shape[0]
     k_rot = apply_rope(k[:, :, :num_k_rope], *rope_k)
     k = torch.cat((k_rot, k[:, :, num_k_rope:]), dim=2)
-    mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if fused:
+        out = FusedAttention.apply(q, k, v, bias, attn.num_heads, attn.internal_dim // attn.num_heads)
+    else:
+        mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return attn.out_proj(_merge_heads(out))
 
 
@@ -172,10 +219,14 @@ class ImageEncoderStage(nn.Module):
 
 
 class MemoryAttentionStage(nn.Module):
-    """Memory attention over fixed slots: M frames of H*W tokens, K pointers of C/Cm tokens."""
+    """Memory attention over M frame slots of H*W tokens and K pointer slots of C/Cm tokens.
 
-    def __init__(self, model):
+    `fused_attention` exports the attention as ONNX Runtime's fused op (FusedAttention), for
+    the graphs `--backend onnx` runs; the TensorRT graphs keep the standard ops."""
+
+    def __init__(self, model, fused_attention: bool = False):
         super().__init__()
+        self.fused = fused_attention
         geo = model_geometry(model)
         self.geo = geo
         h, w = geo.feat_hw
@@ -253,7 +304,7 @@ class MemoryAttentionStage(nn.Module):
         for index, layer in enumerate(self.attention.layers):
             x = layer.norm1(tgt)
             qk = x + self.curr_pos if layer.pos_enc_at_attn else x
-            tgt = tgt + rope_attention(layer.self_attn, qk, qk, x, self_rope, self_rope)
+            tgt = tgt + rope_attention(layer.self_attn, qk, qk, x, self_rope, self_rope, fused=self.fused)
             # Until layer one's cross-attention every row holds the same values: its
             # self-attention ran once, and its cross-attention queries are shared too.
             x = layer.norm2(tgt)
@@ -268,7 +319,8 @@ class MemoryAttentionStage(nn.Module):
                 key = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
                 key = key * token_weight[..., None]
                 tgt = tgt + rope_attention(
-                    layer.cross_attn_image, q.expand(b, -1, -1), key, memory, cross_rope, cross_rope_k, bias)
+                    layer.cross_attn_image, q.expand(b, -1, -1), key, memory, cross_rope, cross_rope_k, bias,
+                    fused=self.fused)
             x = layer.norm3(tgt)
             tgt = tgt + layer.linear2(layer.activation(layer.linear1(x)))
         out = self.attention.norm(tgt.expand(b, -1, -1))

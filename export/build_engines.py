@@ -30,7 +30,7 @@ from engine.manifest import (CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismat
                              file_sha256, record_files, verify_files)
 from engine.model_loading import ModelLoadError, load_sam2_model
 from engine.profiles import DEFAULT_OPT_BATCH
-from engine.stages import (DYNAMIC_DIMS, PRECISIONS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
+from engine.stages import (DYNAMIC_DIMS, PRECISIONS, SLOT_DIMS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
                            resolve_dims)
 from engine.torch_stages import model_geometry
 from engine.trt_backend import TensorRTUnavailable
@@ -42,7 +42,7 @@ EXTERNAL_DATA_BYTES = 512 << 20  # bigger graphs keep their weights in a side fi
 DEFAULT_MAX_OBJECTS, DEFAULT_NUM_PATHWAY = 4, 3
 
 
-def spec_io_shapes(graph, stage: str, geo: ModelGeometry):
+def spec_io_shapes(graph, stage: str, geo: ModelGeometry, dynamic: tuple[str, ...] = DYNAMIC_DIMS):
     """Write the stage spec's shapes on the graph's inputs and outputs: fixed dims as
     numbers, dynamic ones named (B, N). The exporter leaves outputs it cannot infer with
     made-up names ("Addfeat_dim_0"); the spec knows them."""
@@ -51,7 +51,7 @@ def spec_io_shapes(graph, stage: str, geo: ModelGeometry):
         spec = specs[value.name]
         dims = value.type.tensor_type.shape.dim
         for dim, name, size in zip(dims, spec.dims, resolve_dims(spec, geo, -1, -1)):
-            if name in DYNAMIC_DIMS:
+            if name in dynamic:
                 dim.Clear()
                 dim.dim_param = name
             else:
@@ -59,7 +59,12 @@ def spec_io_shapes(graph, stage: str, geo: ModelGeometry):
                 dim.dim_value = size
 
 
-def export_stage(stage: str, module, inputs: dict, path: Path, geo: ModelGeometry) -> list[str]:
+ORT_ATTENTION_DIMS = DYNAMIC_DIMS + SLOT_DIMS  # the graph ONNX Runtime runs: dynamic slots
+TRT_SOURCES = {"memory_attention": "memory_attention.trt.onnx"}
+
+
+def export_stage(stage: str, module, inputs: dict, path: Path, geo: ModelGeometry,
+                 dynamic: tuple[str, ...] = DYNAMIC_DIMS) -> list[str]:
     """Export one stage to `path`, constants folded (export/onnx_fold.py) and I/O shapes
     from the stage spec; returns the files written (the graph, and its weights side file
     when large)."""
@@ -68,14 +73,16 @@ def export_stage(stage: str, module, inputs: dict, path: Path, geo: ModelGeometr
     from export.onnx_fold import fold_constants
 
     traced = path.with_name(path.stem + ".traced.onnx")
-    axes = {name: dims for name, dims in dynamic_axes(stage).items() if name in inputs or name in output_names(stage)}
+    axes = {name: dims for name, dims in dynamic_axes(stage, dynamic).items()
+            if name in inputs or name in output_names(stage)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, tuple(inputs.values()), str(traced), input_names=list(inputs),
                           output_names=output_names(stage), dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                          custom_opsets={"com.microsoft": 1} if getattr(module, "fused", False) else None)
     graph = fold_constants(onnx.load(str(traced)))
-    spec_io_shapes(graph.graph, stage, geo)
+    spec_io_shapes(graph.graph, stage, geo, dynamic)
     traced.unlink()
     for leftover in traced.parent.glob(traced.name + "*"):  # the exporter's own side files, if any
         leftover.unlink()
@@ -170,6 +177,7 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
         versions={"torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__},
         files={stage: f"{stage}.onnx" for stage in STAGES},
+        trt_sources=dict(TRT_SOURCES),
     )
     steps.update()
     if _reusable(out, manifest, force, build_command(sam2_cfg, sam2_checkpoint, out_dir)):
@@ -184,7 +192,12 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
     written = [CONSTANTS_NAME]
     for stage in STAGES:
         steps.set_postfix_str(stage)
-        written += export_stage(stage, modules[stage], inputs[stage], out / manifest.files[stage], geo)
+        if stage in manifest.trt_sources:  # two graphs: TensorRT's, and ONNX Runtime's (fused, dynamic slots)
+            written += export_stage(stage, modules[stage], inputs[stage], out / manifest.trt_sources[stage], geo)
+            fused = stage_modules(model, fused_attention=True)[stage]
+            written += export_stage(stage, fused, inputs[stage], out / manifest.files[stage], geo, ORT_ATTENTION_DIMS)
+        else:
+            written += export_stage(stage, modules[stage], inputs[stage], out / manifest.files[stage], geo)
         steps.update()
     write_constants(model, geo, out / CONSTANTS_NAME)
     manifest.file_records = record_files(out, written)

@@ -118,7 +118,7 @@ def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, pr
     for stage in STAGES:
         if progress is not None:
             progress.set_postfix_str(f"TensorRT {stage} ({precision})")
-        source = write_cast_graph(onnx_dir / manifest.files[stage], precision,
+        source = write_cast_graph(onnx_dir / manifest.trt_source(stage), precision,
                                   folder / f"{stage}.{precision}.onnx", external_data_bytes)
         profile = stage_profile(stage, geo, manifest.max_batch, opt_batch)
         engine = build_stage_engine(trt, logger, source, profile, folder / TIMING_CACHE_NAME,

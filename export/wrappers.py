@@ -1,9 +1,9 @@
 """Export wrappers: the engine's pure-tensor stage modules, with example inputs named and
 ordered as the stage specs (engine/stages.py) say.
 
-Batch (objects x pathways) is the only dynamic axis, with the decoder's click count; memory
-slots (M) and pointer slots (K) are fixed, with validity masks, so one shape profile serves
-every frame.
+Batch (objects x pathways) is a dynamic axis, with the decoder's click count. Memory slots (M)
+and pointer slots (K) come with validity masks; they are fixed in the graph TensorRT builds
+from (one shape profile serves every frame) and dynamic in the one ONNX Runtime runs.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from engine.torch_stages import (
 )
 
 
-def stage_modules(model) -> dict[str, nn.Module]:
+def stage_modules(model, fused_attention: bool = False) -> dict[str, nn.Module]:
     """The modules exported; each takes the spec's inputs positionally, in spec order
-    (the decoder's prompt inputs are its optional arguments)."""
+    (the decoder's prompt inputs are its optional arguments). `fused_attention`: the memory
+    attention as ONNX Runtime's fused op (the graphs --backend onnx runs)."""
     return {
         "image_encoder": ImageEncoderStage(model).eval(),
-        "memory_attention": MemoryAttentionStage(model).eval(),
+        "memory_attention": MemoryAttentionStage(model, fused_attention).eval(),
         "mask_decoder": MaskDecoderStage(model).eval(),
         "memory_encoder": MemoryEncoderStage(model).eval(),
     }

@@ -45,7 +45,7 @@ def _one_line_naming(error, path):
 
 def test_the_manifest_records_every_file(engines):
     manifest = Manifest.load(engines)
-    assert set(manifest.file_records) == {*manifest.files.values(), CONSTANTS_NAME}
+    assert set(manifest.file_records) == {*manifest.files.values(), *manifest.trt_sources.values(), CONSTANTS_NAME}
     for name, record in manifest.file_records.items():
         assert record["size"] == (engines / name).stat().st_size and len(record["sha256"]) == 64
 

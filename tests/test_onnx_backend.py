@@ -190,3 +190,65 @@ def test_large_graphs_keep_weights_in_a_side_file(tmp_path, micro_checkpoints, m
 
     backend = build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(out))
     assert backend.encode_image(torch.zeros(1, 3, 256, 256)).feat.shape[0] == 1
+
+
+def test_onnx_runtime_runs_fused_attention_over_the_used_slots(engines, onnx_backend, lively_backend,
+                                                               monkeypatch):
+    """ONNX Runtime's memory attention is its fused MultiHeadAttention (the masks ride in an
+    extra key channel: no mask input, no score matrix in the graph) over dynamic slots: the
+    backend leaves out slots empty in every row and splits rows to bound the scores'
+    memory, with the same numbers; TensorRT builds from the standard-op graph."""
+    import onnx
+
+    import engine.onnx_backend as onnx_module
+    from engine.manifest import Manifest
+    from tests.test_memory_attention import _random_memory
+
+    manifest = Manifest.load(engines)
+    fused = onnx.load(str(engines / manifest.files["memory_attention"]))
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count("MultiHeadAttention") == 2 * len(lively_backend.memory_attention.attention.layers)
+    assert "Softmax" not in ops
+    shape = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in fused.graph.input}
+    assert shape["mem_feats"][:2] == ["B", "M"] and shape["ptrs"][:2] == ["B", "K"]
+    standard = onnx.load(str(engines / manifest.trt_source("memory_attention")))
+    assert "MultiHeadAttention" not in {n.op_type for n in standard.graph.node}
+
+    geo = onnx_backend.geometry
+    gen = torch.Generator().manual_seed(7)
+    feat = torch.randn(1, geo.hidden_dim, *geo.feat_hw, generator=gen)
+    mem = _random_memory(geo, 5, gen, weighted=True)
+    mem.mem_valid[:, -1] = False  # a slot no row uses: left out
+    want = lively_backend.attend_memory(feat, mem)
+    calls = []
+    real_run = onnx_backend._run
+
+    def counting(stage, feeds, batch):
+        calls.append((stage, tuple(feeds["mem_feats"].shape) if stage == "memory_attention" else None))
+        return real_run(stage, feeds, batch)
+
+    monkeypatch.setattr(onnx_backend, "_run", counting)
+    monkeypatch.setattr(onnx_module, "ATTENTION_SCORE_BYTES", 1)  # one row per call
+    _close(onnx_backend.attend_memory(feat, mem), want, "one row per call")
+    assert [c[1][:2] for c in calls] == [(1, geo.num_maskmem - 1)] * 5
+
+
+@pytest.mark.parametrize("speed,engine_dir,want", [(2.1, True, "onnx"), (0.8, True, "torch"), (2.1, False, "torch")])
+def test_auto_picks_the_faster_cpu_backend_measured(engines, micro_checkpoints, capsys, monkeypatch,
+                                                    speed, engine_dir, want):
+    import engine.cpu_speed as cpu_speed
+    from tools.cli import build_chosen_backend
+
+    monkeypatch.setattr(cpu_speed, "onnx_over_torch_speed", lambda: speed)
+    backend = build_chosen_backend("auto", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu",
+                                   str(engines) if engine_dir else None, "fp32")
+    note = capsys.readouterr().out
+    assert backend.name == want and f"{speed:.1f}x as fast" in note, note
+    if not engine_dir:
+        assert "--engine_dir" in note
+
+
+def test_the_speed_probe_measures_both_libraries():
+    from engine.cpu_speed import onnx_over_torch_speed
+
+    assert 0.05 < onnx_over_torch_speed() < 20

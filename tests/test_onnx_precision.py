@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from engine.manifest import STAGES
+from engine.manifest import Manifest, STAGES
 from engine.profiles import MAX_CLICKS, stage_profile
 from export.onnx_precision import LOW_PRECISION_OPS, LOW_TYPES, cast_graph, low_precision_initializer
 from export.wrappers import example_inputs
@@ -29,7 +29,7 @@ def _types(model):
 def test_cast_graph_puts_heavy_ops_in_low_precision_and_keeps_the_rest_fp32(engines, precision):  # noqa: F811
     low = LOW_TYPES[precision]
     for stage in STAGES:
-        model = cast_graph(onnx.load(str(engines / f"{stage}.onnx")), precision)
+        model = cast_graph(onnx.load(str(engines / Manifest.load(engines).trt_source(stage))), precision)
         types = _types(model)
         assert all(v.type.tensor_type.elem_type != low for v in (*model.graph.input, *model.graph.output)), stage
         heavy = [n for n in model.graph.node if n.op_type in LOW_PRECISION_OPS[precision]]
@@ -64,7 +64,7 @@ def test_fp16_graphs_run_close_to_fp32_in_onnx_runtime(engines):  # noqa: F811
 
     inputs = example_inputs(load_geometry(engines))
     for stage in STAGES:
-        fp32 = onnx.load(str(engines / f"{stage}.onnx"))
+        fp32 = onnx.load(str(engines / Manifest.load(engines).trt_source(stage)))
         feeds = {k: v.numpy() for k, v in inputs[stage].items()}
         want = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
         fp16 = cast_graph(fp32, "fp16").SerializeToString()
@@ -92,7 +92,7 @@ def test_profiles_cover_the_dynamic_inputs_with_opt_at_the_common_size(engines):
 
     geo = load_geometry(engines)
     for stage in STAGES:
-        graph = onnx.load(str(engines / f"{stage}.onnx"), load_external_data=False).graph
+        graph = onnx.load(str(engines / Manifest.load(engines).trt_source(stage)), load_external_data=False).graph
         dynamic = {i.name for i in graph.input
                    if any(d.dim_param or not d.HasField("dim_value") for d in i.type.tensor_type.shape.dim)}
         profile = stage_profile(stage, geo, max_batch=12, opt_batch=3)

@@ -56,15 +56,24 @@ def test_the_spec_is_whole_and_drives_the_graphs(lively_backend, tmp_path_factor
     geo = lively_backend.geometry
     types = {"float32": onnx.TensorProto.FLOAT, "int32": onnx.TensorProto.INT32, "int64": onnx.TensorProto.INT64,
              "bool": onnx.TensorProto.BOOL}
-    for stage in STAGES:
-        graph = onnx.load(str(folder / f"{stage}.onnx"), load_external_data=False).graph
+    from engine.manifest import Manifest
+    from engine.stages import SLOT_DIMS
+
+    manifest = Manifest.load(folder)
+    # ONNX Runtime's graphs (slots dynamic in the memory attention) and TensorRT's (fixed).
+    graphs = [(f, DYNAMIC_DIMS + SLOT_DIMS if s in manifest.trt_sources else DYNAMIC_DIMS, s)
+              for s, f in manifest.files.items()]
+    graphs += [(f, DYNAMIC_DIMS, s) for s, f in manifest.trt_sources.items()]
+    assert sorted(s for _, _, s in graphs) == sorted([*STAGES, "memory_attention"])
+    for name, dynamic_dims, stage in graphs:
+        graph = onnx.load(str(folder / name), load_external_data=False).graph
         assert [v.name for v in graph.input] == input_names(stage), stage
         assert [v.name for v in graph.output] == output_names(stage), stage
         for value, spec in zip((*graph.input, *graph.output), (*STAGE_SPECS[stage].inputs, *STAGE_SPECS[stage].outputs)):
             assert value.type.tensor_type.elem_type == types[spec.dtype], (stage, spec.name)
             dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-            want = [d if d in DYNAMIC_DIMS else n for d, n in zip(spec.dims, resolve_dims(spec, geo, 0, 0))]
-            assert dims == want, (stage, spec.name)
+            want = [d if d in dynamic_dims else n for d, n in zip(spec.dims, resolve_dims(spec, geo, 0, 0))]
+            assert dims == want, (name, spec.name)
         dynamic = {t.name for t in STAGE_SPECS[stage].inputs if set(t.dims) & set(DYNAMIC_DIMS)}
         assert set(stage_profile(stage, geo, 4)) == dynamic, stage
 

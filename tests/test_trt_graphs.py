@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engine.manifest import STAGES
+from engine.manifest import Manifest, STAGES
 from engine.stages import PRECISIONS
 from export.onnx_precision import cast_graph
 from tests.test_onnx_backend import engines  # noqa: F401 (module fixture: the micro graphs)
@@ -36,7 +36,7 @@ def base_plus_graphs(tmp_path_factory):
 
 
 def _assert_takes(folder, stage):
-    model = onnx.load(str(folder / f"{stage}.onnx"))
+    model = onnx.load(str(folder / Manifest.load(folder).trt_source(stage)))
     for precision in PRECISIONS:
         problems = graph_problems(cast_graph(model, precision))
         assert not problems, f"{stage} {precision}:\n" + "\n".join(problems)

@@ -113,7 +113,8 @@ def test_build_writes_engines_manifest_profiles_and_shares_the_timing_cache(grap
     strongly_typed = API[next(v for v in API if API[v]["tensorrt_version"] == trt.__version__)][
         "enums"]["NetworkDefinitionCreationFlag"]["STRONGLY_TYPED"]
     assert len(builds) == 4
-    assert [b["source"] for b in builds] == [graphs / f"{s}.onnx" for s in STAGES]  # fp32: the graphs
+    sources = [graphs / Manifest.load(graphs).trt_source(s) for s in STAGES]
+    assert [b["source"] for b in builds] == sources and sources[1].name == "memory_attention.trt.onnx"  # fp32
     for stage, b in zip(STAGES, builds):
         assert b["flags"] == 1 << strongly_typed, stage
         assert b["pools"][trt.MemoryPoolType.WORKSPACE] > 0 and b["ignore_mismatch"] is False

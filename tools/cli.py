@@ -107,15 +107,41 @@ def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, devi
 
     if backend != "auto":
         return build_backend(backend, sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
-    if resolve_device(device).type == "cuda" and engine_dir:
-        from engine.manifest import EngineMismatchError
+    from engine.manifest import EngineMismatchError
+
+    on_cuda = resolve_device(device).type == "cuda"
+    if on_cuda and engine_dir:
         from engine.trt_backend import TensorRTUnavailable
 
         try:
             return build_backend("trt", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
         except (TensorRTUnavailable, EngineMismatchError) as e:
             print(f"NOTE: --backend auto: not using TensorRT ({e}); using torch")
+    elif not on_cuda and precision == "fp32":
+        reason = _onnx_on_this_cpu(engine_dir)
+        if reason.startswith("onnx"):
+            try:
+                backend = build_backend("onnx", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
+                print(f"NOTE: --backend auto: {reason}")
+                return backend
+            except EngineMismatchError as e:
+                reason = f"torch: the graphs in {engine_dir} cannot be used ({e})"
+        print(f"NOTE: --backend auto: {reason}")
     return build_backend("torch", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
+
+
+def _onnx_on_this_cpu(engine_dir: str | None) -> str:
+    """Whether ONNX Runtime or torch is faster here, measured, and why (one line)."""
+    from engine.cpu_speed import onnx_over_torch_speed
+
+    speed = onnx_over_torch_speed()
+    measured = f"ONNX Runtime's matrix products run {speed:.1f}x as fast as torch's on this CPU (measured)"
+    if speed <= 1.0:
+        return f"torch: {measured}"
+    if not engine_dir:
+        return (f"torch, but {measured}: build the graphs once with export/build_engines.py and pass "
+                "--engine_dir to use them")
+    return f"onnx: {measured}"
 
 
 def model_files(args) -> tuple[str, str]:
