@@ -177,6 +177,35 @@ def matmul_gflops(seconds: float = 3.0) -> float:
     return 2 * 2048 ** 3 / best / 1e9
 
 
+def full_memory_attention_seconds(model, engine_dir: str, num_pathway: int) -> dict:
+    """One frame's memory attention with every slot full and P distinct rows, per backend
+    (best of 3 after a warm-up; layer one's shared blocks do not apply: all rows differ)."""
+    import torch
+
+    from engine.factory import build_backend
+    from engine.stages import MemoryInputs
+
+    seconds = {}
+    for backend_name in ("torch", "onnx"):
+        backend = build_backend(backend_name, model[0], model[1], "cpu", engine_dir)
+        geo = backend.geometry
+        (h, w), m, k, b = geo.feat_hw, geo.num_maskmem, geo.max_obj_ptrs, num_pathway
+        gen = torch.Generator().manual_seed(0)
+        feat = torch.randn(1, geo.hidden_dim, h, w, generator=gen)
+        memory = MemoryInputs(torch.randn(b, m, h * w, geo.mem_dim, generator=gen), torch.ones(b, m, dtype=torch.bool),
+                              torch.arange(m).repeat(b, 1), torch.ones(b, m), torch.randn(b, k, geo.hidden_dim, generator=gen),
+                              torch.ones(b, k, dtype=torch.bool), torch.rand(b, k, generator=gen), torch.ones(b, k))
+        ids = torch.arange(b * m).view(b, m)  # every entry distinct
+        backend.attend_memory(feat, memory, ids)
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            backend.attend_memory(feat, memory, ids)
+            runs.append(time.perf_counter() - start)
+        seconds[backend_name] = min(runs)
+    return seconds
+
+
 def attention_gflop_per_frame(config: str, num_pathway: int) -> float:
     """Memory attention's multiply-adds (x2) for one tracked frame with every memory slot
     full, P rows, layer one's self-attention once (it is the same for every row)."""
@@ -235,14 +264,22 @@ def main(argv=None):
             model = model_files(name, Path(args.checkpoint_dir), bias)
             engine_dir = build_onnx(model, tmp / f"engines_{name}", args.python) if "onnx" in sides else None
             if args.floor:
-                rate = matmul_gflops()
+                from engine.cpu_speed import onnx_over_torch_speed
+
+                torch_rate = matmul_gflops()
+                rate = torch_rate * onnx_over_torch_speed()  # the faster library's rate
+                lines += [f"\n**{name}: memory attention, every slot full, against the matmul floor** "
+                          f"(fp32 matrix products: torch {torch_rate:.0f}, ONNX Runtime {rate:.0f} GFLOP/s)", "",
+                          "| P | GFLOP per frame | floor ms | torch ms | onnx ms | onnx / floor |",
+                          "|---|---|---|---|---|---|"]
                 for num_pathway in args.pathways:
                     gflop = attention_gflop_per_frame(model[0], num_pathway)
-                    line = (f"{name}, P={num_pathway}: memory attention {gflop:.0f} GFLOP per frame; at "
-                            f"{rate:.0f} GFLOP/s (fp32 matmul, this CPU) that is {1000 * gflop / rate:.0f} ms")
-                    lines.append(f"\n{line}")
-                    print(line, flush=True)
-                    report[f"{name}_floor_p{num_pathway}"] = {"gflop": gflop, "matmul_gflops": rate}
+                    seconds = full_memory_attention_seconds(model, engine_dir, num_pathway)
+                    floor = gflop / rate
+                    lines.append(f"| {num_pathway} | {gflop:.0f} | {1000 * floor:.0f} | {1000 * seconds['torch']:.0f} "
+                                 f"| {1000 * seconds['onnx']:.0f} | {seconds['onnx'] / floor:.2f}x |")
+                    report[f"{name}_floor_p{num_pathway}"] = {"gflop": gflop, "matmul_gflops": rate, **seconds}
+                print("\n".join(lines[-len(args.pathways) - 4:]), flush=True)
                 continue
             if args.memory:
                 for count in (20, 200):
