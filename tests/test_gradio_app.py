@@ -184,3 +184,65 @@ def test_demo_limits_errors_and_cleanup_without_a_browser(lively_backend, tmp_pa
     for flag in ("--host", "--port", "--share", "--sam2_cfg", "--sam2_checkpoint",
                  "--random_weights", "--device", "--max_frames"):
         assert flag in help_text
+
+
+class _OverlapProbe:
+    """Stands in for a backend: forwards everything, and records how many of its calls run at
+    once (each call is slowed so that two unserialised event handlers would overlap)."""
+
+    def __init__(self, backend):
+        import threading
+
+        self._backend, self._lock, self.active, self.most = backend, threading.Lock(), 0, 0
+
+    def __getattr__(self, name):
+        import time
+
+        attr = getattr(self._backend, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with self._lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                time.sleep(0.02)
+                return attr(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.active -= 1
+        return call
+
+
+def test_click_previews_and_track_take_turns_on_the_backend(lively_backend, tmp_path):
+    """Gradio runs the click preview and Track in separate queues; on one backend (shared
+    contexts, scratch and streams on a GPU) their calls must never interleave."""
+    import threading
+
+    from PIL import Image
+
+    from tests.conftest import synthetic_frame
+    from tools.gradio_app import Demo
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(6):
+        Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
+    probe = _OverlapProbe(lively_backend)
+    demo = Demo(probe, None)
+    tracked, _, _ = demo.load_video(str(frames))[:3]
+    tracked.objects[1].points, tracked.objects[1].labels = [(40.0, 60.0)], [1]
+    clicked = demo.load_video(str(frames))[0]  # another session clicking meanwhile
+    statuses = []
+    worker = threading.Thread(target=lambda: statuses.append(demo.track(tracked, 3, 0.1, 2.0)[2]))
+    worker.start()
+    previews = 0
+    while worker.is_alive() or previews < 3:
+        clicked.objects[1].points, clicked.objects[1].labels = [(30.0 + previews % 50, 50.0)], [1]
+        clicked.objects[1].logits, clicked.feats = None, None
+        demo._preview(clicked)
+        previews += 1
+    worker.join()
+    assert "Tracked 6 frames" in statuses[0]
+    assert previews >= 3 and probe.most == 1, f"{probe.most} backend calls ran at once"
