@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 
-def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -4.0,
-                 memory_gain: float = 8.0):
+def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -4.0):
     from engine.model_loading import _instantiate_model, resolve_config_path
 
     torch.manual_seed(seed)
@@ -25,8 +24,8 @@ def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float =
     if lively:
         with torch.no_grad():
             for layer in model.memory_attention.layers:
-                layer.cross_attn_image.v_proj.weight.mul_(memory_gain)
-                layer.cross_attn_image.out_proj.weight.mul_(memory_gain)
+                layer.cross_attn_image.v_proj.weight.mul_(8)
+                layer.cross_attn_image.out_proj.weight.mul_(8)
             decoder = model.sam_mask_decoder
             for linear in decoder.iou_prediction_head.layers:
                 linear.weight.mul_(3)
@@ -36,9 +35,9 @@ def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float =
 
 
 def write_checkpoint(path: str | Path, sam2_cfg: str, seed: int = 0, lively: bool = False,
-                     obj_score_bias: float = -4.0, memory_gain: float = 8.0) -> Path:
+                     obj_score_bias: float = -4.0) -> Path:
     path = Path(path)
-    model = random_model(sam2_cfg, seed, lively, obj_score_bias, memory_gain)
+    model = random_model(sam2_cfg, seed, lively, obj_score_bias)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"model": model.state_dict()}, tmp)
@@ -57,12 +56,8 @@ def main(argv=None) -> int:
                    help="amplify memory read-out and score heads so the memory tree matters")
     p.add_argument("--obj_score_bias", type=float, default=-4.0,
                    help="object-score head bias with --lively (centres scores near 0)")
-    p.add_argument("--memory_gain", type=float, default=8.0,
-                   help="with --lively: factor on every memory-attention layer's value and output "
-                        "projections (deeper models need more for memory to move the masks)")
     args = p.parse_args(argv)
-    out = write_checkpoint(args.out, args.sam2_cfg, args.seed, args.lively, args.obj_score_bias,
-                           args.memory_gain)
+    out = write_checkpoint(args.out, args.sam2_cfg, args.seed, args.lively, args.obj_score_bias)
     print(f"wrote {out} (random weights: masks are meaningless)")
     return 0
 
