@@ -164,18 +164,15 @@ def build_onnx(model, out: Path, python) -> str:
     return str(out)
 
 
-def matmul_gflops(seconds: float = 3.0) -> float:
-    """This CPU's fp32 matrix-multiply rate in torch (2048-cubed products, best of a few)."""
-    import torch
+MATMUL_SIDE = 2048
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best, end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048 ** 3 / best / 1e9
+
+def matmul_gflops() -> dict[str, float]:
+    """This CPU's fp32 matrix-multiply rate in torch and in ONNX Runtime (2048-cubed
+    products, best of 10)."""
+    from engine.cpu_speed import matmul_seconds
+
+    return {lib: 2 * MATMUL_SIDE ** 3 / seconds / 1e9 for lib, seconds in matmul_seconds(MATMUL_SIDE, 10).items()}
 
 
 def full_memory_attention_seconds(model, engine_dir: str, num_pathway: int) -> dict:
@@ -183,6 +180,7 @@ def full_memory_attention_seconds(model, engine_dir: str, num_pathway: int) -> d
     (best of 3 after a warm-up; layer one's shared blocks do not apply: all rows differ)."""
     import torch
 
+    from engine.cpu_speed import best_seconds
     from engine.factory import build_backend
     from engine.stages import MemoryInputs
 
@@ -197,13 +195,7 @@ def full_memory_attention_seconds(model, engine_dir: str, num_pathway: int) -> d
                               torch.arange(m).repeat(b, 1), torch.ones(b, m), torch.randn(b, k, geo.hidden_dim, generator=gen),
                               torch.ones(b, k, dtype=torch.bool), torch.rand(b, k, generator=gen), torch.ones(b, k))
         ids = torch.arange(b * m).view(b, m)  # every entry distinct
-        backend.attend_memory(feat, memory, ids)
-        runs = []
-        for _ in range(3):
-            start = time.perf_counter()
-            backend.attend_memory(feat, memory, ids)
-            runs.append(time.perf_counter() - start)
-        seconds[backend_name] = min(runs)
+        seconds[backend_name] = best_seconds(lambda: backend.attend_memory(feat, memory, ids))
     return seconds
 
 
@@ -265,12 +257,10 @@ def main(argv=None):
             model = model_files(name, Path(args.checkpoint_dir), bias)
             engine_dir = build_onnx(model, tmp / f"engines_{name}", args.python) if "onnx" in sides else None
             if args.floor:
-                from engine.cpu_speed import onnx_over_torch_speed
-
-                torch_rate = matmul_gflops()
-                rate = torch_rate * onnx_over_torch_speed()  # the faster library's rate
+                rates = matmul_gflops()
+                torch_rate, rate = rates["torch"], max(rates.values())  # the floor: the faster library
                 lines += [f"\n**{name}: memory attention, every slot full, against the matmul floor** "
-                          f"(fp32 matrix products: torch {torch_rate:.0f}, ONNX Runtime {rate:.0f} GFLOP/s)", "",
+                          f"(fp32 matrix products: torch {torch_rate:.0f}, ONNX Runtime {rates['onnx']:.0f} GFLOP/s)", "",
                           "| P | GFLOP per frame | floor ms | torch ms | onnx ms | onnx / floor |",
                           "|---|---|---|---|---|---|"]
                 for num_pathway in args.pathways:

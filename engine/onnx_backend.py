@@ -102,9 +102,8 @@ class OnnxBackend(GraphBackend):
             return super().attend_memory(feat, memory)
         used_frames, used_ptrs = memory.used_slots()
         memory = memory.select(frames=used_frames, pointers=used_ptrs)
-        hw = self.geometry.mem_tokens
-        keys = memory.mem_feats.shape[1] * hw + memory.ptrs.shape[1] * (self.geometry.hidden_dim // self.geometry.mem_dim)
-        rows = max(1, ATTENTION_SCORE_BYTES // (4 * hw * keys))
+        row_bytes = self.geometry.attention_score_bytes(4, memory.mem_feats.shape[1], memory.ptrs.shape[1])
+        rows = max(1, ATTENTION_SCORE_BYTES // row_bytes)
         batch = memory.mem_feats.shape[0]
         return torch.cat([super(OnnxBackend, self).attend_memory(feat, memory.select(rows=slice(r, r + rows)))
                           for r in range(0, batch, rows)])

@@ -36,16 +36,24 @@ class ModelGeometry:
     attn_heads: int = 1  # heads of the memory attention's cross-attention
 
     @property
+    def tokens_per_ptr(self) -> int:
+        """Tokens an object pointer splits into (C/Cm), as memory-attention keys."""
+        return max(1, self.hidden_dim // self.mem_dim)
+
+    @property
     def attention_keys(self) -> int:
         """Keys of the memory attention's cross-attention: M frames of H*W tokens, and K
         pointers of C/Cm tokens each."""
-        return self.num_maskmem * self.mem_tokens + self.max_obj_ptrs * max(1, self.hidden_dim // self.mem_dim)
+        return self.num_maskmem * self.mem_tokens + self.max_obj_ptrs * self.tokens_per_ptr
 
-    def attention_score_bytes(self, bytes_per_value: int = 4) -> int:
-        """One batch row's cross-attention scores [heads, H*W, keys]: what an attention that
-        is not fused keeps per row (an engine's working memory holds about two of them:
-        the scores and their softmax)."""
-        return self.attn_heads * self.mem_tokens * self.attention_keys * bytes_per_value
+    def attention_score_bytes(self, bytes_per_value: int = 4, frames: int | None = None,
+                              pointers: int | None = None) -> int:
+        """One batch row's cross-attention scores [heads, H*W, keys], over every slot or over
+        `frames` frame slots and `pointers` pointer slots: what an attention that is not fused
+        keeps per row (an engine's working memory holds about two of them: the scores and
+        their softmax), and what a fused kernel holds per row at once."""
+        keys = self.attention_keys if frames is None else frames * self.mem_tokens + pointers * self.tokens_per_ptr
+        return self.attn_heads * self.mem_tokens * keys * bytes_per_value
 
     @property
     def low_res(self) -> int:

@@ -70,6 +70,12 @@ def key_bias(valid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.T
     return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, float("-inf"))
 
 
+def biased_attention(q, k, v, bias: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention with an additive key bias [B, Nk] (None for none)."""
+    mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
 # A masked key's bias inside the fused attention graph: finite, so that it can ride in an
 # extra key channel (0 * -inf would be NaN); scaled by 1/sqrt(d) it is still far below any
 # real score, and exp() of it is exactly 0 in fp32.
@@ -87,8 +93,7 @@ class FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias, heads: int, head_dim: int):
-        mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return biased_attention(q, k, v, bias)
 
     @staticmethod
     def symbolic(g, q, k, v, bias, heads: int, head_dim: int):
@@ -137,8 +142,7 @@ def rope_attention(
     if fused:
         out = FusedAttention.apply(q, k, v, bias, attn.num_heads, attn.internal_dim // attn.num_heads)
     else:
-        mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = biased_attention(q, k, v, bias)
     return attn.out_proj(_merge_heads(out))
 
 
@@ -235,7 +239,7 @@ class MemoryAttentionStage(nn.Module):
         self.obj_ptr_tpos_proj = model.obj_ptr_tpos_proj
         self.add_tpos_enc_to_obj_ptrs = model.add_tpos_enc_to_obj_ptrs
         self.tpos_dim = geo.hidden_dim if model.proj_tpos_enc_in_obj_ptrs else geo.mem_dim
-        self.tokens_per_ptr = geo.hidden_dim // geo.mem_dim if geo.mem_dim < geo.hidden_dim else 1
+        self.tokens_per_ptr = geo.tokens_per_ptr
         # Asked with tensors on the model's device: sam2's sine encoders cache what they
         # return per shape, and a host tensor cached here would be copied to the device
         # on every later call of the same shape (a host wait that breaks CUDA graphs).

@@ -32,7 +32,7 @@ from engine.model_loading import ModelLoadError, load_sam2_model
 from engine.profiles import DEFAULT_OPT_BATCH
 from engine.stages import (DYNAMIC_DIMS, PRECISIONS, SLOT_DIMS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
                            resolve_dims)
-from engine.torch_stages import model_geometry
+from engine.torch_stages import MemoryAttentionStage, model_geometry
 from engine.trt_backend import TensorRTUnavailable
 from export.graph_io import save_graph
 from export.trt_build import TrtBuildError
@@ -194,7 +194,7 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
         steps.set_postfix_str(stage)
         if stage in manifest.trt_sources:  # two graphs: TensorRT's, and ONNX Runtime's (fused, dynamic slots)
             written += export_stage(stage, modules[stage], inputs[stage], out / manifest.trt_sources[stage], geo)
-            fused = stage_modules(model, fused_attention=True)[stage]
+            fused = MemoryAttentionStage(model, fused_attention=True).eval()
             written += export_stage(stage, fused, inputs[stage], out / manifest.files[stage], geo, ORT_ATTENTION_DIMS)
         else:
             written += export_stage(stage, modules[stage], inputs[stage], out / manifest.files[stage], geo)

@@ -20,13 +20,13 @@ from engine.torch_stages import (
 )
 
 
-def stage_modules(model, fused_attention: bool = False) -> dict[str, nn.Module]:
+def stage_modules(model) -> dict[str, nn.Module]:
     """The modules exported; each takes the spec's inputs positionally, in spec order
-    (the decoder's prompt inputs are its optional arguments). `fused_attention`: the memory
-    attention as ONNX Runtime's fused op (the graphs --backend onnx runs)."""
+    (the decoder's prompt inputs are its optional arguments). These are the standard-op
+    graphs; build_engines exports the memory attention a second time, fused, for ONNX Runtime."""
     return {
         "image_encoder": ImageEncoderStage(model).eval(),
-        "memory_attention": MemoryAttentionStage(model, fused_attention).eval(),
+        "memory_attention": MemoryAttentionStage(model).eval(),
         "mask_decoder": MaskDecoderStage(model).eval(),
         "memory_encoder": MemoryEncoderStage(model).eval(),
     }

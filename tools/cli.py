@@ -101,8 +101,9 @@ def tracker_config(args):
 # -- the backend -----------------------------------------------------------------------------
 def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str,
                          engine_dir: str | None, precision: str):
-    """build_backend, with `auto` resolved: TensorRT engines for this GPU when they are
-    usable here, otherwise torch (a note says why TensorRT was not used)."""
+    """build_backend, with `auto` resolved: on a GPU, TensorRT engines for it when they are
+    usable here; on a CPU, ONNX Runtime when it is measured faster and --engine_dir has the
+    graphs; otherwise torch. A note says which and why."""
     from engine.factory import build_backend, resolve_device
 
     if backend != "auto":
@@ -118,8 +119,8 @@ def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, devi
         except (TensorRTUnavailable, EngineMismatchError) as e:
             print(f"NOTE: --backend auto: not using TensorRT ({e}); using torch")
     elif not on_cuda and precision == "fp32":
-        reason = _onnx_on_this_cpu(engine_dir)
-        if reason.startswith("onnx"):
+        choice, reason = _faster_cpu_backend(engine_dir)
+        if choice == "onnx":
             try:
                 backend = build_backend("onnx", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
                 print(f"NOTE: --backend auto: {reason}")
@@ -130,18 +131,18 @@ def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, devi
     return build_backend("torch", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
 
 
-def _onnx_on_this_cpu(engine_dir: str | None) -> str:
-    """Whether ONNX Runtime or torch is faster here, measured, and why (one line)."""
+def _faster_cpu_backend(engine_dir: str | None) -> tuple[str, str]:
+    """("onnx" or "torch", why in one line): which is faster here, measured."""
     from engine.cpu_speed import onnx_over_torch_speed
 
     speed = onnx_over_torch_speed()
     measured = f"ONNX Runtime's matrix products run {speed:.1f}x as fast as torch's on this CPU (measured)"
     if speed <= 1.0:
-        return f"torch: {measured}"
+        return "torch", f"torch: {measured}"
     if not engine_dir:
-        return (f"torch, but {measured}: build the graphs once with export/build_engines.py and pass "
-                "--engine_dir to use them")
-    return f"onnx: {measured}"
+        return "torch", (f"torch, but {measured}: build the graphs once with export/build_engines.py and "
+                         "pass --engine_dir to use them")
+    return "onnx", f"onnx: {measured}"
 
 
 def model_files(args) -> tuple[str, str]:
