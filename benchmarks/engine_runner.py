@@ -23,7 +23,7 @@ from runtime.tracker import SAM2LongTracker
 from runtime.video_io import VideoSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner_cli import GpuMemory, add_timer, peak_rss, runner_parser  # noqa: E402
+from runner_cli import FrameStore, GpuMemory, add_timer, peak_rss, runner_parser  # noqa: E402
 
 
 def time_stages(backend) -> dict[str, float]:
@@ -57,10 +57,10 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     source = VideoSource(args.frames)
     trace: dict | None = None if args.no_trace else {}
-    logits = {i: [] for i in ids}
+    logits = {i: FrameStore(args.packed_masks) for i in ids}
     for frame in track_frames(tracker, source, prompts, trace=trace):
         for obj, frame_logits in zip(frame.obj_ids, frame.logits):
-            logits[obj].append(frame_logits.astype(np.float16))
+            logits[obj].add(frame_logits)
     memory.sync()
     seconds = time.perf_counter() - start
     num_frames = source.info.num_frames
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
            **{f"stage_seconds_{k}": np.array(v) for k, v in stage_seconds.items()}}
     for prompt in prompts:
         i = prompt.obj_id
-        out[f"logits_{i}"] = np.stack(logits[i])
+        out[f"logits_{i}"] = logits[i].logits()
         out[f"start_{i}"] = np.array(prompt.frame_idx)
         for name in ("ious", "obj_scores", "acc") if trace is not None else ():
             out[f"{name}_{i}"] = np.stack([getattr(r, name) for r in trace[i]])

@@ -87,7 +87,7 @@ def read_traces(inference_state, start, num_frames, num_pathway):
 def run(args):
     import contextlib
 
-    from runner_cli import GpuMemory, peak_rss, stage_report, time_modules
+    from runner_cli import FrameStore, GpuMemory, peak_rss, stage_report, time_modules
 
     memory = GpuMemory(args.device)
     predictor = build_predictor(args.config, args.checkpoint, args.device)
@@ -113,8 +113,12 @@ def run(args):
             _, masks = predictor.propagate_in_video(
                 state, start_frame_idx=start, reverse=False
             )
-            logits = torch.cat([m[0:1, 0] for m in masks], dim=0)  # [frames, H, W]
-            results[obj_id] = (start, logits.float().cpu().numpy().astype(np.float16),
+            # Frame by frame: a whole-video float32 copy would add to the original's peak.
+            logits = FrameStore(args.packed_masks)
+            for m in masks:
+                logits.add(m[0, 0].float().cpu().numpy())
+            del masks
+            results[obj_id] = (start, logits,
                                None if args.no_trace else read_traces(state, start, num_frames, args.num_pathway))
     memory.sync()
     seconds = time.perf_counter() - t0
@@ -122,7 +126,7 @@ def run(args):
     out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report(),
            **peak_rss(), **stage_report(stages)}
     for obj_id, (start, logits, tr) in results.items():
-        out[f"logits_{obj_id}"] = logits
+        out[f"logits_{obj_id}"] = logits.logits()
         if tr is not None:
             out[f"obj_scores_{obj_id}"] = tr["obj"]
             out[f"ious_{obj_id}"] = tr["iou"]

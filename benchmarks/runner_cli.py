@@ -20,7 +20,35 @@ def runner_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--no_trace", action="store_true",
                    help="skip the per-frame score traces (their host reads are not part of tracking: "
                         "timed GPU runs leave them out)")
+    p.add_argument("--packed_masks", action="store_true",
+                   help="hold each frame's output as a bit-packed mask instead of float16 logits "
+                        "(peak-memory runs: what the IoU needs, without the runner's own storage "
+                        "growing by a video-sized array); logits_<id> are then written as +1/-1")
     return p
+
+
+class FrameStore:
+    """The runner's copy of one object's per-frame outputs: float16 logits, or with
+    packed=True bit-packed masks (1/16 of the bytes), read back as +1/-1 logits."""
+
+    def __init__(self, packed: bool):
+        self.packed, self.frames, self.shape = packed, [], None
+
+    def add(self, logits) -> None:
+        import numpy as np
+
+        logits = np.asarray(logits)
+        self.shape = logits.shape
+        self.frames.append(np.packbits(logits > 0) if self.packed else logits.astype(np.float16))
+
+    def logits(self):
+        import numpy as np
+
+        if not self.packed:
+            return np.stack(self.frames)
+        size = int(np.prod(self.shape))
+        masks = np.stack([np.unpackbits(f, count=size).reshape(self.shape) for f in self.frames])
+        return np.where(masks > 0, 1, -1).astype(np.float16)
 
 
 class GpuMemory:

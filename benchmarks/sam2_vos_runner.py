@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_runner import load_prompts  # noqa: E402
-from runner_cli import GpuMemory, peak_rss, runner_parser, stage_report, time_modules  # noqa: E402
+from runner_cli import FrameStore, GpuMemory, peak_rss, runner_parser, stage_report, time_modules  # noqa: E402
 
 
 def build_predictor(config_path, checkpoint_path, device, vos_optimized):
@@ -40,14 +40,16 @@ def build_predictor(config_path, checkpoint_path, device, vos_optimized):
     return model.to(torch.device(device)).eval()
 
 
-def track_all(predictor, frames, prompts):
+def track_all(predictor, frames, prompts, packed_masks: bool):
     state = predictor.init_state(video_path=frames, async_loading_frames=False)
     results = {}
     for obj_id, (start, mask) in prompts.items():
         predictor.reset_state(state)
         predictor.add_new_mask(inference_state=state, frame_idx=start, obj_id=obj_id, mask=mask)
-        masks = [m[0:1, 0] for _, _, m in predictor.propagate_in_video(state, start_frame_idx=start)]
-        results[obj_id] = (start, torch.cat(masks).float().cpu().numpy().astype(np.float16))
+        logits = FrameStore(packed_masks)
+        for _, _, m in predictor.propagate_in_video(state, start_frame_idx=start):
+            logits.add(m[0, 0].float().cpu().numpy())
+        results[obj_id] = (start, logits)
     return state["num_frames"], results
 
 
@@ -64,16 +66,16 @@ def main(argv=None):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if memory.cuda else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         if args.vos_optimized:
-            track_all(predictor, args.frames, prompts)  # untimed: torch.compile happens here
+            track_all(predictor, args.frames, prompts, args.packed_masks)  # untimed: torch.compile happens here
         memory.start()
         t0 = time.perf_counter()
-        num_frames, results = track_all(predictor, args.frames, prompts)
+        num_frames, results = track_all(predictor, args.frames, prompts, args.packed_masks)
         memory.sync()
         seconds = time.perf_counter() - t0
     out = {"num_frames": np.int64(num_frames), "seconds": np.float64(seconds), **memory.report(),
            **peak_rss(), **stage_report(stages)}
     for obj_id, (start, logits) in results.items():
-        out[f"logits_{obj_id}"] = logits
+        out[f"logits_{obj_id}"] = logits.logits()
         out[f"start_{obj_id}"] = np.int64(start)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.savez_compressed(args.out, **out)

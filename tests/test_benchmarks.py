@@ -140,3 +140,29 @@ def test_engine_runner_without_traces(tmp_path, micro_checkpoints, monkeypatch):
     assert engine_runner.main(base + ["--out", str(tmp_path / "b.npz")]) == 0
     assert traces[0] is None and isinstance(traces[1], dict)
     assert "ious_1" not in np.load(tmp_path / "a.npz") and "ious_1" in np.load(tmp_path / "b.npz")
+
+
+def test_packed_masks_keep_the_masks_in_a_sixteenth_of_the_bytes(tmp_path, micro_checkpoints):
+    """--packed_masks (the peak-memory runs): the runner holds bits, and the npz's logits
+    give the same masks as the float16 logits of a plain run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import engine_runner
+    from runner_cli import FrameStore
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(3):
+        Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
+    np.savez(tmp_path / "prompts.npz", mask_1=synthetic_mask(0), frame_1=np.array(0))
+    base = ["--config", MICRO_CFG, "--checkpoint", str(micro_checkpoints["lively"]), "--frames", str(frames),
+            "--prompts", str(tmp_path / "prompts.npz"), "--no_trace"]
+    assert engine_runner.main(base + ["--out", str(tmp_path / "plain.npz")]) == 0
+    assert engine_runner.main(base + ["--out", str(tmp_path / "packed.npz"), "--packed_masks"]) == 0
+    plain, packed = np.load(tmp_path / "plain.npz")["logits_1"], np.load(tmp_path / "packed.npz")["logits_1"]
+    assert packed.shape == plain.shape and set(np.unique(packed)) <= {-1, 1}
+    assert np.array_equal(packed > 0, plain > 0) and (plain > 0).any()
+
+    store = FrameStore(packed=True)
+    for frame in plain:
+        store.add(frame)
+    assert sum(f.nbytes for f in store.frames) * 16 == plain.nbytes
