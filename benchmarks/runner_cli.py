@@ -5,6 +5,8 @@ with the original implementation first on the path."""
 
 import argparse
 
+import numpy as np
+
 
 def runner_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
@@ -35,15 +37,11 @@ class FrameStore:
         self.packed, self.frames, self.shape = packed, [], None
 
     def add(self, logits) -> None:
-        import numpy as np
-
         logits = np.asarray(logits)
         self.shape = logits.shape
         self.frames.append(np.packbits(logits > 0) if self.packed else logits.astype(np.float16))
 
     def logits(self):
-        import numpy as np
-
         if not self.packed:
             return np.stack(self.frames)
         size = int(np.prod(self.shape))
@@ -79,8 +77,6 @@ class GpuMemory:
     def report(self) -> dict:
         if not self.cuda:
             return {}
-        import numpy as np
-
         return {"peak_torch_bytes": np.int64(self.torch.cuda.max_memory_allocated()),
                 "gpu_bytes_used": np.int64(self._in_use() - self._before)}
 
@@ -88,8 +84,6 @@ class GpuMemory:
 def peak_rss() -> dict:
     """The process's peak resident memory so far (Linux reports KiB), for a runner's npz."""
     import resource
-
-    import numpy as np
 
     return {"peak_rss_bytes": np.int64(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
 
@@ -127,6 +121,4 @@ def time_modules(model) -> dict:
 
 
 def stage_report(totals: dict) -> dict:
-    import numpy as np
-
     return {f"stage_seconds_{k}": np.array(v) for k, v in totals.items()}

@@ -10,16 +10,27 @@ from PIL import Image
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
 
 
-def test_bench_runs_our_backends_alone(tmp_path, micro_checkpoints):
+def write_clip(tmp_path, num_frames: int):
+    """A synthetic clip and its one-object mask prompt on frame 0: (frames dir, prompts npz)."""
     frames = tmp_path / "frames"
     frames.mkdir()
-    for t in range(4):
+    for t in range(num_frames):
         Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
     np.savez(tmp_path / "prompts.npz", mask_1=synthetic_mask(0), frame_1=np.array(0))
+    return frames, tmp_path / "prompts.npz"
+
+
+def runner_args(tmp_path, micro_checkpoints, num_frames: int) -> list[str]:
+    """The runners' model and input arguments on a synthetic clip (lively micro weights)."""
+    frames, prompts = write_clip(tmp_path, num_frames)
+    return ["--config", MICRO_CFG, "--checkpoint", str(micro_checkpoints["lively"]), "--frames", str(frames),
+            "--prompts", str(prompts)]
+
+
+def test_bench_runs_our_backends_alone(tmp_path, micro_checkpoints):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_vs_reference.py"),
-         "--config", MICRO_CFG, "--checkpoint", str(micro_checkpoints["lively"]),
-         "--frames", str(frames), "--prompts", str(tmp_path / "prompts.npz"),
+         *runner_args(tmp_path, micro_checkpoints, 4),
          "--backends", "torch", "onnx", "--json", str(tmp_path / "bench.json")],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
@@ -51,16 +62,10 @@ def test_gpu_matrix_helpers_and_clear_exit_without_cuda(tmp_path, micro_checkpoi
                                  "--prompts", str(tmp_path / "one.npz")], capture_output=True, text=True, cwd=ROOT)
         assert result.returncode != 0 and "needs a CUDA GPU" in result.stderr
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for t in range(3):
-        Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
-    np.savez(tmp_path / "prompts.npz", mask_1=mask, frame_1=np.array(0))
     out = tmp_path / "sam2.npz"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sam2_vos_runner.py"), "--config", MICRO_CFG,
-         "--checkpoint", str(micro_checkpoints["lively"]), "--frames", str(frames),
-         "--prompts", str(tmp_path / "prompts.npz"), "--num_pathway", "1", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "sam2_vos_runner.py"), *runner_args(tmp_path, micro_checkpoints, 3),
+         "--num_pathway", "1", "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     data = np.load(out)
@@ -121,11 +126,7 @@ def test_engine_runner_without_traces(tmp_path, micro_checkpoints, monkeypatch):
     import engine_runner
     from runtime.tracker import SAM2LongTracker
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for t in range(3):
-        Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
-    np.savez(tmp_path / "prompts.npz", mask_1=synthetic_mask(0), frame_1=np.array(0))
+    base = runner_args(tmp_path, micro_checkpoints, 3)
     traces = []
     track = SAM2LongTracker.track
 
@@ -134,8 +135,6 @@ def test_engine_runner_without_traces(tmp_path, micro_checkpoints, monkeypatch):
         return track(self, frames, prompts, num_frames, video_hw, trace=trace)
 
     monkeypatch.setattr(SAM2LongTracker, "track", recording_track)
-    base = ["--config", MICRO_CFG, "--checkpoint", str(micro_checkpoints["lively"]), "--frames", str(frames),
-            "--prompts", str(tmp_path / "prompts.npz")]
     assert engine_runner.main(base + ["--out", str(tmp_path / "a.npz"), "--no_trace"]) == 0
     assert engine_runner.main(base + ["--out", str(tmp_path / "b.npz")]) == 0
     assert traces[0] is None and isinstance(traces[1], dict)
@@ -149,13 +148,7 @@ def test_packed_masks_keep_the_masks_in_a_sixteenth_of_the_bytes(tmp_path, micro
     import engine_runner
     from runner_cli import FrameStore
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for t in range(3):
-        Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
-    np.savez(tmp_path / "prompts.npz", mask_1=synthetic_mask(0), frame_1=np.array(0))
-    base = ["--config", MICRO_CFG, "--checkpoint", str(micro_checkpoints["lively"]), "--frames", str(frames),
-            "--prompts", str(tmp_path / "prompts.npz"), "--no_trace"]
+    base = runner_args(tmp_path, micro_checkpoints, 3) + ["--no_trace"]
     assert engine_runner.main(base + ["--out", str(tmp_path / "plain.npz")]) == 0
     assert engine_runner.main(base + ["--out", str(tmp_path / "packed.npz"), "--packed_masks"]) == 0
     plain, packed = np.load(tmp_path / "plain.npz")["logits_1"], np.load(tmp_path / "packed.npz")["logits_1"]
