@@ -4,7 +4,8 @@ predictor (plain SAM 2, P=1) and our torch and onnx backends, on the same frames
 
 Models: `micro` (the parity fixture's lively micro model at 1024), `tiny` and `b+` (SAM 2.1
 hiera tiny / base+, seeded random weights made lively with tools/make_random_checkpoint.py
---lively, cached in --checkpoint_dir). For each model, pathway count and object count every
+--lively and each model's object-score bias and no-object embedding gain, cached in
+--checkpoint_dir). For each model, pathway count and object count every
 side runs in its own process: --warmup untimed runs, then --repeats timed runs in
 alternating order; the median is reported. Per side: frames/s, ratios over the original
 and over plain SAM 2, the minimum per-frame mask IoU against the original, peak RSS and
@@ -54,25 +55,30 @@ def sam2_config(name: str) -> str:
 
 
 CONFIG_NAMES = {"tiny": "t", "b+": "b+"}
-# The lively object-score bias of each model, read from traces on the bedroom clip. tiny:
-# scores fall through 0 mid-clip, where pathways keep or drop the object differently and plain
-# SAM 2 (which keeps absent frames in memory) finds it again while SAM2Long does not. b+: its
-# scores barely move after frame 1, so no bias makes them cross 0 mid-clip; 4.0 keeps them
-# just above 0 (the uncertain branch fires) with the object present on every frame.
-LIVELY_BIAS = {"tiny": -5.4, "b+": 4.0}
+# Each model's lively recipe: (object-score bias, gain of the no-object memory embedding), read
+# from traces on the bedroom clip. tiny: scores fall through 0 mid-clip, where pathways keep or
+# drop the object differently and plain SAM 2 (which keeps absent frames in memory) finds it
+# again while SAM2Long does not. b+: with the stock embedding its scores only move with the
+# memory's presence pattern, which locks at frame 1 (present stays present, absent stays
+# absent); an embedding 100x as strong makes an absent frame in memory raise the next score,
+# so presence flips mid-clip and the trackers' memory rules part them.
+LIVELY = {"tiny": (-5.4, 1.0), "b+": (3.92, 100.0)}
 
 
-def model_files(name: str, checkpoint_dir: Path, obj_score_bias: float) -> tuple[str, str]:
+def model_files(name: str, checkpoint_dir: Path, obj_score_bias: float,
+                no_obj_embed_gain: float = 1.0) -> tuple[str, str]:
     """(config, lively checkpoint) of a benchmark model; random checkpoints made once."""
     if name == "micro":
         return str(FIXTURE / "micro_sam2.1.yaml"), str(FIXTURE / "micro_lively_seed0.pt")
     config = sam2_config(CONFIG_NAMES[name])
-    checkpoint = checkpoint_dir / f"sam2.1_{name}_lively_bias{obj_score_bias:g}.pt"
+    gain = f"_noobj{no_obj_embed_gain:g}" if no_obj_embed_gain != 1.0 else ""
+    checkpoint = checkpoint_dir / f"sam2.1_{name}_lively_bias{obj_score_bias:g}{gain}.pt"
     if not checkpoint.is_file():
         from tools.make_random_checkpoint import write_checkpoint
 
         print(f"writing {checkpoint} (seeded random weights, lively)", flush=True)
-        write_checkpoint(checkpoint, config, seed=0, lively=True, obj_score_bias=obj_score_bias)
+        write_checkpoint(checkpoint, config, seed=0, lively=True, obj_score_bias=obj_score_bias,
+                         no_obj_embed_gain=no_obj_embed_gain)
     return config, str(checkpoint)
 
 
@@ -120,6 +126,12 @@ def measure(sides, model, frames, prompts, num_pathway, engine_dir, args, tmp) -
             results[side]["data"] = data
             print(f"    {side}: {data['seconds']:.1f} s", flush=True)
     return results
+
+
+def keep(results: dict, folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    for side, r in results.items():
+        np.savez_compressed(folder / f"{side}.npz", **r["data"])
 
 
 def min_iou(a, b) -> float | None:
@@ -238,13 +250,19 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side (median)")
     p.add_argument("--checkpoint_dir", default=str(ROOT / "outputs" / "bench_checkpoints"))
     p.add_argument("--obj_score_bias", type=float, default=None,
-                   help=f"lively object-score bias for tiny / b+ (default: {LIVELY_BIAS})")
+                   help="lively object-score bias for tiny / b+ (default: "
+                        + ", ".join(f"{k} {v[0]:g}" for k, v in LIVELY.items()) + ")")
+    p.add_argument("--no_obj_embed_gain", type=float, default=None,
+                   help="lively gain of the no-object memory embedding for tiny / b+ (default: "
+                        + ", ".join(f"{k} {v[1]:g}" for k, v in LIVELY.items()) + ")")
     p.add_argument("--engine_arg", action="append", default=[], help="extra engine_runner arguments")
     p.add_argument("--memory", action="store_true", help="peak RSS on 20 and 200 frames instead")
     p.add_argument("--floor", action="store_true", help="memory attention's FLOP floor on this CPU")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--markdown", help="append the tables to this file")
     p.add_argument("--json", help="write the numbers to this file")
+    p.add_argument("--keep_outputs", help="folder for each side's last runner output (masks, traces, "
+                                          "timings) per model, P and object count, for a later look")
     args = p.parse_args(argv)
     sides = [s for s in args.sides if s != "original" or args.reference_repo]
     if "original" in args.sides and not args.reference_repo:
@@ -256,8 +274,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for name in args.models:
-            bias = args.obj_score_bias if args.obj_score_bias is not None else LIVELY_BIAS.get(name, 0.0)
-            model = model_files(name, Path(args.checkpoint_dir), bias)
+            bias, gain = LIVELY.get(name, (0.0, 1.0))
+            bias = bias if args.obj_score_bias is None else args.obj_score_bias
+            gain = gain if args.no_obj_embed_gain is None else args.no_obj_embed_gain
+            model = model_files(name, Path(args.checkpoint_dir), bias, gain)
             engine_dir = build_onnx(model, tmp / f"engines_{name}", args.python) if "onnx" in sides else None
             if args.floor:
                 rates = matmul_gflops()
@@ -299,6 +319,8 @@ def main(argv=None):
                     run_sides = [s for s in sides if s != "sam2" or num_pathway == 1]
                     print(f"{name}, P={num_pathway}, {num_objects} object(s)", flush=True)
                     results = measure(run_sides, model, frames, prompts, num_pathway, engine_dir, args, tmp)
+                    if args.keep_outputs:
+                        keep(results, Path(args.keep_outputs) / f"{name}_p{num_pathway}_o{num_objects}")
                     if num_pathway == 3 and "original" in results:
                         tree_p3 = results["original"]["data"]
                     plain = min_iou(results["sam2"]["data"], tree_p3) if "sam2" in results and tree_p3 else None

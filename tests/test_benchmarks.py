@@ -159,3 +159,25 @@ def test_packed_masks_keep_the_masks_in_a_sixteenth_of_the_bytes(tmp_path, micro
     for frame in plain:
         store.add(frame)
     assert sum(f.nbytes for f in store.frames) * 16 == plain.nbytes
+
+
+def test_cpu_matrix_without_the_original_keeps_each_sides_outputs(tmp_path, parity_dir):
+    """bench_cpu.py on the fixture's micro model, 3 frames, P=1, plain SAM 2 beside our torch
+    backend: the table says how they compare, and --keep_outputs holds each side's masks."""
+    kept = tmp_path / "kept"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_cpu.py"), "--models", "micro", "--pathways", "1",
+         "--objects", "1", "--sides", "sam2", "torch", "--num_frames", "3", "--warmup", "0", "--repeats", "1",
+         "--json", str(tmp_path / "cpu.json"), "--keep_outputs", str(kept)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "the original is left out" in result.stdout
+    numbers = json.loads((tmp_path / "cpu.json").read_text())["micro_p1_o1"]
+    assert set(numbers) == {"sam2", "torch"}
+    assert numbers["torch"]["x_sam2"] > 0 and numbers["torch"]["min_iou_vs_original"] is None
+    sides = {side: np.load(kept / "micro_p1_o1" / f"{side}.npz") for side in ("sam2", "torch")}
+    for data in sides.values():
+        assert data["logits_1"].shape == (3, 540, 960)
+    # P=1 with iou_thre 0.1 on three frames: SAM2Long's memory is SAM 2's, so the masks agree.
+    agree = (sides["sam2"]["logits_1"] > 0) == (sides["torch"]["logits_1"] > 0)
+    assert agree.mean() > 0.99

@@ -132,3 +132,24 @@ def test_memory_is_flat_in_video_length(micro_checkpoints):
     # Host-side state (pending masks, lineages, Python objects): within 1 MiB; one
     # 64x64 float32 mask kept per frame would already add 3 MiB over 180 frames.
     assert long_traced <= short_traced + 1024 * 1024, (short_traced, long_traced)
+
+
+def test_cpu_torch_backend_hands_freed_heap_back_once_per_frame(micro_checkpoints, monkeypatch):
+    """glibc keeps freed heap pages of mid-sized tensors; the CPU backend returns them before
+    each frame's image encoding (see engine/torch_backend.py), which keeps peak RSS flat."""
+    import platform
+
+    from engine import torch_backend
+    from engine.model_loading import load_sam2_model
+
+    if platform.libc_ver()[0] == "glibc":
+        assert torch_backend.MALLOC_TRIM is not None
+    calls = []
+    monkeypatch.setattr(torch_backend, "MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    backend = torch_backend.TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["plain"]).model, "cpu")
+    tracker = SAM2LongTracker(backend, TrackerConfig(3, 0.1, 2.0))
+    frames = [preprocess_frame(Image.fromarray(synthetic_frame(t)), 256) for t in range(3)]
+    list(tracker.track(iter(frames), [ObjectPrompt(1, 0, mask=synthetic_mask(0))], 3, (120, 160)))
+    assert calls == [0, 0, 0]
+    on_meta = torch_backend.TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["plain"]).model, "meta")
+    assert on_meta._return_freed_memory is None  # only the CPU's heap is handed back

@@ -4,6 +4,10 @@
 For tests and offline runs only: the masks such weights give are meaningless. `--lively`
 amplifies the memory read-out and the IoU / object-score heads so that pathways diverge
 and the memory tree's branches fire (default random weights barely let memory matter).
+`--no_obj_embed_gain` also scales the embedding SAM 2.1 adds to the memory of frames where
+the object is absent: where that embedding is strong, an absent frame in memory changes the
+next frames' object scores, so SAM 2 (which keeps such frames) and SAM2Long (which leaves
+them out) part ways.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from pathlib import Path
 import torch
 
 
-def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -4.0):
+def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -4.0,
+                 no_obj_embed_gain: float = 1.0):
     from engine.model_loading import _instantiate_model, resolve_config_path
 
     torch.manual_seed(seed)
@@ -31,13 +36,18 @@ def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float =
                 linear.weight.mul_(3)
             decoder.pred_obj_score_head.layers[-1].weight.mul_(30)
             decoder.pred_obj_score_head.layers[-1].bias.fill_(obj_score_bias)
+    if no_obj_embed_gain != 1.0:
+        if getattr(model, "no_obj_embed_spatial", None) is None:
+            raise ValueError(f"{sam2_cfg} has no no-object memory embedding (no_obj_embed_spatial: false)")
+        with torch.no_grad():
+            model.no_obj_embed_spatial.mul_(no_obj_embed_gain)
     return model
 
 
 def write_checkpoint(path: str | Path, sam2_cfg: str, seed: int = 0, lively: bool = False,
-                     obj_score_bias: float = -4.0) -> Path:
+                     obj_score_bias: float = -4.0, no_obj_embed_gain: float = 1.0) -> Path:
     path = Path(path)
-    model = random_model(sam2_cfg, seed, lively, obj_score_bias)
+    model = random_model(sam2_cfg, seed, lively, obj_score_bias, no_obj_embed_gain)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"model": model.state_dict()}, tmp)
@@ -56,8 +66,15 @@ def main(argv=None) -> int:
                    help="amplify memory read-out and score heads so the memory tree matters")
     p.add_argument("--obj_score_bias", type=float, default=-4.0,
                    help="object-score head bias with --lively (centres scores near 0)")
+    p.add_argument("--no_obj_embed_gain", type=float, default=1.0,
+                   help="scale of the no-object memory embedding (SAM 2.1 configs): absent frames "
+                        "in memory then move later object scores")
     args = p.parse_args(argv)
-    out = write_checkpoint(args.out, args.sam2_cfg, args.seed, args.lively, args.obj_score_bias)
+    try:
+        out = write_checkpoint(args.out, args.sam2_cfg, args.seed, args.lively, args.obj_score_bias,
+                               args.no_obj_embed_gain)
+    except ValueError as e:
+        p.error(str(e))
     print(f"wrote {out} (random weights: masks are meaningless)")
     return 0
 
