@@ -29,7 +29,7 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _glibc_malloc_trim():
     try:
         return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl, Windows): nothing to do
         return None
 
 

@@ -171,13 +171,15 @@ def test_cpu_matrix_without_the_original_keeps_each_sides_outputs(tmp_path, pari
          "--json", str(tmp_path / "cpu.json"), "--keep_outputs", str(kept)],
         capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "the original is left out" in result.stdout
+    assert "| sam2 |" in result.stdout and "| torch |" in result.stdout
     numbers = json.loads((tmp_path / "cpu.json").read_text())["micro_p1_o1"]
     assert set(numbers) == {"sam2", "torch"}
     assert numbers["torch"]["x_sam2"] > 0 and numbers["torch"]["min_iou_vs_original"] is None
     sides = {side: np.load(kept / "micro_p1_o1" / f"{side}.npz") for side in ("sam2", "torch")}
     for data in sides.values():
         assert data["logits_1"].shape == (3, 540, 960)
-    # P=1 with iou_thre 0.1 on three frames: SAM2Long's memory is SAM 2's, so the masks agree.
+    # P=1 on three frames: SAM2Long's memory differs from SAM 2's only on frame 2 (key weights
+    # 0.95-1.05, no pointer from frame 1), so the masks nearly agree; a misaligned frame or a
+    # wrong side would not.
     agree = (sides["sam2"]["logits_1"] > 0) == (sides["torch"]["logits_1"] > 0)
     assert agree.mean() > 0.99
