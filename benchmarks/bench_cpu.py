@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -128,10 +129,11 @@ def measure(sides, model, frames, prompts, num_pathway, engine_dir, args, tmp) -
     return results
 
 
-def keep(results: dict, folder: Path):
+def keep(sides, tmp: Path, folder: Path):
+    """Copy each side's last runner output (the npz `measure` read its numbers from)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for side, r in results.items():
-        np.savez_compressed(folder / f"{side}.npz", **r["data"])
+    for side in sides:
+        shutil.copyfile(tmp / f"{side}.npz", folder / f"{side}.npz")
 
 
 def min_iou(a, b) -> float | None:
@@ -320,7 +322,7 @@ def main(argv=None):
                     print(f"{name}, P={num_pathway}, {num_objects} object(s)", flush=True)
                     results = measure(run_sides, model, frames, prompts, num_pathway, engine_dir, args, tmp)
                     if args.keep_outputs:
-                        keep(results, Path(args.keep_outputs) / f"{name}_p{num_pathway}_o{num_objects}")
+                        keep(run_sides, tmp, Path(args.keep_outputs) / f"{name}_p{num_pathway}_o{num_objects}")
                     if num_pathway == 3 and "original" in results:
                         tree_p3 = results["original"]["data"]
                     plain = min_iou(results["sam2"]["data"], tree_p3) if "sam2" in results and tree_p3 else None
