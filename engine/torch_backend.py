@@ -7,7 +7,6 @@ the original implementation does on CUDA with bf16), with fp32 tensors at the bo
 from __future__ import annotations
 
 import contextlib
-import ctypes
 from dataclasses import fields
 
 import torch
@@ -24,21 +23,6 @@ from engine.torch_stages import (
 
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _glibc_malloc_trim():
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl, Windows): nothing to do
-        return None
-
-
-# Torch's CPU allocator frees tensors with free(), and glibc keeps the freed heap pages of
-# mid-sized tensors (a few MiB at 1024 px), which fragment over the first frames. Handing them
-# back once per frame took the micro model at 1024 px (P=3) from 1284 to 950 MiB peak RSS on
-# 200 frames, and its growth over a 20-frame run from +22% to +8%, for about 3% of the frame
-# time (benchmarks/RESULTS.md, "Peak memory by video length").
-MALLOC_TRIM = _glibc_malloc_trim()
 
 
 def _fp32(x):
@@ -65,7 +49,6 @@ class TorchBackend(StageBackend):
         # boolean index makes the host wait for the device and changes shapes: on CUDA
         # (where shapes must stay fixed for CUDA graphs) every slot is kept, masked.
         self.compact_memory = self.device.type == "cpu"
-        self._return_freed_memory = MALLOC_TRIM if self.device.type == "cpu" else None
 
     def _autocast(self):
         dtype = AUTOCAST_DTYPES[self.precision]
@@ -76,8 +59,6 @@ class TorchBackend(StageBackend):
 
     @torch.inference_mode()
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
-        if self._return_freed_memory is not None:  # once per frame: the last frame's temporaries are gone
-            self._return_freed_memory(0)
         with self._autocast():
             feat, hr0, hr1 = self.image_encoder(image.to(self.device))
         return ImageFeatures(feat=_fp32(feat), hr0=_fp32(hr0), hr1=_fp32(hr1))

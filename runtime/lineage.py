@@ -3,7 +3,8 @@
 The reference answers every frame with the mask on the lineage of slot 0 at the last
 frame. A frame's answer is already certain once every surviving slot descends from one
 slot at that frame (lineages coalesced); slots that are exact copies count as one. Until
-then the frame's P low-res masks wait here, on the host.
+then the frame's P low-res masks wait here, on the host (in a SpillStore: in RAM up to a
+budget, then in a temporary file, so a video whose pathways never coalesce does not fill RAM).
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.spill import Held, SpillStore
+
 
 @dataclass
 class _Pending:
     frame_idx: int
-    masks: np.ndarray  # [U, h, w] float32 low-res logits, one per distinct slot
+    masks: Held  # [U, h, w] float32 low-res logits, one per distinct slot
     mask_of_slot: np.ndarray  # [P_f] index into `masks`
     parent: np.ndarray  # [P_f] slot at the previous frame each slot descends from
     copy_class: np.ndarray  # [P_f] equal values: identical slots (same masks, same past)
 
 
 class ObjectLineage:
-    def __init__(self):
+    def __init__(self, store: SpillStore | None = None):
         self._pending: deque[_Pending] = deque()
+        self._store = SpillStore() if store is None else store  # a tracker shares one among its objects
 
     def __len__(self):
         return len(self._pending)
@@ -35,7 +39,7 @@ class ObjectLineage:
         """Record frame `frame_idx`: slot k's mask is masks[mask_of_slot[k]]; `parent`
         indexes the slots of the frame pushed before (ignored for the first pending
         frame, whose ancestors are already decided)."""
-        self._pending.append(_Pending(frame_idx, masks, np.asarray(mask_of_slot),
+        self._pending.append(_Pending(frame_idx, self._store.put(masks), np.asarray(mask_of_slot),
                                       np.asarray(parent), np.asarray(copy_class)))
 
     def _emit_through(self, newest_index: int, slot: int) -> list[tuple[int, np.ndarray]]:
@@ -43,10 +47,10 @@ class ObjectLineage:
         chain = []
         for index in range(newest_index, -1, -1):
             entry = self._pending[index]
-            chain.append((entry.frame_idx, entry.masks[entry.mask_of_slot[slot]]))
+            chain.append((entry.frame_idx, self._store.get(entry.masks, int(entry.mask_of_slot[slot]))))
             slot = int(entry.parent[slot])
         for _ in range(newest_index + 1):
-            self._pending.popleft()
+            self._store.release(self._pending.popleft().masks)
         return chain[::-1]
 
     def pop_decided(self) -> list[tuple[int, np.ndarray]]:

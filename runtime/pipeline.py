@@ -35,23 +35,24 @@ class FrameOutput:
 def track_frames(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequence[ObjectPrompt],
                  keep_frames: bool = False, trace: dict | None = None) -> Iterator[FrameOutput]:
     """Every frame of `source`, in order, once its masks are decided. `keep_frames` also
-    hands back each decoded frame (held only until its masks are decided: bounded by the
-    pathways' lag). Pass a dict as `trace` for the tracker's per-object TraceRows."""
+    hands back each decoded frame. Pass a dict as `trace` for the tracker's per-object
+    TraceRows."""
     info = source.info
     video_hw = (info.height, info.width)
     validate_prompts(prompts, video_hw, info.num_frames)  # before any frame is decoded
     names = source.frame_names
     size = tracker.geo.image_size
-    originals: dict[int, np.ndarray] = {}
-
-    def prepare(item):
-        index, rgb = item
-        if keep_frames:
-            originals[index] = rgb
-        return preprocess_frame(Image.fromarray(rgb), size)
-
-    frames = prefetch(enumerate(source.frames()), prepare)
-    for result in tracker.track(frames, list(prompts), info.num_frames, video_hw, trace=trace):
-        yield FrameOutput(result.frame_idx, names[result.frame_idx], list(result.obj_ids),
-                          to_video_resolution(result.low_res_logits, video_hw),
-                          originals.pop(result.frame_idx, None))
+    frames = prefetch(source.frames(), lambda rgb: preprocess_frame(Image.fromarray(rgb), size))
+    # The frames handed back come from a second decoder, in step with the answers (which come
+    # in frame order): keeping the decoded frames until their masks are decided could mean
+    # keeping the whole video, since SAM2Long may decide only at the end.
+    replay = prefetch(source.frames(), lambda rgb: rgb) if keep_frames else None
+    try:
+        for result in tracker.track(frames, list(prompts), info.num_frames, video_hw, trace=trace):
+            yield FrameOutput(result.frame_idx, names[result.frame_idx], list(result.obj_ids),
+                              to_video_resolution(result.low_res_logits, video_hw),
+                              None if replay is None else next(replay))
+    finally:
+        frames.close()
+        if replay is not None:
+            replay.close()

@@ -4,7 +4,9 @@ Per frame: encode the image once; start objects whose prompt is on this frame; t
 batched memory-attention + decoder call over the rows that differ (pathways that are
 exact copies are computed once), selection for all objects with tensor ops, one batched
 memory-encoder call for the new entries, and a gather of the pathway banks. Output masks
-wait in each object's lineage until they are decided (see runtime/lineage.py).
+wait in each object's lineage until they are decided (see runtime/lineage.py), then until
+every object has decided the frame; both waits hold them in one SpillStore per video, so
+host memory stays flat however long they wait (runtime/spill.py).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from engine.stages import ImageFeatures, StageBackend
+from runtime import host_memory
 from runtime.config import TrackerConfig
 from runtime.cuda_graphs import GraphCache, blocking_event
 from runtime.lineage import ObjectLineage
 from runtime.memory_bank import NewEntries, PathwayBank
 from runtime.prompts import ObjectPrompt, validate_prompts
 from runtime.selection import NUM_MASKS, select_candidates
+from runtime.spill import SpillStore
 
 PROMPT_LOGIT = 10.0  # a mask prompt becomes logits +-10, as in SAM 2
 
@@ -67,8 +71,9 @@ class _Session:
     bank: PathwayBank
     copy_class: torch.Tensor  # [O, P] slots with equal values are exact copies
     acc: torch.Tensor  # [O, P] float64
+    spill: SpillStore  # every mask waiting to be emitted
     lineages: list[ObjectLineage]
-    decided: list[deque]
+    decided: list[deque]  # per object: (frame, Held mask) decided, not yet emitted
     trace: dict[int, list[TraceRow]] | None
     starts: list[int]
     graphs: GraphCache  # tracking steps capture this video's banks: one cache per video
@@ -161,19 +166,22 @@ class SAM2LongTracker:
         """
         validate_prompts(prompts, video_hw, num_frames)
         session = self._new_session(prompts, num_frames, trace)
-        for frame_idx, image in enumerate(frames):
-            if frame_idx >= num_frames:
-                raise ValueError(f"the video has more frames than num_frames={num_frames}")
-            with self._on_stream():
-                self._step(session, frame_idx, image, video_hw)
-            session.frames_seen = frame_idx + 1
+        try:
+            for frame_idx, image in enumerate(frames):
+                if frame_idx >= num_frames:
+                    raise ValueError(f"the video has more frames than num_frames={num_frames}")
+                with self._on_stream():
+                    self._step(session, frame_idx, image, video_hw)
+                session.frames_seen = frame_idx + 1
+                yield from self._emit(session)
+            if session.frames_seen != num_frames:
+                raise ValueError(
+                    f"the video ended after {session.frames_seen} frames, expected {num_frames}")
+            for obj, lineage in enumerate(session.lineages):
+                self._decide(session, obj, lineage.finish())
             yield from self._emit(session)
-        if session.frames_seen != num_frames:
-            raise ValueError(
-                f"the video ended after {session.frames_seen} frames, expected {num_frames}")
-        for obj, lineage in enumerate(session.lineages):
-            session.decided[obj].extend(lineage.finish())
-        yield from self._emit(session)
+        finally:
+            session.spill.close()
 
     # -- per video -------------------------------------------------------------------
     def _new_session(self, prompts, num_frames, trace) -> _Session:
@@ -188,12 +196,14 @@ class SAM2LongTracker:
                                         self._graph_pool)
         with self._on_stream():  # working memory on the stream that uses it
             self.backend.reserve_batch(num_obj * num_path)  # the most rows a frame runs
+        spill = SpillStore()
         return _Session(
             prompts=list(prompts),
             bank=bank,
             copy_class=torch.zeros(num_obj, num_path, dtype=torch.int64, device=self.device),
             acc=torch.zeros(num_obj, num_path, dtype=torch.float64, device=self.device),
-            lineages=[ObjectLineage() for _ in prompts],
+            spill=spill,
+            lineages=[ObjectLineage(spill) for _ in prompts],
             decided=[deque() for _ in prompts],
             trace=trace,
             starts=[p.frame_idx for p in prompts],
@@ -217,10 +227,12 @@ class SAM2LongTracker:
     def _step(self, s: _Session, t: int, image: torch.Tensor, video_hw):
         if t < min(s.starts):
             return  # no object yet: nothing to compute for this frame
+        if self.device.type == "cpu":
+            host_memory.return_freed_heap()  # the last frame's temporaries are gone by now
         feats = self._image_graphs.run("image", self.backend.encode_image, {"image": self._upload(image)})
         for obj, start in enumerate(s.starts):
             if start == t:
-                s.decided[obj].append((t, self._start_object(s, obj, feats, video_hw)))
+                self._decide(s, obj, [(t, self._start_object(s, obj, feats, video_hw))])
         active = [obj for obj, start in enumerate(s.starts) if start < t]
         if active:
             self._track_active(s, t, feats, active)
@@ -340,7 +352,7 @@ class SAM2LongTracker:
             base = slots_unique.min()
             obj_masks = masks[base:slots_unique.max() + 1].copy()  # this object's distinct masks
             s.lineages[obj].push(t, obj_masks, slots_unique - base, parent_np[a], cls_np[a])
-            s.decided[obj].extend(s.lineages[obj].pop_decided())
+            self._decide(s, obj, s.lineages[obj].pop_decided())
         if s.trace is not None:
             self._record_trace(s, t, active, step.first, step.kept_iou, step.kept_score, step.acc)
 
@@ -369,6 +381,11 @@ class SAM2LongTracker:
             s.trace[s.prompts[obj].obj_id].append(TraceRow(t, row_iou, row_score, acc_np[a]))
 
     # -- output ----------------------------------------------------------------------
+    @staticmethod
+    def _decide(s: _Session, obj: int, frames: list[tuple[int, np.ndarray]]):
+        """An object's decided masks wait for the other objects' answers in the spill store."""
+        s.decided[obj].extend((f, s.spill.put(mask)) for f, mask in frames)
+
     def _emit(self, s: _Session) -> Iterator[FrameResult]:
         """Frames in order, each once every object started by then has decided it."""
         while s.next_emit < s.frames_seen:
@@ -376,7 +393,7 @@ class SAM2LongTracker:
             started = [o for o, start in enumerate(s.starts) if start <= f]
             if any(not s.decided[o] or s.decided[o][0][0] != f for o in started):
                 return
-            masks = [s.decided[o].popleft()[1] for o in started]
+            masks = [s.spill.take(s.decided[o].popleft()[1]) for o in started]
             size = self.geo.low_res
             stacked = np.stack(masks) if masks else np.zeros((0, size, size), np.float32)
             yield FrameResult(f, [s.prompts[o].obj_id for o in started], stacked)

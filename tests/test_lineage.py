@@ -2,8 +2,10 @@
 as every surviving slot shares one ancestor there (exact copies count as one)."""
 
 import numpy as np
+import pytest
 
 from runtime.lineage import ObjectLineage
+from runtime.spill import SpillStore
 
 
 def _push(lineage, frame, parent, copy_class=None, P=3):
@@ -48,10 +50,12 @@ def test_copies_count_as_one_slot():
     assert _ids(lin.pop_decided()) == [(3, 30)]
 
 
-def test_early_emission_equals_end_of_video_answer():
+@pytest.mark.parametrize("ram_bytes", [None, 0], ids=["in_ram", "on_disk"])
+def test_early_emission_equals_end_of_video_answer(ram_bytes):
+    """Also with every waiting mask in the spill file (a zero RAM budget)."""
     rng = np.random.default_rng(0)
     for trial in range(50):
-        eager, lazy = ObjectLineage(), ObjectLineage()
+        eager, lazy = ObjectLineage(SpillStore(ram_bytes)), ObjectLineage()
         out = []
         for frame in range(30):
             parent = rng.integers(0, 3, 3) if rng.random() < 0.7 else np.full(3, rng.integers(0, 3))

@@ -134,22 +134,17 @@ def test_memory_is_flat_in_video_length(micro_checkpoints):
     assert long_traced <= short_traced + 1024 * 1024, (short_traced, long_traced)
 
 
-def test_cpu_torch_backend_hands_freed_heap_back_once_per_frame(micro_checkpoints, monkeypatch):
-    """glibc keeps freed heap pages of mid-sized tensors; the CPU backend returns them before
-    each frame's image encoding (see engine/torch_backend.py), which keeps peak RSS flat."""
+def test_cpu_tracker_hands_freed_heap_back_once_per_frame(lively_backend, monkeypatch):
+    """glibc keeps freed heap pages of every backend's per-frame temporaries; on the CPU the
+    tracker returns them at the start of each frame (runtime/host_memory.py), which keeps
+    peak RSS flat. Frames before the first prompt compute nothing and trim nothing."""
     import platform
 
-    from engine import torch_backend
-    from engine.model_loading import load_sam2_model
+    from runtime import host_memory
 
     if platform.libc_ver()[0] == "glibc":
-        assert torch_backend.MALLOC_TRIM is not None
+        assert host_memory.MALLOC_TRIM is not None
     calls = []
-    monkeypatch.setattr(torch_backend, "MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
-    backend = torch_backend.TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["plain"]).model, "cpu")
-    tracker = SAM2LongTracker(backend, TrackerConfig(3, 0.1, 2.0))
-    frames = [preprocess_frame(Image.fromarray(synthetic_frame(t)), 256) for t in range(3)]
-    list(tracker.track(iter(frames), [ObjectPrompt(1, 0, mask=synthetic_mask(0))], 3, (120, 160)))
+    monkeypatch.setattr(host_memory, "MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    _track(lively_backend, [ObjectPrompt(1, 2, mask=synthetic_mask(2))], 5)
     assert calls == [0, 0, 0]
-    on_meta = torch_backend.TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["plain"]).model, "meta")
-    assert on_meta._return_freed_memory is None  # only the CPU's heap is handed back
