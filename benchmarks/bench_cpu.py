@@ -14,6 +14,8 @@ masks too: they must differ, or the weights do not exercise the memory tree.
 
 `--memory` instead runs each side on a 20-frame and a 200-frame clip (the bedroom frames
 played forwards and backwards) and reports peak RSS: ours must stay flat in video length.
+A run's peak is set by one frame's temporaries and varies by a few percent from run to run;
+`--memory_runs` takes the median of several.
 
 `--floor` prints memory attention's FLOPs per frame and the time they take at this CPU's
 measured fp32 matrix-multiply rate, beside each backend's measured time.
@@ -124,6 +126,7 @@ def measure(sides, model, frames, prompts, num_pathway, engine_dir, args, tmp) -
             data = run_side(side, model, frames, prompts, num_pathway, engine_dir, args.reference_repo,
                             tmp / f"{side}.npz", args.python, args)
             results[side]["seconds"].append(float(data["seconds"]))
+            results[side].setdefault("peak_rss_mib", []).append(float(data["peak_rss_bytes"]) / 2**20)
             results[side]["data"] = data
             print(f"    {side}: {data['seconds']:.1f} s", flush=True)
     return results
@@ -234,6 +237,17 @@ def attention_gflop_per_frame(config: str, num_pathway: int) -> float:
     return 2 * (num_pathway * per_row + self_attn) / 1e9
 
 
+def memory_table(name: str, mem: dict) -> list[str]:
+    """Peak RSS by clip length, median of the runs (their range beside it when there are several)."""
+    def cell(runs):
+        spread = f" ({min(runs):.0f}-{max(runs):.0f})" if len(runs) > 1 else ""
+        return f"{np.median(runs):.0f}{spread}"
+    lines = [f"\n**{name}, P=3, peak RSS (MiB) by video length**", "",
+             "| side | 20 frames | 200 frames | growth |", "|---|---|---|---|"]
+    return lines + [f"| {side} | {cell(v[20])} | {cell(v[200])} | "
+                    f"{100 * (np.median(v[200]) / np.median(v[20]) - 1):+.1f}% |" for side, v in mem.items()]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -259,6 +273,9 @@ def main(argv=None):
                         + ", ".join(f"{k} {v[1]:g}" for k, v in LIVELY.items()) + ")")
     p.add_argument("--engine_arg", action="append", default=[], help="extra engine_runner arguments")
     p.add_argument("--memory", action="store_true", help="peak RSS on 20 and 200 frames instead")
+    p.add_argument("--memory_runs", type=int, default=1,
+                   help="--memory: runs of each side per clip length (median, range shown); a run's "
+                        "peak varies by a few percent with where the allocator places one frame's temporaries")
     p.add_argument("--floor", action="store_true", help="memory attention's FLOP floor on this CPU")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--markdown", help="append the tables to this file")
@@ -302,16 +319,12 @@ def main(argv=None):
                     frames = clip(Path(args.frames), count, tmp / f"clip_{name}_{count}")
                     print(f"{name}: {count} frames", flush=True)
                     results = measure([s for s in sides if s != "sam2"], model, frames, args.prompts, 3,
-                                      engine_dir, argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0}),
+                                      engine_dir,
+                                      argparse.Namespace(**{**vars(args), "repeats": args.memory_runs, "warmup": 0}),
                                       tmp)
                     for side, r in results.items():
-                        rss = float(r["data"]["peak_rss_bytes"]) / 2**20
-                        report.setdefault(f"{name}_memory", {}).setdefault(side, {})[count] = rss
-                mem = report[f"{name}_memory"]
-                lines += [f"\n**{name}, P=3, peak RSS (MiB) by video length**", "",
-                          "| side | 20 frames | 200 frames | growth |", "|---|---|---|---|"]
-                lines += [f"| {side} | {v[20]:.0f} | {v[200]:.0f} | {100 * (v[200] / v[20] - 1):+.1f}% |"
-                          for side, v in mem.items()]
+                        report.setdefault(f"{name}_memory", {}).setdefault(side, {})[count] = r["peak_rss_mib"]
+                lines += memory_table(name, report[f"{name}_memory"])
                 continue
             frames = clip(Path(args.frames), args.num_frames, tmp / f"clip_{name}")
             for num_objects in args.objects:

@@ -183,3 +183,13 @@ def test_cpu_matrix_without_the_original_keeps_each_sides_outputs(tmp_path, pari
     # wrong side would not.
     agree = (sides["sam2"]["logits_1"] > 0) == (sides["torch"]["logits_1"] > 0)
     assert agree.mean() > 0.99
+
+
+def test_memory_table_compares_medians_and_shows_the_runs_range():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_cpu import memory_table
+
+    rows = memory_table("micro", {"torch": {20: [800.0, 880.0, 850.0], 200: [900.0, 890.0, 880.0]},
+                                  "onnx": {20: [1000.0], 200: [1010.0]}})
+    assert rows[-2] == "| torch | 850 (800-880) | 890 (880-900) | +4.7% |"
+    assert rows[-1] == "| onnx | 1000 | 1010 | +1.0% |"
