@@ -286,9 +286,11 @@ def main(argv=None):
     sides = [s for s in args.sides if s != "original" or args.reference_repo]
     if "original" in args.sides and not args.reference_repo:
         print("no --reference_repo: the original is left out")
+    runs = (f"20 and 200 frames of {Path(args.frames).name}, {args.memory_runs} run(s) per length" if args.memory
+            else f"{args.num_frames} frames of {Path(args.frames).name}, median of {args.repeats} after "
+                 f"{args.warmup} warm-up")
     lines = [f"\n### {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, {args.num_frames} frames of {Path(args.frames).name}, "
-             f"median of {args.repeats} after {args.warmup} warm-up"]
+             f"{os.cpu_count()} cores, {runs}"]
     report = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
