@@ -77,7 +77,7 @@ def model_files(name: str, checkpoint_dir: Path, obj_score_bias: float,
     gain = f"_noobj{no_obj_embed_gain:g}" if no_obj_embed_gain != 1.0 else ""
     checkpoint = checkpoint_dir / f"sam2.1_{name}_lively_bias{obj_score_bias:g}{gain}.pt"
     if not checkpoint.is_file():
-        from tools.make_random_checkpoint import write_checkpoint
+        from sam2long.tools.make_random_checkpoint import write_checkpoint
 
         print(f"writing {checkpoint} (seeded random weights, lively)", flush=True)
         write_checkpoint(checkpoint, config, seed=0, lively=True, obj_score_bias=obj_score_bias,
@@ -190,7 +190,7 @@ MATMUL_SIDE = 2048
 def matmul_gflops() -> dict[str, float]:
     """This CPU's fp32 matrix-multiply rate in torch and in ONNX Runtime (2048-cubed
     products, best of 10)."""
-    from engine.cpu_speed import matmul_seconds
+    from sam2long.engine.cpu_speed import matmul_seconds
 
     return {lib: 2 * MATMUL_SIDE ** 3 / seconds / 1e9 for lib, seconds in matmul_seconds(MATMUL_SIDE, 10).items()}
 
@@ -200,9 +200,9 @@ def full_memory_attention_seconds(model, engine_dir: str, num_pathway: int) -> d
     (best of 3 after a warm-up; layer one's shared blocks do not apply: all rows differ)."""
     import torch
 
-    from engine.cpu_speed import best_seconds
-    from engine.factory import build_backend
-    from engine.stages import MemoryInputs
+    from sam2long.engine.cpu_speed import best_seconds
+    from sam2long.engine.factory import build_backend
+    from sam2long.engine.stages import MemoryInputs
 
     seconds = {}
     for backend_name in ("torch", "onnx"):
@@ -222,7 +222,7 @@ def full_memory_attention_seconds(model, engine_dir: str, num_pathway: int) -> d
 def attention_gflop_per_frame(config: str, num_pathway: int) -> float:
     """Memory attention's multiply-adds (x2) for one tracked frame with every memory slot
     full, P rows, layer one's self-attention once (it is the same for every row)."""
-    from engine.model_loading import _instantiate_model, resolve_config_path
+    from sam2long.engine.model_loading import _instantiate_model, resolve_config_path
 
     model = _instantiate_model(resolve_config_path(config))
     hw = (model.image_size // 16) ** 2

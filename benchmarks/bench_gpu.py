@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from engine.stages import PRECISIONS  # noqa: E402
+from sam2long.engine.stages import PRECISIONS  # noqa: E402
 from bench_vs_reference import (  # noqa: E402
     add_input_args,
     agreement,

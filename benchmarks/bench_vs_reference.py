@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from runtime.metrics import mask_iou  # noqa: E402
+from sam2long.runtime.metrics import mask_iou  # noqa: E402
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
 
 

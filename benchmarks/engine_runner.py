@@ -14,13 +14,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-from engine.factory import build_backend
-from engine.stages import PRECISIONS
-from runtime.config import TrackerConfig
-from runtime.pipeline import track_frames
-from runtime.prompts import ObjectPrompt
-from runtime.tracker import SAM2LongTracker
-from runtime.video_io import VideoSource
+from sam2long.engine.factory import build_backend
+from sam2long.engine.stages import PRECISIONS
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.pipeline import track_frames
+from sam2long.runtime.prompts import ObjectPrompt
+from sam2long.runtime.tracker import SAM2LongTracker
+from sam2long.runtime.video_io import VideoSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner_cli import FrameStore, GpuMemory, add_timer, peak_rss, runner_parser  # noqa: E402

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from runtime.image_io import save_palette_png
+from sam2long.runtime.image_io import save_palette_png
 
 VOID = 255
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import ConfigError
-from engine.model_loading import load_sam2_model
-from engine.stages import PRECISIONS, StageBackend
+from sam2long.engine.errors import ConfigError
+from sam2long.engine.model_loading import load_sam2_model
+from sam2long.engine.stages import PRECISIONS, StageBackend
 
 BACKENDS = ("torch", "onnx", "trt")
 
@@ -42,13 +42,13 @@ def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str
         raise ConfigError(f"--precision {precision!r}: choose from {PRECISIONS}")
     dev = resolve_device(device)
     if backend == "torch":
-        from engine.torch_backend import TorchBackend
+        from sam2long.engine.torch_backend import TorchBackend
 
         return TorchBackend(load_sam2_model(sam2_cfg, sam2_checkpoint, device=dev).model, dev, precision)
     if backend == "onnx" and precision != "fp32":
         raise ConfigError("--backend onnx runs the fp32 graphs; reduced precision is for --backend trt or torch")
-    from engine.manifest import check_manifest
-    from engine.model_loading import resolve_config_path
+    from sam2long.engine.manifest import check_manifest
+    from sam2long.engine.model_loading import resolve_config_path
 
     if not engine_dir:
         raise ConfigError(f"--backend {backend} needs --engine_dir (built by export/build_engines.py)")
@@ -58,11 +58,11 @@ def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str
     manifest = check_manifest(Path(engine_dir), resolve_config_path(sam2_cfg), checkpoint,
                               "fp32", sam2_cfg, sam2_checkpoint)
     if backend == "onnx":
-        from engine.onnx_backend import OnnxBackend
+        from sam2long.engine.onnx_backend import OnnxBackend
 
         return OnnxBackend(engine_dir, manifest, dev)
-    from engine.manifest import check_trt_manifest
-    from engine.trt_backend import TensorRTUnavailable, TrtBackend, gpu_identity, import_tensorrt
+    from sam2long.engine.manifest import check_trt_manifest
+    from sam2long.engine.trt_backend import TensorRTUnavailable, TrtBackend, gpu_identity, import_tensorrt
 
     if dev.type != "cuda":
         raise TensorRTUnavailable(f"--backend trt runs on a CUDA GPU, not on {dev}")

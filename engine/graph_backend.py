@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.manifest import CONSTANTS_NAME, EngineMismatchError
-from engine.stages import (DYNAMIC_DIMS, SLOT_DIMS, DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry,
+from sam2long.engine.manifest import CONSTANTS_NAME, EngineMismatchError
+from sam2long.engine.stages import (DYNAMIC_DIMS, SLOT_DIMS, DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry,
                            StageBackend, check_feeds, input_names, output_names)
 
 

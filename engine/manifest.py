@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
 MANIFEST_NAME = "manifest.json"
 TRT_MANIFEST_NAME = "trt_manifest.json"

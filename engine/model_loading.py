@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
 CHECKPOINT_HELP = (
     "Official SAM 2.1 checkpoints are published by facebookresearch/sam2 "

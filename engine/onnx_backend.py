@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.graph_backend import GraphBackend, check_stage_io
-from engine.manifest import STAGES, EngineMismatchError, Manifest
-from engine.profiles import ort_trt_profile_options
-from engine.stages import STAGE_SPECS, MemoryInputs, ModelGeometry, output_names, resolve_dims
+from sam2long.engine.graph_backend import GraphBackend, check_stage_io
+from sam2long.engine.manifest import STAGES, EngineMismatchError, Manifest
+from sam2long.engine.profiles import ort_trt_profile_options
+from sam2long.engine.stages import STAGE_SPECS, MemoryInputs, ModelGeometry, output_names, resolve_dims
 
 # ONNX Runtime's errors for a graph file it cannot read (damaged, truncated, not ONNX).
 UNREADABLE_GRAPH = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail")

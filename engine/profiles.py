@@ -9,7 +9,7 @@ fuse poorly).
 
 from __future__ import annotations
 
-from engine.stages import DYNAMIC_DIMS, STAGE_SPECS, ModelGeometry, resolve_dims
+from sam2long.engine.stages import DYNAMIC_DIMS, STAGE_SPECS, ModelGeometry, resolve_dims
 
 MAX_CLICKS = 16  # decoder point inputs: boxes count as two
 DEFAULT_OPT_BATCH = 3

@@ -11,8 +11,8 @@ from dataclasses import fields
 
 import torch
 
-from engine.stages import DecoderOutput, ImageFeatures, MemoryInputs, StageBackend
-from engine.torch_stages import (
+from sam2long.engine.stages import DecoderOutput, ImageFeatures, MemoryInputs, StageBackend
+from sam2long.engine.torch_stages import (
     ImageEncoderStage,
     MaskDecoderStage,
     MemoryAttentionStage,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.stages import ModelGeometry
+from sam2long.engine.stages import ModelGeometry
 
 NO_OBJ_SCORE = -1024.0
 

@@ -36,11 +36,11 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
-from engine.graph_backend import GraphBackend, check_stage_io
-from engine.manifest import STAGES, EngineMismatchError, TrtManifest
-from engine.stages import STAGE_SPECS, TORCH_DTYPES, resolve_dims
+from sam2long.engine.graph_backend import GraphBackend, check_stage_io
+from sam2long.engine.manifest import STAGES, EngineMismatchError, TrtManifest
+from sam2long.engine.stages import STAGE_SPECS, TORCH_DTYPES, resolve_dims
 
 MIN_TENSORRT = (10, 1)
 
@@ -170,7 +170,7 @@ class TrtBackend(GraphBackend):
     def reserve_batch(self, rows: int):
         """Size the working memory once for `rows` rows (and the prompt frames' batch of
         one with up to the profile's clicks), before any capture."""
-        from engine.profiles import MAX_CLICKS
+        from sam2long.engine.profiles import MAX_CLICKS
 
         if capturing():
             return

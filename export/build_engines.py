@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.graph_backend import load_geometry
-from engine.manifest import (CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, build_command,
+from sam2long.engine.graph_backend import load_geometry
+from sam2long.engine.manifest import (CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, build_command,
                              file_sha256, record_files, verify_files)
-from engine.model_loading import ModelLoadError, load_sam2_model
-from engine.profiles import DEFAULT_OPT_BATCH
-from engine.stages import (DYNAMIC_DIMS, PRECISIONS, SLOT_DIMS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
+from sam2long.engine.model_loading import ModelLoadError, load_sam2_model
+from sam2long.engine.profiles import DEFAULT_OPT_BATCH
+from sam2long.engine.stages import (DYNAMIC_DIMS, PRECISIONS, SLOT_DIMS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
                            resolve_dims)
-from engine.torch_stages import MemoryAttentionStage, model_geometry
-from engine.trt_backend import TensorRTUnavailable
-from export.graph_io import save_graph
-from export.trt_build import TrtBuildError
+from sam2long.engine.torch_stages import MemoryAttentionStage, model_geometry
+from sam2long.engine.trt_backend import TensorRTUnavailable
+from sam2long.export.graph_io import save_graph
+from sam2long.export.trt_build import TrtBuildError
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 512 << 20  # bigger graphs keep their weights in a side file
@@ -70,7 +70,7 @@ def export_stage(stage: str, module, inputs: dict, path: Path, geo: ModelGeometr
     when large)."""
     import onnx
 
-    from export.onnx_fold import fold_constants
+    from sam2long.export.onnx_fold import fold_constants
 
     traced = path.with_name(path.stem + ".traced.onnx")
     axes = {name: dims for name, dims in dynamic_axes(stage, dynamic).items()
@@ -113,14 +113,14 @@ def build(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "f
     """ONNX graphs in `out_dir` (always fp32), then TensorRT engines in `precision` when
     "trt" is among `targets`. Returns the folder of what was built last."""
     if "trt" in targets:  # fail before the long ONNX export, not after it
-        from engine.trt_backend import gpu_identity, import_tensorrt
+        from sam2long.engine.trt_backend import gpu_identity, import_tensorrt
 
         import_tensorrt()
         gpu_identity()
     out = build_onnx(sam2_cfg, sam2_checkpoint, out_dir, max_batch, force)
     if "trt" not in targets:
         return out
-    from export.trt_build import build_trt_engines
+    from sam2long.export.trt_build import build_trt_engines
 
     manifest = Manifest.load(out)
     with tqdm(total=len(STAGES), desc="build TensorRT engines", unit="engine") as steps:
@@ -157,7 +157,7 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
     import onnx
     import onnxruntime
 
-    from export.wrappers import example_inputs, stage_modules
+    from sam2long.export.wrappers import example_inputs, stage_modules
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

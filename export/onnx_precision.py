@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.stages import PRECISIONS
+from sam2long.engine.stages import PRECISIONS
 
 LOW_TYPES = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 # Ops whose float inputs and outputs go to low precision. bf16 Conv is only legal from

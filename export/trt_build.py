@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from engine.errors import SAM2LongError
-from engine.manifest import (STAGES, TRT_MANIFEST_NAME, EngineMismatchError, Manifest, TrtManifest, record_files,
+from sam2long.engine.errors import SAM2LongError
+from sam2long.engine.manifest import (STAGES, TRT_MANIFEST_NAME, EngineMismatchError, Manifest, TrtManifest, record_files,
                              trt_engine_dir, trt_engine_key, verify_files)
-from engine.profiles import DEFAULT_OPT_BATCH, stage_profile
-from engine.stages import ModelGeometry
-from engine.trt_backend import gpu_identity, import_tensorrt
+from sam2long.engine.profiles import DEFAULT_OPT_BATCH, stage_profile
+from sam2long.engine.stages import ModelGeometry
+from sam2long.engine.trt_backend import gpu_identity, import_tensorrt
 
 TIMING_CACHE_NAME = "timing.cache"
 WORKSPACE_BYTES = 8 << 30
@@ -78,9 +78,9 @@ def write_cast_graph(onnx_path: Path, precision: str, out_path: Path, external_d
         return onnx_path
     import onnx
 
-    from export.onnx_precision import cast_graph
+    from sam2long.export.onnx_precision import cast_graph
 
-    from export.graph_io import save_graph
+    from sam2long.export.graph_io import save_graph
 
     save_graph(cast_graph(onnx.load(str(onnx_path)), precision), out_path, external_data_bytes)
     return out_path

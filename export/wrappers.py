@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.stages import ModelGeometry, input_names
-from engine.torch_stages import (
+from sam2long.engine.stages import ModelGeometry, input_names
+from sam2long.engine.torch_stages import (
     ImageEncoderStage,
     MaskDecoderStage,
     MemoryAttentionStage,

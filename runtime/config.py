@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.errors import ConfigError
+from sam2long.engine.errors import ConfigError
 
 MAX_PATHWAYS = 8
 

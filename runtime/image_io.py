@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
 _JPEG_EXTS = (".jpg", ".jpeg")
 _PNG_EXTS = (".png",)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.spill import Held, SpillStore
+from sam2long.runtime.spill import Held, SpillStore
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.background import BackgroundWorker
-from runtime.image_io import DAVIS_PALETTE, save_palette_png
+from sam2long.runtime.background import BackgroundWorker
+from sam2long.runtime.image_io import DAVIS_PALETTE, save_palette_png
 
 #: Score of objects with no prediction on a frame (as SAM 2's evaluation script): far
 #: below any threshold, so they are "absent".

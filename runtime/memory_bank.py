@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.stages import MemoryInputs, ModelGeometry
+from sam2long.engine.stages import MemoryInputs, ModelGeometry
 
 COND_SCORE = 10.0  # the conditioning frame and pointer rank as very confident
 WEIGHT_LOW, WEIGHT_HIGH = 0.95, 1.05

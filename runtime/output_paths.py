@@ -18,7 +18,7 @@ import socket
 import tempfile
 from collections.abc import Iterable
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
 _MASK_FILE = re.compile(r"[^.].*\.png$", re.IGNORECASE)
 # Names of work in progress: ".<name>.partial@<host>@<pid>@<random>[suffix]", so that a later

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from runtime.image_io import DAVIS_PALETTE
+from sam2long.runtime.image_io import DAVIS_PALETTE
 
 PALETTE = np.frombuffer(DAVIS_PALETTE, dtype=np.uint8).reshape(-1, 3)
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from runtime.frames import prefetch, preprocess_frame
-from runtime.postprocess import to_video_resolution
-from runtime.prompts import ObjectPrompt, validate_prompts
-from runtime.tracker import SAM2LongTracker
-from runtime.video_io import VideoSource
+from sam2long.runtime.frames import prefetch, preprocess_frame
+from sam2long.runtime.postprocess import to_video_resolution
+from sam2long.runtime.prompts import ObjectPrompt, validate_prompts
+from sam2long.runtime.tracker import SAM2LongTracker
+from sam2long.runtime.video_io import VideoSource
 
 
 @dataclass

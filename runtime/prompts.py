@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
 
 class PromptError(SAM2LongError, ValueError):
@@ -159,7 +159,7 @@ def load_prompt_file(path: str) -> list[ObjectPrompt]:
 
 
 def _read_mask(prompt_file: str, mask_path: str, obj_id: int) -> np.ndarray:
-    from runtime.image_io import load_palette_png
+    from sam2long.runtime.image_io import load_palette_png
 
     full = os.path.join(os.path.dirname(os.path.abspath(prompt_file)), str(mask_path))
     labels, _ = load_palette_png(full, video=None)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
 # Enough for about 85 waiting frames of one object at P=3 and 1024 px before any file I/O.
 RAM_BYTES = 64 << 20

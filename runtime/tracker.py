@@ -20,15 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.stages import ImageFeatures, StageBackend
-from runtime import host_memory
-from runtime.config import TrackerConfig
-from runtime.cuda_graphs import GraphCache, blocking_event
-from runtime.lineage import ObjectLineage
-from runtime.memory_bank import NewEntries, PathwayBank
-from runtime.prompts import ObjectPrompt, validate_prompts
-from runtime.selection import NUM_MASKS, select_candidates
-from runtime.spill import SpillStore
+from sam2long.engine.stages import ImageFeatures, StageBackend
+from sam2long.runtime import host_memory
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.cuda_graphs import GraphCache, blocking_event
+from sam2long.runtime.lineage import ObjectLineage
+from sam2long.runtime.memory_bank import NewEntries, PathwayBank
+from sam2long.runtime.prompts import ObjectPrompt, validate_prompts
+from sam2long.runtime.selection import NUM_MASKS, select_candidates
+from sam2long.runtime.spill import SpillStore
 
 PROMPT_LOGIT = 10.0  # a mask prompt becomes logits +-10, as in SAM 2
 

@@ -11,10 +11,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from engine.errors import SAM2LongError
-from runtime.background import BackgroundWorker
-from runtime.image_io import frame_path, list_frames, read_frame_rgb
-from runtime.output_paths import partial_path
+from sam2long.engine.errors import SAM2LongError
+from sam2long.runtime.background import BackgroundWorker
+from sam2long.runtime.image_io import frame_path, list_frames, read_frame_rgb
+from sam2long.runtime.output_paths import partial_path
 
 DEFAULT_FOLDER_FPS = 24.0
 MAX_FPS = 1000.0

@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from runtime.mask_writer import MaskWriter, apply_non_overlap
-from runtime.output_paths import StagedDir, check_output_dir, check_output_file, remove_stale_partials
-from runtime.overlay import overlay_masks
-from runtime.pipeline import track_frames
-from runtime.prompts import ObjectPrompt, validate_prompts
-from runtime.tracker import SAM2LongTracker
-from runtime.video_io import H264Writer, VideoSource
+from sam2long.runtime.mask_writer import MaskWriter, apply_non_overlap
+from sam2long.runtime.output_paths import StagedDir, check_output_dir, check_output_file, remove_stale_partials
+from sam2long.runtime.overlay import overlay_masks
+from sam2long.runtime.pipeline import track_frames
+from sam2long.runtime.prompts import ObjectPrompt, validate_prompts
+from sam2long.runtime.tracker import SAM2LongTracker
+from sam2long.runtime.video_io import H264Writer, VideoSource
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from runtime.image_io import VOID_LABEL, DatasetError, atomic_write, load_palette_png
+from sam2long.runtime.image_io import VOID_LABEL, DatasetError, atomic_write, load_palette_png
 
 #: Name of the per-video completion record.
 COMPLETE_MARKER = ".complete"

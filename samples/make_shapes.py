@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runtime.image_io import DAVIS_PALETTE  # noqa: E402
+from sam2long.runtime.image_io import DAVIS_PALETTE  # noqa: E402
 
 NUM_FRAMES, HEIGHT, WIDTH = 24, 240, 320
 ROOT = Path(__file__).resolve().parent / "shapes"

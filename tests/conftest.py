@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Tools run as subprocesses import `sam2long` from this checkout too, not from wherever the
+# project was installed editable (a second worktree would otherwise test the first one's code).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 MICRO_CFG = str(ROOT / "configs" / "micro_sam2.1_256.yaml")
 PARITY_DIR = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
@@ -28,7 +32,7 @@ def parity_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def micro_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    from tools.make_random_checkpoint import write_checkpoint
+    from sam2long.tools.make_random_checkpoint import write_checkpoint
 
     folder = tmp_path_factory.mktemp("ckpt")
     return {
@@ -39,8 +43,8 @@ def micro_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def lively_backend(micro_checkpoints):
-    from engine.model_loading import load_sam2_model
-    from engine.torch_backend import TorchBackend
+    from sam2long.engine.model_loading import load_sam2_model
+    from sam2long.engine.torch_backend import TorchBackend
 
     return TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model, "cpu")
 
@@ -67,7 +71,7 @@ H, W = 4, 6
 
 
 def write_png(path: Path, arr: np.ndarray, palette=None) -> Path:
-    from runtime.image_io import DAVIS_PALETTE
+    from sam2long.runtime.image_io import DAVIS_PALETTE
 
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(np.asarray(arr, dtype=np.uint8))

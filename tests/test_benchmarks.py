@@ -124,7 +124,7 @@ def test_gpu_matrix_times_without_traces(tmp_path, monkeypatch):
 def test_engine_runner_without_traces(tmp_path, micro_checkpoints, monkeypatch):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import engine_runner
-    from runtime.tracker import SAM2LongTracker
+    from sam2long.runtime.tracker import SAM2LongTracker
 
     base = runner_args(tmp_path, micro_checkpoints, 3)
     traces = []

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import runtime.cuda_graphs as cuda_graphs
-from runtime.cuda_graphs import GraphCache
+import sam2long.runtime.cuda_graphs as cuda_graphs
+from sam2long.runtime.cuda_graphs import GraphCache
 
 
 class _Stream:
@@ -127,8 +127,8 @@ def test_a_failed_capture_runs_eagerly_and_releases_the_scopes(monkeypatch):
 def test_the_tracker_shares_one_pool_and_tells_the_backend(monkeypatch, lively_backend):
     """The tracker's image cache and every video's cache use the tracker's pool and its
     backend, and a new video releases the last one's scopes."""
-    from runtime.config import TrackerConfig
-    from runtime.tracker import SAM2LongTracker
+    from sam2long.runtime.config import TrackerConfig
+    from sam2long.runtime.tracker import SAM2LongTracker
 
     rec = _Recorder(monkeypatch)
     monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: rec.stream)
@@ -140,7 +140,7 @@ def test_the_tracker_shares_one_pool_and_tells_the_backend(monkeypatch, lively_b
     tracker = SAM2LongTracker(backend, TrackerConfig(), cuda_graphs=True)
     assert tracker._image_graphs.pool is tracker._graph_pool is rec.pools[0] and len(rec.pools) == 1
     assert tracker._image_graphs.backend is backend
-    monkeypatch.setattr("runtime.tracker.PathwayBank", lambda *a, **k: None)
+    monkeypatch.setattr("sam2long.runtime.tracker.PathwayBank", lambda *a, **k: None)
     monkeypatch.setattr(torch, "zeros", lambda *a, **k: None)
     first = tracker._new_session([], 3, None).graphs
     first._entries["k"] = "a graph"
@@ -152,7 +152,7 @@ def test_the_tracker_shares_one_pool_and_tells_the_backend(monkeypatch, lively_b
 def test_the_frame_wait_sleeps_instead_of_spinning(monkeypatch):
     """The one host wait per frame uses a blocking event: synchronize() on a default
     event spins a CPU core (the decoder and writer threads need it)."""
-    from runtime.tracker import SAM2LongTracker, _Step
+    from sam2long.runtime.tracker import SAM2LongTracker, _Step
 
     made = []
 

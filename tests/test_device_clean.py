@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.config import TrackerConfig
-from runtime.tracker import SAM2LongTracker
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.tracker import SAM2LongTracker
 from tests.capture_checks import DeviceChecker, WrongDevice
 from tests.conftest import MICRO_CFG
 
@@ -50,7 +50,7 @@ def _held_tensors(backend):
 
 @pytest.fixture
 def meta_model(micro_checkpoints):
-    from engine.model_loading import load_sam2_model
+    from sam2long.engine.model_loading import load_sam2_model
 
     model = load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model
     _sam2_warmup(model, META)
@@ -58,7 +58,7 @@ def meta_model(micro_checkpoints):
 
 
 def _meta_backend(model):
-    from engine.torch_backend import TorchBackend
+    from sam2long.engine.torch_backend import TorchBackend
 
     backend = TorchBackend(model, META)  # (tables are made on the host once, then moved)
     off = {name: t.device for name, t in _held_tensors(backend).items() if t.device != META}
@@ -70,7 +70,7 @@ def test_the_backend_and_a_tracking_step_stay_on_the_device(meta_model):
     """Build on meta (sam2's cache warm-up emulated), then the four stages and the
     captured tracking step: no op sees a host tensor, and afterwards the backend and the
     position caches hold device tensors only."""
-    from engine.stages import MemoryInputs, resolve_dims, STAGE_SPECS
+    from sam2long.engine.stages import MemoryInputs, resolve_dims, STAGE_SPECS
 
     backend = _meta_backend(meta_model)
     geo = backend.geometry
@@ -101,7 +101,7 @@ def test_the_backend_and_a_tracking_step_stay_on_the_device(meta_model):
 
 
 def _prompt(obj):
-    from runtime.prompts import ObjectPrompt
+    from sam2long.runtime.prompts import ObjectPrompt
 
     return ObjectPrompt(obj + 1, 0, mask=np.ones((4, 4), bool))
 
@@ -109,8 +109,8 @@ def _prompt(obj):
 def test_position_caches_filled_on_the_host_are_moved(micro_checkpoints):
     """A model whose sam2 position caches were filled on the CPU (it ran there first)
     gets them on the device when the backend is built."""
-    from engine.model_loading import load_sam2_model
-    from engine.torch_backend import TorchBackend
+    from sam2long.engine.model_loading import load_sam2_model
+    from sam2long.engine.torch_backend import TorchBackend
 
     model = load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model
     TorchBackend(model, "cpu")  # fills the caches with CPU tensors at the model's shapes

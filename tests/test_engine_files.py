@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from engine.manifest import CONSTANTS_NAME, MANIFEST_NAME, EngineMismatchError, Manifest
+from sam2long.engine.manifest import CONSTANTS_NAME, MANIFEST_NAME, EngineMismatchError, Manifest
 from tests.conftest import MICRO_CFG
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/setup_env.sh")
@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/set
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, micro_checkpoints):
-    from export.build_engines import build
+    from sam2long.export.build_engines import build
 
     return build(MICRO_CFG, str(micro_checkpoints["lively"]), str(tmp_path_factory.mktemp("files") / "eng"))
 
@@ -32,7 +32,7 @@ def engines(built, tmp_path):
 
 
 def _load(engines, micro_checkpoints):
-    from engine.factory import build_backend
+    from sam2long.engine.factory import build_backend
 
     return build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(engines))
 
@@ -79,7 +79,7 @@ def test_a_missing_constants_file_is_named(engines, micro_checkpoints):
 
 def test_vos_inference_reports_a_missing_constants_file(engines, micro_checkpoints, tmp_path, capsys):
     """The dataset tool prints the named file and the rebuild command, exit code 2."""
-    from tools import vos_inference
+    from sam2long.tools import vos_inference
 
     (engines / CONSTANTS_NAME).unlink()
     code = vos_inference.main([
@@ -104,7 +104,7 @@ def test_entries_outside_the_folder_are_refused(engines, micro_checkpoints):
 
 
 def test_the_build_rebuilds_damaged_files_instead_of_reusing_them(engines, micro_checkpoints, capsys):
-    from export.build_engines import build
+    from sam2long.export.build_engines import build
 
     stamp = (engines / "mask_decoder.onnx").stat().st_mtime_ns
     path = engines / CONSTANTS_NAME
@@ -119,7 +119,7 @@ def test_the_build_rebuilds_damaged_files_instead_of_reusing_them(engines, micro
 
 
 def test_out_dir_that_is_a_file_is_a_one_line_error(tmp_path, micro_checkpoints, capsys):
-    from export.build_engines import main
+    from sam2long.export.build_engines import main
 
     target = tmp_path / "a_file"
     target.write_text("not a folder")
@@ -135,8 +135,8 @@ def test_rebuilt_weights_side_files_do_not_grow(tmp_path, micro_checkpoints, mon
     the same for the fp16/bf16 graphs the TensorRT build writes."""
     import onnx
 
-    import export.build_engines as build_engines
-    from export.trt_build import write_cast_graph
+    import sam2long.export.build_engines as build_engines
+    from sam2long.export.trt_build import write_cast_graph
 
     monkeypatch.setattr(build_engines, "EXTERNAL_DATA_BYTES", 1)  # treat every graph as large
     out = tmp_path / "eng"

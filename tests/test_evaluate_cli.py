@@ -12,8 +12,8 @@ import pytest
 from benchmarks.eval_cases import (Case, make_case, seq_blobs, seq_late, seq_long, seq_short, seq_vanish,
                                    write_davis, write_lvos, write_mose, write_sav)
 from tests.conftest import ROOT
-from tools import evaluate
-from tools.evaluation import print_summary, score_run
+from sam2long.tools import evaluate
+from sam2long.tools.evaluation import print_summary, score_run
 
 SCRIPT = str(ROOT / "tools" / "evaluate.py")
 
@@ -111,7 +111,7 @@ def test_davis_errors_name_the_file(tmp_path, cli):
     missing.unlink()
     _one_line_error(cli(*base), "vanish", str(missing))
     write_davis(_small_case(), tmp_path / "DAVIS", tmp_path / "pred")
-    from runtime.image_io import save_palette_png
+    from sam2long.runtime.image_io import save_palette_png
 
     labels = np.zeros((96, 128), np.uint8)
     labels[5, 5] = 7  # vanish's first frame has objects 1 and 2 only
@@ -143,7 +143,7 @@ def test_sav_layouts_strict_and_errors(tmp_path, cli):
 
 def test_sav_object_never_in_the_scored_ground_truth_is_an_error(tmp_path, cli):
     gt, pred = tmp_path / "gt" / "v" / "000", tmp_path / "pred" / "v" / "000"
-    from runtime.image_io import save_palette_png
+    from sam2long.runtime.image_io import save_palette_png
 
     for folder in (gt, pred):
         folder.mkdir(parents=True)

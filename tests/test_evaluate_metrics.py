@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tools.evaluation.assignment import linear_sum_assignment
-from tools.evaluation.metrics import (Boundary, boundary_f, count_matched, davis_radius, decay_quarters,
+from sam2long.tools.evaluation.assignment import linear_sum_assignment
+from sam2long.tools.evaluation.metrics import (Boundary, boundary_f, count_matched, davis_radius, decay_quarters,
                                       disk_kernel, label_boundaries, mean_recall_decay)
 
 

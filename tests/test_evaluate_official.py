@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.eval_cases import make_case, write_davis, write_lvos, write_mose, write_sav
 from tests.conftest import ROOT
-from tools.evaluation import score_run
+from sam2long.tools.evaluation import score_run
 
 DATA = ROOT / "tests" / "data" / "evaluation"
 TOLERANCE = {"davis": 1e-6, "lvos": 1e-6, "sav": 1e-4}

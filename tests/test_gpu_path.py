@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.config import TrackerConfig
-from runtime.metrics import mask_iou
-from runtime.prompts import ObjectPrompt
-from runtime.tracker import SAM2LongTracker
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.metrics import mask_iou
+from sam2long.runtime.prompts import ObjectPrompt
+from sam2long.runtime.tracker import SAM2LongTracker
 from tests.conftest import MICRO_CFG, synthetic_mask
 from tests.test_onnx_backend import engines, onnx_backend  # noqa: F401 (module fixtures)
 from tests.test_tracker import HW, _frames
@@ -61,8 +61,8 @@ def test_fixed_shape_frames_equal_the_dedupe_path(lively_backend):
 def test_fixed_shapes_keep_every_memory_slot_when_not_compacting(micro_checkpoints):
     """The CUDA torch backend keeps all memory slots (masked) instead of dropping the empty
     ones; on the CPU the same choice must give the same masks."""
-    from engine.model_loading import load_sam2_model
-    from engine.torch_backend import TorchBackend
+    from sam2long.engine.model_loading import load_sam2_model
+    from sam2long.engine.torch_backend import TorchBackend
 
     backend = TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model, "cpu")
     ref = _run(backend, n=10)
@@ -79,8 +79,8 @@ BF16_MIN_IOU, BF16_MEAN_IOU = 0.97, 0.99
 def test_bf16_autocast_stays_close_to_fp32(micro_checkpoints):
     """--precision bf16 on the torch backend (autocast, as the original on CUDA) stays
     close to fp32, and is not bit-identical (autocast is really on)."""
-    from engine.model_loading import load_sam2_model
-    from engine.torch_backend import TorchBackend
+    from sam2long.engine.model_loading import load_sam2_model
+    from sam2long.engine.torch_backend import TorchBackend
 
     model = load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model
     fp32 = _run(TorchBackend(model, "cpu"), n=8)
@@ -102,7 +102,7 @@ def test_cuda_graphs_are_refused_without_cuda(lively_backend):
 def cuda_model(micro_checkpoints):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU (none on this machine)")
-    from engine.model_loading import load_sam2_model
+    from sam2long.engine.model_loading import load_sam2_model
 
     return load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model
 
@@ -110,7 +110,7 @@ def cuda_model(micro_checkpoints):
 @needs_cuda
 @pytest.mark.parametrize("precision,min_iou,mean_iou", [("fp32", 0.999, 0.999), ("bf16", BF16_MIN_IOU, BF16_MEAN_IOU)])
 def test_cuda_torch_eager_and_graphs_match_cpu_fp32(cuda_model, lively_backend, precision, min_iou, mean_iou):
-    from engine.torch_backend import TorchBackend
+    from sam2long.engine.torch_backend import TorchBackend
 
     ref = _run(lively_backend)
     backend = TorchBackend(cuda_model, "cuda", precision=precision)

@@ -35,7 +35,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright is installed by tools/setup_env.sh")
-    from tools.gradio_app import SAMPLE_VIDEO, build_parser, create_demo
+    from sam2long.tools.gradio_app import SAMPLE_VIDEO, build_parser, create_demo
 
     os.chdir(tmp_path_factory.mktemp("app"))  # random weights are written under ./outputs
     demo = create_demo(build_parser().parse_args(["--random_weights", "--device", "cpu"]))
@@ -83,7 +83,7 @@ def _zip_members(page, href) -> list[str]:
 def test_two_objects_click_track_and_sessions(app_url):
     from playwright.sync_api import sync_playwright
 
-    from tools.gradio_app import SAMPLE_VIDEO
+    from sam2long.tools.gradio_app import SAMPLE_VIDEO
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -141,7 +141,7 @@ def test_two_objects_click_track_and_sessions(app_url):
 
 
 def test_demo_limits_errors_and_cleanup_without_a_browser(lively_backend, tmp_path):
-    from tools.gradio_app import SAMPLE_VIDEO, Demo, _remove_work_dir, build_parser
+    from sam2long.tools.gradio_app import SAMPLE_VIDEO, Demo, _remove_work_dir, build_parser
 
     demo = Demo(lively_backend, max_frames=10)
     state, image, message, _ = demo.load_video(str(SAMPLE_VIDEO))
@@ -223,7 +223,7 @@ def test_click_previews_and_track_take_turns_on_the_backend(lively_backend, tmp_
     from PIL import Image
 
     from tests.conftest import synthetic_frame
-    from tools.gradio_app import Demo
+    from sam2long.tools.gradio_app import Demo
 
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
-from tools import video_inference, vos_inference
+from sam2long.tools import video_inference, vos_inference
 
 SAMPLE = ROOT / "samples" / "shapes.mp4"
 
@@ -89,7 +89,7 @@ def test_a_truncated_video_is_named(tmp_path, micro_checkpoints, capsys):
 
 
 def test_ctrl_c_ends_with_one_line_and_no_partial_output(tmp_path, micro_checkpoints, capsys, monkeypatch):
-    from runtime.tracker import SAM2LongTracker
+    from sam2long.runtime.tracker import SAM2LongTracker
 
     real_step = SAM2LongTracker._step
 
@@ -308,7 +308,7 @@ def test_leftovers_of_killed_runs_are_removed_and_sigterm_cleans_up(tmp_path, mi
     import socket
     import time
 
-    from runtime.output_paths import partial_path, remove_stale_partials
+    from sam2long.runtime.output_paths import partial_path, remove_stale_partials
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()

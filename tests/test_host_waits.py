@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.config import TrackerConfig
-from runtime.cuda_graphs import GraphCache
-from runtime.tracker import SAM2LongTracker
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.cuda_graphs import GraphCache
+from sam2long.runtime.tracker import SAM2LongTracker
 from tests.capture_checks import HostWait, HostWaitChecker
 from tests.test_gpu_path import _prompts
 from tests.test_tracker import HW, _frames
@@ -38,8 +38,8 @@ def test_the_captured_work_never_waits_for_the_device(micro_checkpoints, monkeyp
     image-encoder call and fixed-shape step runs under the checker and passes. The torch
     backend runs as on CUDA (every memory slot kept, no slot compaction, which needs a
     boolean index)."""
-    from engine.model_loading import load_sam2_model
-    from engine.torch_backend import TorchBackend
+    from sam2long.engine.model_loading import load_sam2_model
+    from sam2long.engine.torch_backend import TorchBackend
     from tests.conftest import MICRO_CFG
 
     backend = TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model, "cpu")
@@ -73,9 +73,9 @@ def test_the_checker_catches_host_waits():
 
 def test_an_item_in_the_step_is_caught(micro_checkpoints, monkeypatch):
     """A host wait slipped into the tracking step (a debugging .item()) fails the check."""
-    from engine.model_loading import load_sam2_model
-    from engine.torch_backend import TorchBackend
-    from runtime import tracker as tracker_module
+    from sam2long.engine.model_loading import load_sam2_model
+    from sam2long.engine.torch_backend import TorchBackend
+    from sam2long.runtime import tracker as tracker_module
     from tests.conftest import MICRO_CFG
 
     backend = TorchBackend(load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model, "cpu")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.image_io import (
+from sam2long.runtime.image_io import (
     DAVIS_PALETTE,
     DatasetError,
     frame_path,

@@ -4,8 +4,8 @@ as every surviving slot shares one ancestor there (exact copies count as one).""
 import numpy as np
 import pytest
 
-from runtime.lineage import ObjectLineage
-from runtime.spill import SpillStore
+from sam2long.runtime.lineage import ObjectLineage
+from sam2long.runtime.spill import SpillStore
 
 
 def _push(lineage, frame, parent, copy_class=None, P=3):

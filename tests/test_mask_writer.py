@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from runtime.image_io import DAVIS_PALETTE
-from runtime.mask_writer import MaskWriter, apply_non_overlap
-from runtime.vos_dataset import load_prompts
+from sam2long.runtime.image_io import DAVIS_PALETTE
+from sam2long.runtime.mask_writer import MaskWriter, apply_non_overlap
+from sam2long.runtime.vos_dataset import load_prompts
 from tests.conftest import H, W, box, read_png, write_png
 
 

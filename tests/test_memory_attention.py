@@ -8,7 +8,7 @@ pointer before projection, and nothing else.
 import pytest
 import torch
 
-from engine.stages import MemoryInputs
+from sam2long.engine.stages import MemoryInputs
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
 
@@ -70,7 +70,7 @@ def _sam2_variable_length(model, feat, mem: MemoryInputs, row: int):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("rows", [1, 3, 7])
 def test_fixed_size_equals_variable_length(lively_backend, micro_checkpoints, weighted, rows):
-    from engine.model_loading import load_sam2_model
+    from sam2long.engine.model_loading import load_sam2_model
     from tests.conftest import MICRO_CFG
 
     model = load_sam2_model(MICRO_CFG, micro_checkpoints["lively"]).model

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from engine.stages import ModelGeometry
-from runtime.memory_bank import NewEntries, PathwayBank
+from sam2long.engine.stages import ModelGeometry
+from sam2long.runtime.memory_bank import NewEntries, PathwayBank
 
 GEO = ModelGeometry(image_size=64, feat_hw=(2, 2), hidden_dim=8, mem_dim=4, num_maskmem=4,
                     max_obj_ptrs=16, hr0_channels=2, hr1_channels=2)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from engine.model_loading import ModelLoadError, load_sam2_model, resolve_config_path
+from sam2long.engine.model_loading import ModelLoadError, load_sam2_model, resolve_config_path
 from tests.conftest import MICRO_CFG
 
 

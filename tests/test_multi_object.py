@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.image_io import DAVIS_PALETTE
+from sam2long.runtime.image_io import DAVIS_PALETTE
 from tests.conftest import MICRO_CFG, ROOT
-from tools import video_inference, vos_inference
+from sam2long.tools import video_inference, vos_inference
 
 SHAPES = ROOT / "samples" / "shapes"
 FRAMES = 8
@@ -127,7 +127,7 @@ def test_object_groups_on_the_command_line(dataset, micro_checkpoints, tmp_path)
 
 
 def test_overlay_colours_outlines_and_tags():
-    from runtime.overlay import object_colour, overlay_masks
+    from sam2long.runtime.overlay import object_colour, overlay_masks
 
     rgb = np.full((60, 80, 3), 128, np.uint8)
     a = np.zeros((60, 80), bool)

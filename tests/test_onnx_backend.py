@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.manifest import EngineMismatchError
-from runtime.metrics import mask_iou
-from runtime.frames import preprocess_frame
+from sam2long.engine.manifest import EngineMismatchError
+from sam2long.runtime.metrics import mask_iou
+from sam2long.runtime.frames import preprocess_frame
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/setup_env.sh")
@@ -20,14 +20,14 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/set
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, micro_checkpoints):
-    from export.build_engines import build
+    from sam2long.export.build_engines import build
 
     return build(MICRO_CFG, str(micro_checkpoints["lively"]), str(tmp_path_factory.mktemp("eng")))
 
 
 @pytest.fixture(scope="module")
 def onnx_backend(engines, micro_checkpoints):
-    from engine.factory import build_backend
+    from sam2long.engine.factory import build_backend
 
     return build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(engines))
 
@@ -54,7 +54,7 @@ def test_image_encoder_random_and_real_frames(onnx_backend, lively_backend):
 @pytest.mark.parametrize("batch", [1, 3, 6])
 def test_memory_attention_partly_empty_equals_variable_length(onnx_backend, lively_backend,
                                                               micro_checkpoints, batch):
-    from engine.model_loading import load_sam2_model
+    from sam2long.engine.model_loading import load_sam2_model
     from tests.test_memory_attention import _random_memory, _sam2_variable_length
 
     geo = onnx_backend.geometry
@@ -88,10 +88,10 @@ def test_decoder_and_memory_encoder(onnx_backend, lively_backend, batch):
 
 
 def test_end_to_end_longer_video_matches_torch(onnx_backend, lively_backend):
-    from runtime.config import TrackerConfig
-    from runtime.postprocess import to_video_resolution
-    from runtime.prompts import ObjectPrompt
-    from runtime.tracker import SAM2LongTracker
+    from sam2long.runtime.config import TrackerConfig
+    from sam2long.runtime.postprocess import to_video_resolution
+    from sam2long.runtime.prompts import ObjectPrompt
+    from sam2long.runtime.tracker import SAM2LongTracker
 
     prompts = [ObjectPrompt(1, 0, mask=synthetic_mask(0)),
                ObjectPrompt(2, 9, points=np.array([[30.0, 20.0]]))]
@@ -109,9 +109,9 @@ def test_end_to_end_longer_video_matches_torch(onnx_backend, lively_backend):
 
 
 def test_onnx_backend_reproduces_torch_on_parity_fixture(parity_dir, tmp_path):
-    from export.build_engines import build
+    from sam2long.export.build_engines import build
     from tests.test_parity_fixture import make_sav_dataset
-    from tools import vos_inference
+    from sam2long.tools import vos_inference
 
     cfg, ckpt = str(parity_dir / "micro_sam2.1.yaml"), str(parity_dir / "micro_lively_seed0.pt")
     build(cfg, ckpt, str(tmp_path / "eng"))
@@ -131,8 +131,8 @@ def test_onnx_backend_reproduces_torch_on_parity_fixture(parity_dir, tmp_path):
 
 
 def test_manifest_checks_and_rebuilds(engines, micro_checkpoints, tmp_path, capsys):
-    from engine.factory import build_backend
-    from export.build_engines import main as build_main
+    from sam2long.engine.factory import build_backend
+    from sam2long.export.build_engines import main as build_main
 
     with pytest.raises(EngineMismatchError, match="(?s)another model.*checkpoint_sha256.*build_engines.py"):
         build_backend("onnx", MICRO_CFG, str(micro_checkpoints["plain"]), "cpu", str(engines))
@@ -160,8 +160,8 @@ def test_manifest_checks_and_rebuilds(engines, micro_checkpoints, tmp_path, caps
 def test_tensorrt_ep_profiles_cover_every_dynamic_input(onnx_backend):
     import onnxruntime as ort
 
-    from engine.manifest import STAGES
-    from engine.profiles import ort_trt_profile_options
+    from sam2long.engine.manifest import STAGES
+    from sam2long.engine.profiles import ort_trt_profile_options
 
     for stage in STAGES:
         profiles = ort_trt_profile_options(stage, onnx_backend.geometry, max_batch=12)
@@ -180,13 +180,13 @@ def test_tensorrt_ep_profiles_cover_every_dynamic_input(onnx_backend):
 def test_large_graphs_keep_weights_in_a_side_file(tmp_path, micro_checkpoints, monkeypatch):
     import onnx
 
-    import export.build_engines as build_engines
+    import sam2long.export.build_engines as build_engines
 
     monkeypatch.setattr(build_engines, "EXTERNAL_DATA_BYTES", 1)  # treat every graph as large
     out = build_engines.build(MICRO_CFG, str(micro_checkpoints["lively"]), str(tmp_path / "eng"))
     assert (out / "mask_decoder.onnx.data").is_file()
     onnx.checker.check_model(str(out / "mask_decoder.onnx"))
-    from engine.factory import build_backend
+    from sam2long.engine.factory import build_backend
 
     backend = build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(out))
     assert backend.encode_image(torch.zeros(1, 3, 256, 256)).feat.shape[0] == 1
@@ -200,8 +200,8 @@ def test_onnx_runtime_runs_fused_attention_over_the_used_slots(engines, onnx_bac
     memory, with the same numbers; TensorRT builds from the standard-op graph."""
     import onnx
 
-    import engine.onnx_backend as onnx_module
-    from engine.manifest import Manifest
+    import sam2long.engine.onnx_backend as onnx_module
+    from sam2long.engine.manifest import Manifest
     from tests.test_memory_attention import _random_memory
 
     manifest = Manifest.load(engines)
@@ -236,8 +236,8 @@ def test_onnx_runtime_runs_fused_attention_over_the_used_slots(engines, onnx_bac
 @pytest.mark.parametrize("speed,engine_dir,want", [(2.1, True, "onnx"), (0.8, True, "torch"), (2.1, False, "torch")])
 def test_auto_picks_the_faster_cpu_backend_measured(engines, micro_checkpoints, capsys, monkeypatch,
                                                     speed, engine_dir, want):
-    import engine.cpu_speed as cpu_speed
-    from tools.cli import build_chosen_backend
+    import sam2long.engine.cpu_speed as cpu_speed
+    from sam2long.tools.cli import build_chosen_backend
 
     monkeypatch.setattr(cpu_speed, "onnx_over_torch_speed", lambda: speed)
     backend = build_chosen_backend("auto", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu",
@@ -249,6 +249,6 @@ def test_auto_picks_the_faster_cpu_backend_measured(engines, micro_checkpoints, 
 
 
 def test_the_speed_probe_measures_both_libraries():
-    from engine.cpu_speed import onnx_over_torch_speed
+    from sam2long.engine.cpu_speed import onnx_over_torch_speed
 
     assert 0.05 < onnx_over_torch_speed() < 20

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from engine.stages import STAGE_SPECS, resolve_dims
+from sam2long.engine.stages import STAGE_SPECS, resolve_dims
 
 
 def test_gpu_calls_wait_for_the_callers_stream_before_running(monkeypatch, lively_backend):
-    from engine.onnx_backend import OnnxBackend
+    from sam2long.engine.onnx_backend import OnnxBackend
 
     events = []
 

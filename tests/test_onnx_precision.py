@@ -9,10 +9,10 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from engine.manifest import Manifest, STAGES
-from engine.profiles import MAX_CLICKS, stage_profile
-from export.onnx_precision import LOW_PRECISION_OPS, LOW_TYPES, cast_graph, low_precision_initializer
-from export.wrappers import example_inputs
+from sam2long.engine.manifest import Manifest, STAGES
+from sam2long.engine.profiles import MAX_CLICKS, stage_profile
+from sam2long.export.onnx_precision import LOW_PRECISION_OPS, LOW_TYPES, cast_graph, low_precision_initializer
+from sam2long.export.wrappers import example_inputs
 from tests.test_onnx_backend import engines  # noqa: F401 (module fixture: the micro graphs)
 
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Sqrt", "Pow", "Erf", "Sin", "Cos")
@@ -60,7 +60,7 @@ def test_fp16_graphs_run_close_to_fp32_in_onnx_runtime(engines):  # noqa: F811
     and really changed (the casts are live)."""
     import onnxruntime as ort
 
-    from engine.graph_backend import load_geometry
+    from sam2long.engine.graph_backend import load_geometry
 
     inputs = example_inputs(load_geometry(engines))
     for stage in STAGES:
@@ -88,7 +88,7 @@ def test_bf16_initializers_round_like_torch():
 
 
 def test_profiles_cover_the_dynamic_inputs_with_opt_at_the_common_size(engines):  # noqa: F811
-    from engine.graph_backend import load_geometry, stage_io_names
+    from sam2long.engine.graph_backend import load_geometry, stage_io_names
 
     geo = load_geometry(engines)
     for stage in STAGES:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.metrics import mask_iou
-from tools import vos_inference
+from sam2long.runtime.metrics import mask_iou
+from sam2long.tools import vos_inference
 
 CASES = {
     "plain": ("micro_seed0.pt", "expected_p3_iou0.1_unc2.npz"),

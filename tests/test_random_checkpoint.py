@@ -9,7 +9,7 @@ from tests.conftest import MICRO_CFG
 
 
 def test_no_obj_embed_gain_scales_that_embedding_and_nothing_else():
-    from tools.make_random_checkpoint import random_model
+    from sam2long.tools.make_random_checkpoint import random_model
 
     lively = random_model(MICRO_CFG, seed=0, lively=True).state_dict()
     strong = random_model(MICRO_CFG, seed=0, lively=True, no_obj_embed_gain=100.0).state_dict()
@@ -20,7 +20,7 @@ def test_no_obj_embed_gain_scales_that_embedding_and_nothing_else():
 
 
 def test_no_obj_embed_gain_is_refused_where_the_config_has_no_such_embedding(tmp_path, capsys):
-    from tools.make_random_checkpoint import main
+    from sam2long.tools.make_random_checkpoint import main
 
     text = open(MICRO_CFG).read()
     assert "no_obj_embed_spatial: true" in text

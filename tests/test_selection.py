@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from runtime.selection import rounded_iou_key, select_candidates
+from sam2long.runtime.selection import rounded_iou_key, select_candidates
 
 
 def _select(acc, ious, scores, uncertainty=2.0):

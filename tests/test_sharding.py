@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from runtime.sharding import (
+from sam2long.runtime.sharding import (
     parse_tasks_per_node,
     resolve_shard,
     select_shard,
     shard_index,
     split_contiguous,
 )
-from tools.slurm_task_plan import refused_shard_flag
+from sam2long.tools.slurm_task_plan import refused_shard_flag
 
 
 # ---------------------------------------------------------------- split_contiguous

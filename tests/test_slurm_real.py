@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runtime.sharding import select_shard
+from sam2long.runtime.sharding import select_shard
 from tests.conftest import MICRO_CFG, ROOT
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")

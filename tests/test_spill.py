@@ -7,9 +7,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from engine.errors import SAM2LongError
-from runtime.lineage import ObjectLineage
-from runtime.spill import SpillStore
+from sam2long.engine.errors import SAM2LongError
+from sam2long.runtime.lineage import ObjectLineage
+from sam2long.runtime.spill import SpillStore
 
 
 def _file_size(store):
@@ -101,12 +101,12 @@ def test_tracker_gives_the_same_results_from_disk(lively_backend, tmp_path, monk
     with the answers: the frames themselves never wait."""
     from PIL import Image
 
-    from runtime import spill
-    from runtime.config import TrackerConfig
-    from runtime.pipeline import track_frames
-    from runtime.prompts import ObjectPrompt
-    from runtime.tracker import SAM2LongTracker
-    from runtime.video_io import VideoSource
+    from sam2long.runtime import spill
+    from sam2long.runtime.config import TrackerConfig
+    from sam2long.runtime.pipeline import track_frames
+    from sam2long.runtime.prompts import ObjectPrompt
+    from sam2long.runtime.tracker import SAM2LongTracker
+    from sam2long.runtime.video_io import VideoSource
     from tests.conftest import synthetic_frame, synthetic_mask
 
     for t in range(10):

@@ -2,7 +2,7 @@
 
 import torch
 
-from engine.stages import (STAGE_SPECS, DecoderOutput, ImageFeatures, MemoryInputs,
+from sam2long.engine.stages import (STAGE_SPECS, DecoderOutput, ImageFeatures, MemoryInputs,
                            dataclass_field_names, resolve_dims)
 
 
@@ -43,12 +43,12 @@ def test_the_spec_is_whole_and_drives_the_graphs(lively_backend, tmp_path_factor
     dims named B / N); the profiles and dynamic axes are the spec's dynamic dims."""
     import onnx
 
-    from engine.manifest import STAGES
-    from engine.profiles import stage_profile
-    from engine.stages import DYNAMIC_DIMS, dynamic_axes, input_names, output_names
+    from sam2long.engine.manifest import STAGES
+    from sam2long.engine.profiles import stage_profile
+    from sam2long.engine.stages import DYNAMIC_DIMS, dynamic_axes, input_names, output_names
     assert input_names("mask_decoder")[3:] == ["point_coords", "point_labels", "mask_prompt", "mask_valid"]
     assert dynamic_axes("mask_decoder")["point_coords"] == {0: "B", 1: "N"}
-    from export.build_engines import build
+    from sam2long.export.build_engines import build
 
     from tests.conftest import MICRO_CFG
 
@@ -56,8 +56,8 @@ def test_the_spec_is_whole_and_drives_the_graphs(lively_backend, tmp_path_factor
     geo = lively_backend.geometry
     types = {"float32": onnx.TensorProto.FLOAT, "int32": onnx.TensorProto.INT32, "int64": onnx.TensorProto.INT64,
              "bool": onnx.TensorProto.BOOL}
-    from engine.manifest import Manifest
-    from engine.stages import SLOT_DIMS
+    from sam2long.engine.manifest import Manifest
+    from sam2long.engine.stages import SLOT_DIMS
 
     manifest = Manifest.load(folder)
     # ONNX Runtime's graphs (slots dynamic in the memory attention) and TensorRT's (fixed).
@@ -113,7 +113,7 @@ def test_feed_checks_take_a_device_without_index():
 
     import pytest
 
-    from engine.stages import FeedError, check_feeds, on_device
+    from sam2long.engine.stages import FeedError, check_feeds, on_device
 
     assert on_device(torch.device("cuda", 0), torch.device("cuda"))
     assert not on_device(torch.device("cuda", 1), torch.device("cuda", 0))
@@ -122,7 +122,7 @@ def test_feed_checks_take_a_device_without_index():
     def fake(shape, dtype=torch.float32, device=torch.device("cuda", 0)):
         return types.SimpleNamespace(shape=torch.Size(shape), dtype=dtype, device=device, dim=lambda: len(shape))
 
-    from engine.stages import ModelGeometry
+    from sam2long.engine.stages import ModelGeometry
 
     geo = ModelGeometry(256, (16, 16), 256, 64, 4, 16, 32, 64)
     feeds = {"feat": fake((1, 256, 16, 16)), "masks": fake((2, 1, 64, 64)), "obj_score": fake((2,))}

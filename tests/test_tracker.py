@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.config import TrackerConfig
-from runtime.frames import preprocess_frame
-from runtime.prompts import ObjectPrompt, PromptError
-from runtime.tracker import SAM2LongTracker
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.frames import preprocess_frame
+from sam2long.runtime.prompts import ObjectPrompt, PromptError
+from sam2long.runtime.tracker import SAM2LongTracker
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
 
 HW = (120, 160)
@@ -97,12 +97,12 @@ PEAK_RSS_SCRIPT = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from PIL import Image
-    from engine.model_loading import load_sam2_model
-    from engine.torch_backend import TorchBackend
-    from runtime.config import TrackerConfig
-    from runtime.frames import preprocess_frame
-    from runtime.prompts import ObjectPrompt
-    from runtime.tracker import SAM2LongTracker
+    from sam2long.engine.model_loading import load_sam2_model
+    from sam2long.engine.torch_backend import TorchBackend
+    from sam2long.runtime.config import TrackerConfig
+    from sam2long.runtime.frames import preprocess_frame
+    from sam2long.runtime.prompts import ObjectPrompt
+    from sam2long.runtime.tracker import SAM2LongTracker
     from tests.conftest import synthetic_frame, synthetic_mask
     n = int(sys.argv[1])
     backend = TorchBackend(load_sam2_model({cfg!r}, sys.argv[2]).model, "cpu")
@@ -140,7 +140,7 @@ def test_cpu_tracker_hands_freed_heap_back_once_per_frame(lively_backend, monkey
     peak RSS flat. Frames before the first prompt compute nothing and trim nothing."""
     import platform
 
-    from runtime import host_memory
+    from sam2long.runtime import host_memory
 
     if platform.libc_ver()[0] == "glibc":
         assert host_memory.MALLOC_TRIM is not None

@@ -65,21 +65,21 @@ def _exists(api: dict, owner: str, name: str) -> bool:
 def test_the_code_uses_exactly_the_listed_names(tmp_path, micro_checkpoints, monkeypatch):
     """Build fp32 and fp16 engines, load them and run a short fixed-shape video through
     the TensorRT backend on the fake: the names touched are USED."""
-    from engine.manifest import Manifest
-    from export.build_engines import build
+    from sam2long.engine.manifest import Manifest
+    from sam2long.export.build_engines import build
     from tests.conftest import MICRO_CFG
     from tests.test_gpu_path import _run
     from tests.test_trt_offline import _backend
 
     trt = make_fake_trt(SUPPORTED[-1])
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("engine.trt_backend.gpu_identity", lambda device=None: ("GPU", "9.0"))
-    monkeypatch.setattr("export.trt_build.gpu_identity", lambda device=None: ("GPU", "9.0"))
+    monkeypatch.setattr("sam2long.engine.trt_backend.gpu_identity", lambda device=None: ("GPU", "9.0"))
+    monkeypatch.setattr("sam2long.export.trt_build.gpu_identity", lambda device=None: ("GPU", "9.0"))
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: type("S", (), {"cuda_stream": 0})())
     out = tmp_path / "eng"
     build(MICRO_CFG, str(micro_checkpoints["lively"]), str(out))
-    from export.trt_build import build_trt_engines
-    from engine.graph_backend import load_geometry
+    from sam2long.export.trt_build import build_trt_engines
+    from sam2long.engine.graph_backend import load_geometry
 
     for precision in ("fp16", "fp32"):
         folder = build_trt_engines(out, Manifest.load(out), load_geometry(out), precision)

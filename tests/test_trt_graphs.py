@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engine.manifest import Manifest, STAGES
-from engine.stages import PRECISIONS
-from export.onnx_precision import cast_graph
+from sam2long.engine.manifest import Manifest, STAGES
+from sam2long.engine.stages import PRECISIONS
+from sam2long.export.onnx_precision import cast_graph
 from tests.test_onnx_backend import engines  # noqa: F401 (module fixture: the micro graphs)
 from tests.trt_graph_check import graph_problems, load_ops_table
 
@@ -25,8 +25,8 @@ BASE_PLUS = "configs/sam2.1/sam2.1_hiera_b+.yaml"
 def base_plus_graphs(tmp_path_factory):
     """SAM 2.1 base+ (1024 px) graphs from seeded random weights: about a minute and a half
     on two cores, once per test session."""
-    from export.build_engines import build
-    from tools.make_random_checkpoint import write_checkpoint
+    from sam2long.export.build_engines import build
+    from sam2long.tools.make_random_checkpoint import write_checkpoint
 
     folder = tmp_path_factory.mktemp("base_plus")
     checkpoint = write_checkpoint(folder / "random.pt", BASE_PLUS, seed=0)

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.graph_backend import load_geometry
-from engine.manifest import (STAGES, EngineMismatchError, Manifest, TrtManifest, check_trt_manifest,
+from sam2long.engine.graph_backend import load_geometry
+from sam2long.engine.manifest import (STAGES, EngineMismatchError, Manifest, TrtManifest, check_trt_manifest,
                              trt_engine_dir, trt_engine_key)
-from engine.profiles import stage_profile
-from engine.stages import FeedError
+from sam2long.engine.profiles import stage_profile
+from sam2long.engine.stages import FeedError
 from tests.conftest import MICRO_CFG
 from tests.fake_tensorrt import API, SUPPORTED, SCRATCH_BASE, SCRATCH_PER_ROW, FrozenContextError, make_fake_trt
 
@@ -44,8 +44,8 @@ GPU, CC = "NVIDIA H100 80GB HBM3", "9.0"
 def _install(monkeypatch, version: str):
     trt = make_fake_trt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr("engine.trt_backend.gpu_identity", lambda device=None: (GPU, CC))
-    monkeypatch.setattr("export.trt_build.gpu_identity", lambda device=None: (GPU, CC))
+    monkeypatch.setattr("sam2long.engine.trt_backend.gpu_identity", lambda device=None: (GPU, CC))
+    monkeypatch.setattr("sam2long.export.trt_build.gpu_identity", lambda device=None: (GPU, CC))
     return trt
 
 
@@ -63,7 +63,7 @@ def any_trt(request, monkeypatch):
 
 @pytest.fixture(scope="module")
 def onnx_graphs(tmp_path_factory, micro_checkpoints) -> Path:
-    from export.build_engines import build
+    from sam2long.export.build_engines import build
 
     return build(MICRO_CFG, str(micro_checkpoints["lively"]), str(tmp_path_factory.mktemp("onnx")))
 
@@ -80,7 +80,7 @@ def graphs(onnx_graphs, tmp_path) -> Path:
 
 
 def _build(graphs: Path, precision="fp32", opt_batch=2, force=False) -> Path:
-    from export.trt_build import build_trt_engines
+    from sam2long.export.trt_build import build_trt_engines
 
     return build_trt_engines(graphs, Manifest.load(graphs), load_geometry(graphs), precision, opt_batch, force)
 
@@ -177,7 +177,7 @@ def test_fp16_builds_from_cast_graphs(graphs, fake_trt):
 def test_failed_builds_show_tensorrt_errors_and_leave_no_manifest(graphs, fake_trt):
     """Every parser error is in the TrtBuildError; a build returning None is an error too;
     after either, no trt_manifest.json is left and the next run builds again."""
-    from export.trt_build import TrtBuildError
+    from sam2long.export.trt_build import TrtBuildError
 
     folder = _build(graphs)
     fake_trt.parse_errors = ["Unsupported operator GridSample3D", "Invalid weights for Conv_17"]
@@ -208,7 +208,7 @@ def _cli(ckpt, out, *extra):
 def test_cli_stops_before_exporting_without_tensorrt_or_gpu(micro_checkpoints, tmp_path, monkeypatch, capsys):
     """--targets trt without TensorRT, with TensorRT 10.0, or without a GPU exits 2 with a
     clear message and exports nothing; --precision fp16 without --targets trt exits 2."""
-    from export.build_engines import main
+    from sam2long.export.build_engines import main
 
     ckpt, out = micro_checkpoints["lively"], tmp_path / "out"
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
@@ -235,7 +235,7 @@ def test_cli_stops_before_exporting_without_tensorrt_or_gpu(micro_checkpoints, t
 def test_cli_builds_engines_and_reports_build_errors(graphs, fake_trt, micro_checkpoints, capsys):
     """main --targets trt reuses the graphs, builds fp16 engines with --opt_batch, and a
     TensorRT parser error is exit code 2 with the error on stderr."""
-    from export.build_engines import main
+    from sam2long.export.build_engines import main
 
     manifest = Manifest.load(graphs)
     args = _cli(micro_checkpoints["lively"], graphs, "--targets", "onnx", "trt", "--precision", "fp16",
@@ -314,7 +314,7 @@ def cpu_stream(monkeypatch):
 
 def _backend(trt, graphs, folder):
     """A TrtBackend on the CPU (its __init__ needs a CUDA device; _setup is the rest)."""
-    from engine.trt_backend import TrtBackend
+    from sam2long.engine.trt_backend import TrtBackend
 
     backend = TrtBackend.__new__(TrtBackend)
     backend._setup(trt, graphs, folder, TrtManifest.load(folder), torch.device("cpu"))
@@ -338,7 +338,7 @@ def test_engines_run_like_the_onnx_backend(graphs, any_trt, cpu_stream, onnx_gra
     """Every stage through the TensorRT backend's bindings (the fake runs the graph on the
     bound addresses with ONNX Runtime) gives the ONNX backend's outputs, in every supported
     version, with batches of 1 and 3, clicks and a mask prompt."""
-    from engine.factory import build_backend
+    from sam2long.engine.factory import build_backend
     from tests.test_memory_attention import _random_memory
 
     backend = _backend(any_trt, graphs, _build(graphs))
@@ -393,7 +393,7 @@ def test_each_captured_graph_has_its_own_contexts(graphs, fake_trt, cpu_stream, 
     feat = torch.zeros(1, geo.hidden_dim, *geo.feat_hw)
     masks, score = torch.zeros(3, 1, geo.low_res, geo.low_res), torch.zeros(3)
     capturing = {"on": False}
-    monkeypatch.setattr("engine.trt_backend.capturing", lambda: capturing["on"])
+    monkeypatch.setattr("sam2long.engine.trt_backend.capturing", lambda: capturing["on"])
     fake_trt.capturing = lambda: capturing["on"]
 
     with backend.graph_scope("graph A"):  # the warm-up, eager
@@ -454,7 +454,7 @@ def test_working_memory_is_sized_for_the_rows_run(graphs, fake_trt, cpu_stream):
     backend = _backend(fake_trt, graphs, _build(graphs))
     assert backend.max_batch >= 6
     backend.reserve_batch(3)
-    from engine.profiles import MAX_CLICKS
+    from sam2long.engine.profiles import MAX_CLICKS
 
     assert backend.scratch.numel() == SCRATCH_BASE + SCRATCH_PER_ROW * 3 < SCRATCH_BASE + SCRATCH_PER_ROW * MAX_CLICKS
     first = backend.scratch
@@ -471,7 +471,7 @@ def test_working_memory_is_sized_for_the_rows_run(graphs, fake_trt, cpu_stream):
 def test_tracker_on_the_trt_backend_matches_onnx(graphs, fake_trt, cpu_stream, onnx_graphs, micro_checkpoints):
     """The GPU layout (every pathway a row) through the TensorRT backend's code gives the
     ONNX backend's masks: reserve_batch, contexts per shape and the bindings of a video."""
-    from engine.factory import build_backend
+    from sam2long.engine.factory import build_backend
     from tests.test_gpu_path import _assert_same_tracks, _run
 
     backend = _backend(fake_trt, graphs, _build(graphs))
@@ -514,8 +514,8 @@ def test_backend_needs_tensorrt_10_1_and_cuda(graphs, fake_trt, micro_checkpoint
     tensorrt the error says `pip install tensorrt`; TensorRT 10.0 is refused, saying why;
     with a supported one the factory picks this GPU's engines (and names the sets there
     are when the precision has none)."""
-    import engine.trt_backend as trt_backend
-    from engine.factory import build_backend
+    import sam2long.engine.trt_backend as trt_backend
+    from sam2long.engine.factory import build_backend
 
     folder = _build(graphs)
     ckpt = str(micro_checkpoints["lively"])
@@ -524,7 +524,7 @@ def test_backend_needs_tensorrt_10_1_and_cuda(graphs, fake_trt, micro_checkpoint
     with pytest.raises(trt_backend.TensorRTUnavailable, match="CUDA GPU, not on cpu"):
         build_backend("trt", MICRO_CFG, ckpt, "cpu", str(graphs))
 
-    monkeypatch.setattr("engine.factory.resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr("sam2long.engine.factory.resolve_device", lambda device: torch.device("cuda"))
     made = []
     monkeypatch.setattr(trt_backend, "TrtBackend", lambda *args: made.append(args) or "backend")
     assert build_backend("trt", MICRO_CFG, ckpt, "cuda", str(graphs)) == "backend"
@@ -551,7 +551,7 @@ class TestRealEngines:
 
     @pytest.fixture(scope="class")
     def engine_dir(self, tmp_path_factory, micro_checkpoints):
-        from export.build_engines import build
+        from sam2long.export.build_engines import build
 
         out = tmp_path_factory.mktemp("real_trt")
         for precision in ("fp32", "fp16"):
@@ -568,7 +568,7 @@ class TestRealEngines:
 
     @pytest.mark.parametrize("precision,tol", [("fp32", 1e-3), ("fp16", 2e-2)])
     def test_stages_match_torch(self, engine_dir, micro_checkpoints, monkeypatch, precision, tol):
-        from engine.factory import build_backend
+        from sam2long.engine.factory import build_backend
         from tests.test_memory_attention import _random_memory
 
         monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # an exact reference
@@ -606,9 +606,9 @@ class TestRealEngines:
     def test_tracker_with_cuda_graphs_matches_eager(self, engine_dir, micro_checkpoints):
         """The TensorRT backend under the tracker's CUDA graphs (a context per captured
         graph) gives the eager run's masks, for two videos through one tracker."""
-        from engine.factory import build_backend
-        from runtime.config import TrackerConfig
-        from runtime.tracker import SAM2LongTracker
+        from sam2long.engine.factory import build_backend
+        from sam2long.runtime.config import TrackerConfig
+        from sam2long.runtime.tracker import SAM2LongTracker
         from tests.test_gpu_path import _assert_same_tracks, _prompts
         from tests.test_tracker import HW, _frames
 

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.config import TrackerConfig
-from runtime.frames import preprocess_frame
-from runtime.postprocess import to_video_resolution
-from runtime.prompts import ObjectPrompt
-from runtime.tracker import SAM2LongTracker
-from runtime.video_io import VideoSource
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.frames import preprocess_frame
+from sam2long.runtime.postprocess import to_video_resolution
+from sam2long.runtime.prompts import ObjectPrompt
+from sam2long.runtime.tracker import SAM2LongTracker
+from sam2long.runtime.video_io import VideoSource
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame
-from tools import video_inference
+from sam2long.tools import video_inference
 
 SAMPLE = str(ROOT / "samples" / "shapes.mp4")
 
@@ -45,7 +45,7 @@ def test_sample_video_end_to_end(in_tmp):
     # Frames before the prompt frame carry no overlay (only re-encoding noise).
     assert np.abs(frames[0].astype(int) - source[0]).mean() < 4
     # The PNG masks are the tracker's masks.
-    from engine.factory import build_backend
+    from sam2long.engine.factory import build_backend
 
     backend = build_backend("torch", MICRO_CFG, str(in_tmp / "outputs/checkpoints/micro_random_seed0.pt"), "cpu")
     tracker = SAM2LongTracker(backend, TrackerConfig(2, 0.1, 2.0))
@@ -113,7 +113,7 @@ def test_bad_video_and_checkpoint(in_tmp, capsys, monkeypatch):
     assert video_inference.main(["--video_path", SAMPLE, "--points", "1", "1",
                                  "--sam2_checkpoint", "mine.pt"]) == 2
     assert "checkpoint not found: mine.pt" in capsys.readouterr().err
-    import tools.download_checkpoints as dl
+    import sam2long.tools.download_checkpoints as dl
 
     monkeypatch.setattr(dl, "BASE_URL", "http://127.0.0.1:9/")  # nothing listens there
     assert video_inference.main(["--video_path", SAMPLE, "--points", "1", "1",

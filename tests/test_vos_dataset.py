@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from runtime.image_io import DAVIS_PALETTE, DatasetError
-from runtime.vos_dataset import (
+from sam2long.runtime.image_io import DAVIS_PALETTE, DatasetError
+from sam2long.runtime.vos_dataset import (
     COMPLETE_MARKER,
     list_videos,
     load_prompts,

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-from runtime.image_io import DAVIS_PALETTE
+from sam2long.runtime.image_io import DAVIS_PALETTE
 from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
-from tools import vos_inference
+from sam2long.tools import vos_inference
 
 SAMPLE = ROOT / "samples" / "shapes"
 
@@ -71,7 +71,7 @@ def test_bad_video_is_reported_and_others_finish(tmp_path, micro_checkpoints, ca
     assert "FAILED bad" in err and "--track_object_appearing_later_in_video" in err
     assert "FAILED broken_frame" in err and "00003.jpg" in err
     assert (tmp_path / "out" / "good" / "00005.png").is_file()
-    from runtime.vos_dataset import COMPLETE_MARKER
+    from sam2long.runtime.vos_dataset import COMPLETE_MARKER
 
     assert (tmp_path / "out" / "good" / COMPLETE_MARKER).is_file()
     assert not (tmp_path / "out" / "broken_frame").exists()  # nothing half-done looks like a result
@@ -154,7 +154,7 @@ def test_the_run_scores_itself_as_the_official_davis_tool(tmp_path, micro_checkp
     masks, the same numbers as tools/evaluate.py on the same folders."""
     import json
 
-    from tools import evaluate
+    from sam2long.tools import evaluate
 
     root = tmp_path / "DAVIS"
     for name in ("a", "b"):

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import ConfigError, SAM2LongError
-from engine.stages import PRECISIONS
+from sam2long.engine.errors import ConfigError, SAM2LongError
+from sam2long.engine.stages import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND_CHOICES = ("auto", "torch", "onnx", "trt")
@@ -93,7 +93,7 @@ def add_tracker_args(parser):
 
 
 def tracker_config(args):
-    from runtime.config import TrackerConfig
+    from sam2long.runtime.config import TrackerConfig
 
     return TrackerConfig(args.num_pathway, args.iou_thre, args.uncertainty)
 
@@ -104,15 +104,15 @@ def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, devi
     """build_backend, with `auto` resolved: on a GPU, TensorRT engines for it when they are
     usable here; on a CPU, ONNX Runtime when it is measured faster and --engine_dir has the
     graphs; otherwise torch. A note says which and why."""
-    from engine.factory import build_backend, resolve_device
+    from sam2long.engine.factory import build_backend, resolve_device
 
     if backend != "auto":
         return build_backend(backend, sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
-    from engine.manifest import EngineMismatchError
+    from sam2long.engine.manifest import EngineMismatchError
 
     on_cuda = resolve_device(device).type == "cuda"
     if on_cuda and engine_dir:
-        from engine.trt_backend import TensorRTUnavailable
+        from sam2long.engine.trt_backend import TensorRTUnavailable
 
         try:
             return build_backend("trt", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
@@ -133,7 +133,7 @@ def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, devi
 
 def _faster_cpu_backend(engine_dir: str | None) -> tuple[str, str]:
     """("onnx" or "torch", why in one line): which is faster here, measured."""
-    from engine.cpu_speed import onnx_over_torch_speed
+    from sam2long.engine.cpu_speed import onnx_over_torch_speed
 
     speed = onnx_over_torch_speed()
     measured = f"ONNX Runtime's matrix products run {speed:.1f}x as fast as torch's on this CPU (measured)"
@@ -149,7 +149,7 @@ def model_files(args) -> tuple[str, str]:
     """(config, checkpoint) the user asked for: the random micro model (written once), or
     a checkpoint, downloading an official one that is missing."""
     if getattr(args, "random_weights", False):
-        from tools.make_random_checkpoint import write_checkpoint
+        from sam2long.tools.make_random_checkpoint import write_checkpoint
 
         if not RANDOM_CHECKPOINT.is_file():
             write_checkpoint(RANDOM_CHECKPOINT, RANDOM_CFG, seed=0)
@@ -157,7 +157,7 @@ def model_files(args) -> tuple[str, str]:
         return RANDOM_CFG, str(RANDOM_CHECKPOINT)
     checkpoint = Path(args.sam2_checkpoint)
     if not checkpoint.is_file():
-        from tools.download_checkpoints import OFFICIAL, download
+        from sam2long.tools.download_checkpoints import OFFICIAL, download
 
         if checkpoint.name not in OFFICIAL:
             raise ConfigError(
@@ -176,7 +176,7 @@ def load_backend(args):
 
 def make_tracker(args, backend):
     """A tracker with the flags' settings (add_tracker_args + --cuda_graphs)."""
-    from runtime.tracker import SAM2LongTracker
+    from sam2long.runtime.tracker import SAM2LongTracker
 
     if args.cuda_graphs and backend.device.type != "cuda":
         raise ConfigError(f"--cuda_graphs needs a CUDA device; the backend runs on {backend.device}")

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 
-from engine.errors import SAM2LongError
+from sam2long.engine.errors import SAM2LongError
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 # checkpoint file -> the sam2 package config it goes with

@@ -20,7 +20,7 @@ import os
 import sys
 
 
-from tools.evaluation import BENCHMARKS, DatasetError, print_summary, score_run
+from sam2long.tools.evaluation import BENCHMARKS, DatasetError, print_summary, score_run
 
 _EPILOG = """examples:
   python tools/evaluate.py --benchmark davis --davis_path DAVIS --pred_root outputs/davis_val

@@ -25,15 +25,15 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from engine.errors import SAM2LongError
-from runtime.config import TrackerConfig
-from runtime.frames import preprocess_frame
-from runtime.postprocess import to_video_resolution
-from runtime.prompts import ObjectPrompt, click_prompt
-from runtime.tracker import SAM2LongTracker, decode_prompt
-from runtime.video_io import VideoSource
-from runtime.video_job import VideoOutputs, overlay_frame, run_video_job
-from tools.cli import HelpFormatter, add_backend_args, add_model_args, report_error
+from sam2long.engine.errors import SAM2LongError
+from sam2long.runtime.config import TrackerConfig
+from sam2long.runtime.frames import preprocess_frame
+from sam2long.runtime.postprocess import to_video_resolution
+from sam2long.runtime.prompts import ObjectPrompt, click_prompt
+from sam2long.runtime.tracker import SAM2LongTracker, decode_prompt
+from sam2long.runtime.video_io import VideoSource
+from sam2long.runtime.video_job import VideoOutputs, overlay_frame, run_video_job
+from sam2long.tools.cli import HelpFormatter, add_backend_args, add_model_args, report_error
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_VIDEO = ROOT / "samples" / "shapes.mp4"
@@ -276,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def create_demo(args) -> gr.Blocks:
-    from engine.errors import ConfigError
-    from tools.cli import load_backend
+    from sam2long.engine.errors import ConfigError
+    from sam2long.tools.cli import load_backend
 
     backend = load_backend(args)
     if args.cuda_graphs and backend.device.type != "cuda":
@@ -287,7 +287,7 @@ def create_demo(args) -> gr.Blocks:
 
 
 def main(argv=None) -> int:
-    from tools.cli import run_main
+    from sam2long.tools.cli import run_main
 
     args = build_parser().parse_args(argv)
 

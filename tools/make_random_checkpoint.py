@@ -22,7 +22,7 @@ import torch
 
 def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -4.0,
                  no_obj_embed_gain: float = 1.0):
-    from engine.model_loading import _instantiate_model, resolve_config_path
+    from sam2long.engine.model_loading import _instantiate_model, resolve_config_path
 
     torch.manual_seed(seed)
     model = _instantiate_model(resolve_config_path(sam2_cfg))

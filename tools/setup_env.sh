@@ -5,10 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-STAMP=.venv/.deps-v5
+STAMP=.venv/.deps-v6
 # The project itself is installed editable: the check also makes sure it is this checkout's.
 if [ -f "$STAMP" ] && .venv/bin/python -c "
-import os, torch, sam2, hydra, PIL, tqdm, pytest, av, gradio, playwright, onnx, onnxruntime, tools
+import os, torch, sam2, hydra, PIL, tqdm, pytest, av, gradio, playwright, onnx, onnxruntime, sam2long.tools as tools
 assert os.path.samefile(os.path.dirname(tools.__file__), 'tools')" 2>/dev/null; then
   exit 0
 fi

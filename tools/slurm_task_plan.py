@@ -28,7 +28,7 @@ import sys
 from typing import Callable, Mapping, Sequence
 
 
-from runtime.sharding import (
+from sam2long.runtime.sharding import (
     SHARD_FLAGS,
     parse_tasks_per_node,
     slurm_array_level,

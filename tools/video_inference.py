@@ -21,11 +21,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.errors import ConfigError
-from runtime.prompts import PROMPT_FILE_HELP, click_prompt, load_prompt_file
-from runtime.video_io import VideoSource
-from runtime.video_job import VideoOutputs, run_video_job
-from tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float, load_backend,
+from sam2long.engine.errors import ConfigError
+from sam2long.runtime.prompts import PROMPT_FILE_HELP, click_prompt, load_prompt_file
+from sam2long.runtime.video_io import VideoSource
+from sam2long.runtime.video_job import VideoOutputs, run_video_job
+from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float, load_backend,
                        make_tracker, positive_float, run_main)
 
 FIRST_OBJECT_ID = 1
@@ -131,8 +131,8 @@ def run(args) -> int:
     prompts = object_prompts(args)
     outputs = VideoOutputs(args.output_video or default_output(args.video_path), args.output_mask_dir,
                            args.per_obj_png_file, args.overwrite)
-    from runtime.prompts import validate_prompts
-    from runtime.video_job import check_outputs
+    from sam2long.runtime.prompts import validate_prompts
+    from sam2long.runtime.video_job import check_outputs
 
     validate_prompts(prompts, (info.height, info.width), info.num_frames)
     check_outputs(outputs, source)  # before the model loads: a bad path costs nothing

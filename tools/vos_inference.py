@@ -25,11 +25,11 @@ import traceback
 import numpy as np
 from tqdm import tqdm
 
-from engine.errors import ConfigError, SAM2LongError
-from runtime.image_io import DatasetError, list_frames
-from runtime.sharding import PRECEDENCE, resolve_shard, select_shard, split_contiguous
-from runtime.vos_dataset import list_videos
-from tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float,
+from sam2long.engine.errors import ConfigError, SAM2LongError
+from sam2long.runtime.image_io import DatasetError, list_frames
+from sam2long.runtime.sharding import PRECEDENCE, resolve_shard, select_shard, split_contiguous
+from sam2long.runtime.vos_dataset import list_videos
+from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float,
                        run_main, tracker_config)
 
 
@@ -92,8 +92,8 @@ def _report(message: str):
 
 def produced_by(args, backend) -> dict:
     """Everything that decides the masks, as the completion records store it."""
-    from engine.manifest import file_sha256
-    from engine.model_loading import resolve_config_path
+    from sam2long.engine.manifest import file_sha256
+    from sam2long.engine.model_loading import resolve_config_path
 
     return {
         "config_sha256": file_sha256(resolve_config_path(args.sam2_cfg)),
@@ -107,7 +107,7 @@ def produced_by(args, backend) -> dict:
 
 def check_output_root(args):
     """The output folder: not overlapping an input, writable (one run-level error)."""
-    from runtime.output_paths import OutputError, overlaps, probe_writable, remove_stale_partials
+    from sam2long.runtime.output_paths import OutputError, overlaps, probe_writable, remove_stale_partials
 
     for flag in ("base_video_dir", "input_mask_dir"):
         source = getattr(args, flag)
@@ -122,7 +122,7 @@ def check_output_root(args):
 def plan_videos(args, shard: list[str], identity: dict) -> list[str]:
     """The shard's videos still to do. Results made with other settings stop the run here,
     before any work, unless --overwrite."""
-    from runtime.vos_dataset import video_status
+    from sam2long.runtime.vos_dataset import video_status
 
     if args.overwrite:
         return list(shard)
@@ -150,12 +150,12 @@ def plan_videos(args, shard: list[str], identity: dict) -> list[str]:
 def run_video(args, tracker, video: str, identity: dict) -> int:
     """Track one video into a staging folder that replaces its output folder when whole;
     returns the number of frames written."""
-    from runtime.mask_writer import MaskWriter
-    from runtime.output_paths import StagedDir
-    from runtime.pipeline import track_frames
-    from runtime.prompts import ObjectPrompt
-    from runtime.video_io import VideoSource
-    from runtime.vos_dataset import load_prompts, write_completion
+    from sam2long.runtime.mask_writer import MaskWriter
+    from sam2long.runtime.output_paths import StagedDir
+    from sam2long.runtime.pipeline import track_frames
+    from sam2long.runtime.prompts import ObjectPrompt
+    from sam2long.runtime.video_io import VideoSource
+    from sam2long.runtime.vos_dataset import load_prompts, write_completion
 
     video_dir = os.path.join(args.base_video_dir, video)
     source = VideoSource(video_dir)
@@ -214,8 +214,8 @@ def score_own_run(args, videos: list[str]) -> None:
     """Score the run's videos with the benchmark's official numbers (tools/evaluate.py)."""
     from pathlib import Path
 
-    from tools.evaluate import default_output_dir
-    from tools.evaluation import print_summary, score_run
+    from sam2long.tools.evaluate import default_output_dir
+    from sam2long.tools.evaluation import print_summary, score_run
 
     masks = Path(args.input_mask_dir).resolve()
     gt = args.score_gt or str({"davis": masks.parents[1], "lvos": masks.parent}.get(args.score, masks))
@@ -249,7 +249,7 @@ def run(args) -> int:
             print(f"shard {i}: {len(chunk)} videos{mark}: {' '.join(chunk)}")
         return 0
 
-    from tools.cli import load_backend, make_tracker
+    from sam2long.tools.cli import load_backend, make_tracker
 
     check_output_root(args)
     backend = load_backend(args)

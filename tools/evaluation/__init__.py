@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from tools.evaluation.common import DatasetError, EvaluationResult, print_summary
+from sam2long.tools.evaluation.common import DatasetError, EvaluationResult, print_summary
 
 __all__ = ["BENCHMARKS", "DatasetError", "EvaluationResult", "print_summary", "score_run"]
 
@@ -41,25 +41,25 @@ def score_run(benchmark: str, gt_path: str, pred_root: str, videos: Sequence[str
     videos = list(videos) if videos is not None else None
     start = time.perf_counter()
     if benchmark == "davis":
-        from tools.evaluation.davis import davis_layout, evaluate_davis
+        from sam2long.tools.evaluation.davis import davis_layout, evaluate_davis
 
         subset = subset or "val"
         layout = davis_layout(gt_path, subset, task, videos)
         result = evaluate_davis(layout, pred_root, task=task, subset=subset, corrected=corrected,
                                 num_processes=num_processes)
     elif benchmark == "sav":
-        from tools.evaluation.sav import evaluate_sav
+        from sam2long.tools.evaluation.sav import evaluate_sav
 
         result = evaluate_sav(gt_path, pred_root, videos=videos, strict=strict,
                               skip_first_and_last=skip_first_and_last, num_processes=num_processes)
     elif benchmark == "lvos":
-        from tools.evaluation.lvos import evaluate_lvos, lvos_layout
+        from sam2long.tools.evaluation.lvos import evaluate_lvos, lvos_layout
 
         subset = subset or "valid"
         layout = lvos_layout(gt_path, subset, unseen_list, videos)
         result = evaluate_lvos(layout, pred_root, subset=subset, num_processes=num_processes)
     elif benchmark == "mose":
-        from tools.evaluation.mose import evaluate_mose
+        from sam2long.tools.evaluation.mose import evaluate_mose
 
         if meta is None:
             raise ValueError("MOSE needs its meta.json (meta=...)")

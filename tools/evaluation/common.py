@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from runtime.image_io import DatasetError, load_palette_png
+from sam2long.runtime.image_io import DatasetError, load_palette_png
 
 __all__ = ["DatasetError", "EvaluationResult", "read_labels", "list_pngs", "list_dirs",
            "check_same_shape", "map_videos", "csv_text", "print_summary"]

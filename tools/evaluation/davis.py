@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.evaluation.assignment import linear_sum_assignment
-from tools.evaluation.common import (DatasetError, EvaluationResult, check_same_shape, csv_text,
+from sam2long.tools.evaluation.assignment import linear_sum_assignment
+from sam2long.tools.evaluation.common import (DatasetError, EvaluationResult, check_same_shape, csv_text,
                                      list_pngs, map_videos, read_labels)
-from tools.evaluation.metrics import (Boundary, boundary_f, davis_radius, disk_kernel, jaccard,
+from sam2long.tools.evaluation.metrics import (Boundary, boundary_f, davis_radius, disk_kernel, jaccard,
                                       label_boundaries, mean_recall_decay)
 
 TASKS = ("semi-supervised", "unsupervised")

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.evaluation.common import DatasetError, EvaluationResult, check_same_shape, csv_text, map_videos, read_labels
-from tools.evaluation.metrics import boundary_f, davis_radius, disk_kernel, jaccard, label_boundaries, nanmean
+from sam2long.tools.evaluation.common import DatasetError, EvaluationResult, check_same_shape, csv_text, map_videos, read_labels
+from sam2long.tools.evaluation.metrics import boundary_f, davis_radius, disk_kernel, jaccard, label_boundaries, nanmean
 
 GLOBAL_NAMES = ("J&F-Mean", "J-Mean", "J-seen-Mean", "J-unseen-Mean", "F-Mean", "F-seen-Mean",
                 "F-unseen-Mean", "V-Mean", "V-seen-Mean", "V-unseen-Mean")

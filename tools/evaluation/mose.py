@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.evaluation.common import DatasetError, EvaluationResult, list_dirs, map_videos, read_labels
-from tools.evaluation.metrics import (BOUNDARY_FRACTION, boundary_f, disk_kernel, image_diagonal,
+from sam2long.tools.evaluation.common import DatasetError, EvaluationResult, list_dirs, map_videos, read_labels
+from sam2long.tools.evaluation.metrics import (BOUNDARY_FRACTION, boundary_f, disk_kernel, image_diagonal,
                                       label_boundaries)
 
 ADAPTIVE_FRACTION = 0.1

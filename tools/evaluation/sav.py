@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.evaluation.common import (DatasetError, EvaluationResult, check_same_shape, list_dirs,
+from sam2long.tools.evaluation.common import (DatasetError, EvaluationResult, check_same_shape, list_dirs,
                                      map_videos, read_labels)
-from tools.evaluation.metrics import boundary_f, davis_radius, disk_kernel, jaccard, label_boundaries
+from sam2long.tools.evaluation.metrics import boundary_f, davis_radius, disk_kernel, jaccard, label_boundaries
 
 
 @dataclass
