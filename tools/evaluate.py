@@ -20,23 +20,29 @@ import os
 import sys
 
 
-from sam2long.tools.evaluation import BENCHMARKS, DatasetError, print_summary, score_run
+from sam2long.tools.evaluation import BENCHMARKS, DatasetError, merge_shards, print_summary, score_run
 
 _EPILOG = """examples:
   python tools/evaluate.py --benchmark davis --davis_path DAVIS --pred_root outputs/davis_val
   python tools/evaluate.py --benchmark sav --gt_root sav_val/Annotations_6fps --pred_root outputs/sav_val
   python tools/evaluate.py --benchmark lvos --lvos_path LVOS/valid --unseen_list lvos-evaluation/unseen_videos.txt --pred_root outputs/lvos
   python tools/evaluate.py --benchmark mose --gt_root MOSEv2/train/Annotations --meta MOSEv2/train/meta.json --pred_root outputs/mose
+  python tools/evaluate.py --merge_shards outputs/davis_val_scores   # after sharded --score runs
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, epilog=_EPILOG,
                                 formatter_class=_Formatter)
-    p.add_argument("--benchmark", required=True, choices=BENCHMARKS,
-                   help="which official evaluation to reproduce")
-    p.add_argument("--pred_root", "--results_path", "--pred", dest="pred_root", required=True,
-                   help="the predicted masks: <video>/<frame>.png (DAVIS palette), or "
+    p.add_argument("--benchmark", choices=BENCHMARKS,
+                   help="which official evaluation to reproduce (required unless --merge_shards)")
+    p.add_argument("--merge_shards", metavar="SCORES_DIR", default=None,
+                   help="instead of scoring masks: merge the per-video scores that sharded "
+                        "`tools/vos_inference.py --score` runs wrote to SCORES_DIR/shard-<i>-of-<n>/ "
+                        "into the whole set's official numbers (the same as one unsharded run); "
+                        "the files go to SCORES_DIR unless --output_dir")
+    p.add_argument("--pred_root", "--results_path", "--pred", dest="pred_root",
+                   help="(required unless --merge_shards) the predicted masks: <video>/<frame>.png (DAVIS palette), or "
                         "<video>/<obj:03d>/<frame>.png (SA-V per-object layout); also accepted "
                         "under the official tools' names")
     gt = p.add_argument_group("ground truth (the official tools' layouts)")
@@ -99,6 +105,12 @@ def default_output_dir(pred_root: str) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.merge_shards is not None:
+        return _merge(args)
+    for flag in ("benchmark", "pred_root"):
+        if getattr(args, flag) is None:
+            print(f"error: --{flag} is required (or --merge_shards)", file=sys.stderr)
+            return 2
     missing = [f"--{flag}" for flag in _NEEDS[args.benchmark] if getattr(args, flag) is None]
     if missing:
         print(f"error: --benchmark {args.benchmark} needs {' and '.join(missing)}", file=sys.stderr)
@@ -115,20 +127,43 @@ def main(argv=None) -> int:
                            skip_first_and_last=not args.do_not_skip_first_and_last_frame,
                            corrected=args.corrected)
         output_dir = args.output_dir or default_output_dir(args.pred_root)
-        written = result.write_files(output_dir)
-        if args.json:
-            folder = os.path.dirname(os.path.abspath(args.json))
-            os.makedirs(folder, exist_ok=True)
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(result.data, f, indent=1)
-                f.write("\n")
-            written.append(args.json)
+        written = _write(result, output_dir, args.json)
     except (DatasetError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print_summary(result)
     print(f"scored in {result.data['seconds']:.1f}s; wrote {', '.join(written)}")
     return 0
+
+
+def _merge(args) -> int:
+    scoring = [f"--{k}" for k in ("benchmark", "pred_root", "davis_path", "gt_root", "lvos_path",
+                                  "meta", "unseen_list", "videos") if getattr(args, k) is not None]
+    if scoring:
+        print(f"error: --merge_shards takes the shards' own settings; drop {' '.join(scoring)}",
+              file=sys.stderr)
+        return 2
+    try:
+        result = merge_shards(args.merge_shards)
+        written = _write(result, args.output_dir or args.merge_shards, args.json)
+    except (DatasetError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print_summary(result)
+    print(f"merged {result.data['merged_shards']} shards; wrote {', '.join(written)}")
+    return 0
+
+
+def _write(result, output_dir: str, json_path: str | None) -> list[str]:
+    written = result.write_files(output_dir)
+    if json_path:
+        folder = os.path.dirname(os.path.abspath(json_path))
+        os.makedirs(folder, exist_ok=True)
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(result.data, f, indent=1)
+            f.write("\n")
+        written.append(json_path)
+    return written
 
 
 if __name__ == "__main__":

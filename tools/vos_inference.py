@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "would (tools/evaluate.py), against the ground truth next to "
                           "--input_mask_dir (DAVIS: <root>/Annotations/480p; SA-V: the annotation "
                           "folder; LVOS: <split>/Annotations; MOSE: Annotations with ../meta.json), "
-                          "or --score_gt; tables and official files go to <output_mask_dir>_scores/")
+                          "or --score_gt; tables and official files go to <output_mask_dir>_scores/, "
+                          "a shard's to <output_mask_dir>_scores/shard-<i>-of-<n>/ (merge them with "
+                          "tools/evaluate.py --merge_shards <output_mask_dir>_scores)")
     run.add_argument("--score_gt", default=None,
                      help="with --score: the ground truth as tools/evaluate.py takes it (DAVIS root, "
                           "SA-V or MOSE annotation folder, LVOS split folder), if not derived")
@@ -210,20 +212,34 @@ def _save_trace(trace_dir: str, video: str, prompts, trace: dict):
     np.savez(os.path.join(trace_dir, f"{video}.npz"), **arrays)
 
 
-def score_own_run(args, videos: list[str]) -> None:
-    """Score the run's videos with the benchmark's official numbers (tools/evaluate.py)."""
+def score_own_run(args, videos: list[str], index: int = 0, total: int = 1) -> None:
+    """Score the run's videos with the benchmark's official numbers (tools/evaluate.py). A
+    sharded run writes into its own `<output_mask_dir>_scores/shard-<i>-of-<n>/`, with the
+    per-video scores that `tools/evaluate.py --merge_shards` turns into the whole set's numbers."""
     from pathlib import Path
 
     from sam2long.tools.evaluate import default_output_dir
-    from sam2long.tools.evaluation import print_summary, score_run
+    from sam2long.tools.evaluation import print_summary, score_run, shard_scores_name, write_shard_scores
 
     masks = Path(args.input_mask_dir).resolve()
     gt = args.score_gt or str({"davis": masks.parents[1], "lvos": masks.parent}.get(args.score, masks))
     meta = str(Path(gt).parent / "meta.json") if args.score == "mose" else None
+    folder = default_output_dir(args.output_mask_dir)
+    if total > 1:
+        folder = os.path.join(folder, shard_scores_name(index, total))
+    if not videos:  # an empty shard still reports, so that the merge sees every shard
+        path = write_shard_scores(folder, index, total, args.score, gt, videos, None)
+        print(f"scores ({args.score}): this shard has no video; wrote {path}")
+        return
     result = score_run(args.score, gt, args.output_mask_dir, videos, meta=meta)
-    written = result.write_files(default_output_dir(args.output_mask_dir))
+    written = result.write_files(folder)
+    if total > 1:
+        written.append(write_shard_scores(folder, index, total, args.score, gt, videos, result))
     print_summary(result)
     print(f"scores ({args.score}, {len(videos)} video(s) of this shard) in {', '.join(written)}")
+    if total > 1:
+        print(f"when every shard is done: python tools/evaluate.py --merge_shards "
+              f"{default_output_dir(args.output_mask_dir)}")
 
 
 def run(args) -> int:
@@ -281,8 +297,8 @@ def run(args) -> int:
         if args.score:
             print("not scored: every video must have masks first", file=sys.stderr)
         return 1
-    if args.score and shard:
-        score_own_run(args, shard)
+    if args.score:
+        score_own_run(args, shard, index, total)
     return 0
 
 

@@ -107,6 +107,7 @@ class EvaluationResult:
     objects: per-object numbers under flat display names ("<video>_<n>" or "<video>/<obj>").
     rank_key: the per-object number the summary's "lowest objects" list sorts by.
     data: the whole result as written to --json (benchmark-specific layout, documented there).
+    records: {"options": ..., "videos": [...]}, the input of the benchmark's `*_from_records`.
     files: the files the official tool writes (name -> exact text).
     percent: True when numbers are on the x100 scale (SA-V, MOSE), False for fractions.
     """
@@ -120,6 +121,9 @@ class EvaluationResult:
     files: dict[str, str] = field(default_factory=dict)
     percent: bool = False
     notes: list[str] = field(default_factory=list)
+    # The per-video scores and the options the globals were computed with (JSON-ready, floats
+    # exact): what a shard keeps so that shards' results merge into the whole set's numbers.
+    records: dict | None = None
 
     def write_files(self, output_dir: str) -> list[str]:
         """Write the official tool's files into `output_dir`; returns their paths."""

@@ -214,6 +214,12 @@ def evaluate_davis(layout: DavisLayout, pred_root: str, *, task: str = "semi-sup
         raise DatasetError("prediction folder not found", path=pred_root)
     work = functools.partial(evaluate_sequence, layout=layout, pred_root=pred_root, task=task)
     scores = map_videos(work, list(layout.sequences), num_processes, "DAVIS")
+    return davis_result(scores, task=task, subset=subset, corrected=corrected)
+
+
+def davis_result(scores: list[SequenceScores], *, task: str, subset: str,
+                 corrected: bool) -> EvaluationResult:
+    """The official numbers and files from per-sequence scores (in the official order)."""
     stats = {m: {"M": [], "R": [], "D": []} for m in ("J", "F")}
     per_object, per_frame, objects = {}, {}, {}
     for seq in scores:
@@ -243,7 +249,21 @@ def evaluate_davis(layout: DavisLayout, pred_root: str, *, task: str = "semi-sup
             "per_object": per_object, "per_frame": per_frame}
     title = (f"DAVIS 2017 {subset} ({task}): {len(scores)} sequences, {len(per_object)} objects"
              + (" [corrected decay]" if corrected else ""))
-    return EvaluationResult("davis", title, summary, objects, "J&F-Mean", data, files)
+    records = {"options": {"task": task, "subset": subset, "corrected": corrected},
+               "videos": [{"video": seq.sequence, "frames": seq.frames, "j": seq.j.tolist(),
+                           "f": seq.f.tolist()} for seq in scores]}
+    return EvaluationResult("davis", title, summary, objects, "J&F-Mean", data, files, records=records)
+
+
+def davis_from_records(options: dict, videos: list[dict]) -> EvaluationResult:
+    """`davis_result` again from the `records` of results (shards' results merged)."""
+    scores = [SequenceScores(v["video"], v["frames"], _matrix(v["j"], v["frames"]), _matrix(v["f"], v["frames"]))
+              for v in videos]
+    return davis_result(scores, **options)
+
+
+def _matrix(rows: list, frames: list) -> np.ndarray:
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(frames))
 
 
 def _mean(values: list[float]) -> float:

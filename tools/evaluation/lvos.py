@@ -153,10 +153,16 @@ def evaluate_lvos(layout: LvosLayout, pred_root: str, *, subset: str = "valid",
         raise DatasetError("prediction folder not found", path=pred_root)
     work = functools.partial(evaluate_video, layout=layout, pred_root=pred_root)
     scores = map_videos(work, list(layout.videos), num_processes, "LVOS")
+    return lvos_result(list(layout.videos), scores, layout.unseen, subset=subset)
+
+
+def lvos_result(videos: list[str], scores: list[list[ObjectScores]], unseen, *,
+                subset: str) -> EvaluationResult:
+    """The official numbers and files from per-video object scores (videos in official order)."""
     groups = {g: {"J": [], "F": [], "V": []} for g in ("seen", "unseen")}
     per_object, per_frame, objects = {}, {}, {}
-    for video, video_scores in zip(layout.videos, scores):
-        group = "unseen" if video in layout.unseen else "seen"
+    for video, video_scores in zip(videos, scores):
+        group = "unseen" if video in unseen else "seen"
         for i, obj in enumerate(video_scores):
             name = f"{video}_{i + 1}"
             values = {"J-Mean": nanmean(obj.j), "F-Mean": nanmean(obj.f), "V-Mean": spread(obj.j, obj.f)}
@@ -182,8 +188,21 @@ def evaluate_lvos(layout: LvosLayout, pred_root: str, *, subset: str = "valid",
     notes = [f"no {g} video: the official global numbers that average over both groups are NaN"
              for g in groups if not groups[g]["J"]]
     data = {"benchmark": "lvos", "set": subset, **summary, "per_object": per_object, "per_frame": per_frame}
-    title = f"LVOS {subset} (semi-supervised): {len(layout.videos)} videos, {len(per_object)} objects"
-    return EvaluationResult("lvos", title, summary, objects, "J&F-Mean", data, files, notes=notes)
+    title = f"LVOS {subset} (semi-supervised): {len(videos)} videos, {len(per_object)} objects"
+    records = {"options": {"subset": subset},
+               "videos": [{"video": video, "unseen": video in unseen,
+                           "objects": [[o.obj_id, o.frames, o.j.tolist(), o.f.tolist()] for o in objs]}
+                          for video, objs in zip(videos, scores)]}
+    return EvaluationResult("lvos", title, summary, objects, "J&F-Mean", data, files, notes=notes,
+                            records=records)
+
+
+def lvos_from_records(options: dict, videos: list[dict]) -> EvaluationResult:
+    """`lvos_result` again from the `records` of results (shards' results merged)."""
+    scores = [[ObjectScores(o[0], o[1], np.array(o[2], dtype=np.float64), np.array(o[3], dtype=np.float64))
+               for o in v["objects"]] for v in videos]
+    unseen = {v["video"] for v in videos if v["unseen"]}
+    return lvos_result([v["video"] for v in videos], scores, unseen, **options)
 
 
 def _mean(values: list[float]) -> float:

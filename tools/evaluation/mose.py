@@ -227,12 +227,20 @@ def evaluate_mose(gt_root: str, meta_path: str, pred_root: str, *, videos: list[
     pred_root = prediction_root(pred_root, mose, corrected)
     work = functools.partial(evaluate_video, gt_root=gt_root, pred_root=pred_root)
     scores = map_videos(work, mose, num_processes, "MOSE")
+    return mose_result([v.name for v in mose], scores, corrected=corrected, start=start)
+
+
+def mose_result(videos: list[str], scores: list[list[ObjectScores]], *, corrected: bool,
+                start: float | None = None) -> EvaluationResult:
+    """The official numbers and files from per-video object scores (videos in official order);
+    `start`: when the scoring began, for metrics.json's total_time."""
+    start = time.perf_counter() if start is None else start
     records, per_object, per_frame, objects, missing = {}, {}, {}, {}, []
-    for video, video_scores in zip(mose, scores):
+    for video, video_scores in zip(videos, scores):
         for obj in video_scores:
-            name = f"{video.name}_{obj.obj_id}"
-            if obj.missing and video.name not in missing:
-                missing.append(video.name)
+            name = f"{video}_{obj.obj_id}"
+            if obj.missing and video not in missing:
+                missing.append(video)
             records[name] = record = object_metrics(obj)
             per_object[name] = _formatted(record)
             per_frame[name] = {"frames": obj.frames, "J": obj.j.tolist(), "F": obj.f.tolist(),
@@ -260,7 +268,19 @@ def evaluate_mose(gt_root: str, meta_path: str, pred_root: str, *, videos: list[
             "exact": {k: float(v) for k, v in exact.items()}, "per_object": per_object,
             "per_object_exact": {n: [None if v is None else float(v) for v in r] for n, r in records.items()},
             "per_frame": per_frame, "videos_without_prediction": missing}
-    title = f"MOSEv2: {len(mose)} videos, {len(records)} objects (x100)"
+    title = f"MOSEv2: {len(videos)} videos, {len(records)} objects (x100)"
+    shard_records = {"options": {"corrected": corrected},
+                     "videos": [{"video": video, "objects": [
+                         [o.obj_id, o.frames, o.j.tolist(), o.f.tolist(), o.f_new.tolist(),
+                          o.empty_gt.tolist(), o.missing] for o in objs]} for video, objs in zip(videos, scores)]}
     return EvaluationResult("mose", title, summary, objects, "J&F", data,
                             {"metrics.json": json.dumps(metrics_json, indent=4), "scores.txt": scores_txt},
-                            percent=True, notes=notes)
+                            percent=True, notes=notes, records=shard_records)
+
+
+def mose_from_records(options: dict, videos: list[dict]) -> EvaluationResult:
+    """`mose_result` again from the `records` of results (shards' results merged)."""
+    scores = [[ObjectScores(o[0], o[1], np.array(o[2], dtype=np.float64), np.array(o[3], dtype=np.float64),
+                            np.array(o[4], dtype=np.float64), np.array(o[5], dtype=bool), o[6])
+               for o in v["objects"]] for v in videos]
+    return mose_result([v["video"] for v in videos], scores, **options)

@@ -175,6 +175,12 @@ def evaluate_sav(gt_root: str, pred_root: str, *, videos: list[str] | None = Non
     work = functools.partial(evaluate_video, gt_root=gt_root, pred_root=pred_root,
                              skip_first_and_last=skip_first_and_last)
     scores = map_videos(work, names, num_processes, "SA-V")
+    return sav_result(scores, missing, skip_first_and_last=skip_first_and_last)
+
+
+def sav_result(scores: list[VideoScores], missing: list[str], *,
+               skip_first_and_last: bool) -> EvaluationResult:
+    """The official numbers and file from per-video scores (videos sorted, as officially)."""
     all_j, all_f = [], []
     per_object, per_frame, objects = {}, {}, {}
     for video in scores:
@@ -196,8 +202,24 @@ def evaluate_sav(gt_root: str, pred_root: str, *, videos: list[str] | None = Non
     notes = [f"{len(missing)} ground-truth video(s) have no prediction folder and are not scored "
              f"(as officially without --strict): {', '.join(missing[:5])}"] if missing else []
     title = f"SA-V: {len(scores)} videos, {len(objects)} objects (x100)"
+    # Objects as [key, ...] pairs: keys are ints or folder names, and their order is official.
+    records = {"options": {"skip_first_and_last": skip_first_and_last}, "missing": list(missing),
+               "videos": [{"video": v.video, "objects": [[k, list(v.objects[k]), v.frames[k],
+                                                          list(map(float, v.j[k])), list(map(float, v.f[k]))]
+                                                         for k in v.objects]} for v in scores]}
     return EvaluationResult("sav", title, summary, objects, "J&F", data,
-                            {"results.csv": _results_csv(scores, summary)}, percent=True, notes=notes)
+                            {"results.csv": _results_csv(scores, summary)}, percent=True, notes=notes,
+                            records=records)
+
+
+def sav_from_records(options: dict, videos: list[dict], missing: list[str]) -> EvaluationResult:
+    """`sav_result` again from the `records` of results (shards' results merged)."""
+    scores = []
+    for v in videos:
+        objs = v["objects"]
+        scores.append(VideoScores(v["video"], {o[0]: tuple(o[1]) for o in objs}, {o[0]: o[2] for o in objs},
+                                  {o[0]: o[3] for o in objs}, {o[0]: o[4] for o in objs}))
+    return sav_result(scores, missing, **options)
 
 
 def _results_csv(scores: list[VideoScores], summary: dict) -> str:
