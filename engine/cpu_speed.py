@@ -1,7 +1,6 @@
-"""Which CPU backend is faster on this machine, measured: the same fp32 matrix product in
-torch and in ONNX Runtime. The stages' time is dominated by matrix products, and the two
-libraries' kernels differ by up to 2x between CPUs (torch's BLAS can take a slower path on
-some vendors' processors), so `--backend auto` asks the machine instead of guessing."""
+"""Timing helpers: the best of a few calls, and the same fp32 matrix product in torch and in
+ONNX Runtime (the benchmarks' FLOP floor). `--backend auto` does not decide by the matrix
+product (it times the model's own stages: engine/auto_backend.py)."""
 
 from __future__ import annotations
 
@@ -42,10 +41,3 @@ def matmul_seconds(side: int = SIDE, repeats: int = REPEATS) -> dict[str, float]
     ta = torch.from_numpy(a)
     return {"torch": best_seconds(lambda: ta @ ta, repeats),
             "onnx": best_seconds(lambda: session.run(None, {"a": a, "b": a}), repeats)}
-
-
-def onnx_over_torch_speed() -> float:
-    """How many times faster ONNX Runtime multiplies two fp32 SIDE x SIDE matrices than
-    torch on this machine (about a tenth of a second to measure)."""
-    seconds = matmul_seconds()
-    return seconds["torch"] / seconds["onnx"]

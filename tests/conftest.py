@@ -23,6 +23,22 @@ PARITY_DIR = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory):
+    """The tools' user cache (--backend auto's timings and graphs) in a temporary folder, never
+    the user's; and no ONNX graph builds for --backend auto unless a test asks (they cost
+    seconds per model: tests/test_auto_backend.py builds them once)."""
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "SAM2LONG_NO_BUILD_GRAPHS")}
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user_cache"))
+    os.environ["SAM2LONG_NO_BUILD_GRAPHS"] = "1"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
     if not (PARITY_DIR / "README.md").is_file():

@@ -231,24 +231,3 @@ def test_onnx_runtime_runs_fused_attention_over_the_used_slots(engines, onnx_bac
     monkeypatch.setattr(onnx_module, "ATTENTION_SCORE_BYTES", 1)  # one row per call
     _close(onnx_backend.attend_memory(feat, mem), want, "one row per call")
     assert [c[1][:2] for c in calls] == [(1, geo.num_maskmem - 1)] * 5
-
-
-@pytest.mark.parametrize("speed,engine_dir,want", [(2.1, True, "onnx"), (0.8, True, "torch"), (2.1, False, "torch")])
-def test_auto_picks_the_faster_cpu_backend_measured(engines, micro_checkpoints, capsys, monkeypatch,
-                                                    speed, engine_dir, want):
-    import sam2long.engine.cpu_speed as cpu_speed
-    from sam2long.tools.cli import build_chosen_backend
-
-    monkeypatch.setattr(cpu_speed, "onnx_over_torch_speed", lambda: speed)
-    backend = build_chosen_backend("auto", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu",
-                                   str(engines) if engine_dir else None, "fp32")
-    note = capsys.readouterr().out
-    assert backend.name == want and f"{speed:.1f}x as fast" in note, note
-    if not engine_dir:
-        assert "--engine_dir" in note
-
-
-def test_the_speed_probe_measures_both_libraries():
-    from sam2long.engine.cpu_speed import onnx_over_torch_speed
-
-    assert 0.05 < onnx_over_torch_speed() < 20

@@ -71,10 +71,18 @@ def add_backend_args(parser, default: str = "auto"):
     parser.add_argument("--backend", default=default, choices=BACKEND_CHOICES,
                         help="torch: the PyTorch reference (CPU or CUDA); onnx: ONNX Runtime over the "
                              "graphs in --engine_dir; trt: TensorRT engines built for this GPU in "
-                             "--engine_dir; auto: trt when CUDA, TensorRT and engines for this GPU are "
-                             "there, else torch (on CUDA when available), and says which")
+                             "--engine_dir; auto: on a GPU, trt when TensorRT and engines for this GPU "
+                             "are there, else torch; on a CPU (fp32), the faster of torch and onnx for "
+                             "this model, measured by timing one frame's stages in both (once per "
+                             "machine and model, kept in ~/.cache/sam2long), with the graphs of "
+                             "--engine_dir or, when none are given, graphs built once into that cache "
+                             "(see --no_build_graphs); it prints the numbers it chose by")
     parser.add_argument("--engine_dir", default=None,
                         help="folder written by export/build_engines.py (for onnx and trt)")
+    parser.add_argument("--no_build_graphs", action="store_true",
+                        help="with --backend auto on a CPU: do not build the model's ONNX graphs into "
+                             "the cache when there are none (then torch is used, unmeasured); also "
+                             "SAM2LONG_NO_BUILD_GRAPHS=1")
     parser.add_argument("--device", default="auto", help="torch device: auto (CUDA when available), "
                                                          "cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -100,10 +108,10 @@ def tracker_config(args):
 
 # -- the backend -----------------------------------------------------------------------------
 def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str,
-                         engine_dir: str | None, precision: str):
+                         engine_dir: str | None, precision: str, build_graphs: bool = True):
     """build_backend, with `auto` resolved: on a GPU, TensorRT engines for it when they are
-    usable here; on a CPU, ONNX Runtime when it is measured faster and --engine_dir has the
-    graphs; otherwise torch. A note says which and why."""
+    usable here; on a CPU in fp32, the faster of torch and onnx for this model, measured on its
+    stages (engine/auto_backend.py); otherwise torch. A note says which and why."""
     from sam2long.engine.factory import build_backend, resolve_device
 
     if backend != "auto":
@@ -119,30 +127,13 @@ def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, devi
         except (TensorRTUnavailable, EngineMismatchError) as e:
             print(f"NOTE: --backend auto: not using TensorRT ({e}); using torch")
     elif not on_cuda and precision == "fp32":
-        choice, reason = _faster_cpu_backend(engine_dir)
-        if choice == "onnx":
-            try:
-                backend = build_backend("onnx", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
-                print(f"NOTE: --backend auto: {reason}")
-                return backend
-            except EngineMismatchError as e:
-                reason = f"torch: the graphs in {engine_dir} cannot be used ({e})"
-        print(f"NOTE: --backend auto: {reason}")
+        from sam2long.engine.auto_backend import build_graphs_allowed, choose_cpu_backend
+
+        choice = choose_cpu_backend(sam2_cfg, sam2_checkpoint, device, engine_dir,
+                                    build=build_graphs_allowed(not build_graphs))
+        print(f"NOTE: --backend auto: {choice.reason}")
+        return choice.backend
     return build_backend("torch", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
-
-
-def _faster_cpu_backend(engine_dir: str | None) -> tuple[str, str]:
-    """("onnx" or "torch", why in one line): which is faster here, measured."""
-    from sam2long.engine.cpu_speed import onnx_over_torch_speed
-
-    speed = onnx_over_torch_speed()
-    measured = f"ONNX Runtime's matrix products run {speed:.1f}x as fast as torch's on this CPU (measured)"
-    if speed <= 1.0:
-        return "torch", f"torch: {measured}"
-    if not engine_dir:
-        return "torch", (f"torch, but {measured}: build the graphs once with export/build_engines.py and "
-                         "pass --engine_dir to use them")
-    return "onnx", f"onnx: {measured}"
 
 
 def model_files(args) -> tuple[str, str]:
@@ -171,7 +162,8 @@ def model_files(args) -> tuple[str, str]:
 def load_backend(args):
     """The backend the flags ask for (add_model_args + add_backend_args)."""
     cfg, checkpoint = model_files(args)
-    return build_chosen_backend(args.backend, cfg, checkpoint, args.device, args.engine_dir, args.precision)
+    return build_chosen_backend(args.backend, cfg, checkpoint, args.device, args.engine_dir, args.precision,
+                                build_graphs=not getattr(args, "no_build_graphs", False))
 
 
 def make_tracker(args, backend):
