@@ -114,6 +114,10 @@ def test_two_objects_click_track_and_sessions(app_url):
             _wait_status(a, "Object 2: 1 click(s)")
             assert "3:" not in _status(a)
             a.screenshot(path=str(ARTIFACTS / "2_two_objects.png"))
+            # The frame is shown well above the video's 320x240, with no label over its corner.
+            assert image_a.bounding_box()["width"] >= 480
+            assert not any(label.is_visible() for label in a.locator("#first_frame [data-testid=block-label]").all())
+            image_a.screenshot(path=str(ARTIFACTS / "first_frame.png"))
             # Back to object 1: its clicks are still there.
             a.locator("#object_select").get_by_text("1", exact=True).click()
             _wait_status(a, "Object 1: 2 click(s)")
@@ -148,7 +152,7 @@ def test_demo_limits_errors_and_cleanup_without_a_browser(lively_backend, tmp_pa
     assert state is None and image is None and "limited to 10" in message
     demo = Demo(lively_backend, None)
     state, image, message, _ = demo.load_video(str(SAMPLE_VIDEO))
-    assert image.shape == (240, 320, 3) and "Click the object" in message
+    assert image.shape == (540, 720, 3) and "Click the object" in message  # 320x240, shown enlarged
     video, masks, status = demo.track(state, 3, 0.1, 2.0)
     assert video is None and "object(s) 1 have no clicks" in status
     assert "Cannot read" in demo.load_video(str(ROOT / "README.md"))[2]

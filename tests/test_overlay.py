@@ -102,3 +102,20 @@ def test_screenshot_three_nearby_objects():
     assert (out[:12, :12] == plain[:12, :12]).all() and (out[-12:, -12:] == plain[-12:, -12:]).all()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.repeat(np.repeat(out, 2, axis=0), 2, axis=1)).save(ARTIFACTS / "three_nearby_objects.png")
+
+
+def test_demo_frame_is_shown_enlarged_and_clicks_map_back():
+    from sam2long.tools.gradio_app import DISPLAY_SIDE, click_to_frame, display_scale, for_display
+
+    frame = synthetic_frame(0, 240, 320)
+    shown = for_display(frame)
+    assert shown.shape == (540, 720, 3) and max(shown.shape[:2]) == DISPLAY_SIDE
+    scale = display_scale((240, 320))
+    for x, y in ((70, 120), (0, 0), (319, 239), (250, 60)):
+        # the pixel of the shown frame whose centre is over that frame pixel's centre
+        index = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
+        fx, fy = click_to_frame(index, (240, 320))
+        assert abs(fx - x) <= 0.5 / scale + 1e-9 and abs(fy - y) <= 0.5 / scale + 1e-9, (x, y, fx, fy)
+    assert click_to_frame((719, 539), (240, 320)) == (319.0, 239.0)  # never off the frame
+    big = np.zeros((1080, 1920, 3), np.uint8)
+    assert for_display(big) is big and click_to_frame((1000, 500), (1080, 1920)) == (1000.0, 500.0)

@@ -38,6 +38,30 @@ from sam2long.tools.cli import HelpFormatter, add_backend_args, add_model_args, 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_VIDEO = ROOT / "samples" / "shapes.mp4"
 CLICK_COLOURS = {1: (40, 220, 60), 0: (230, 40, 40)}
+# The clickable frame is shown with its longer side at least this many pixels (a 320x240
+# video would be tiny at its own size). Gradio never scales an image up, and maps a click to
+# the shown image's pixels, so the frame is enlarged here and clicks are mapped back.
+DISPLAY_SIDE = 720
+
+
+def display_scale(hw) -> float:
+    return max(1.0, DISPLAY_SIDE / max(hw))
+
+
+def for_display(rgb: np.ndarray) -> np.ndarray:
+    """The frame as the page shows it (enlarged when small)."""
+    scale = display_scale(rgb.shape[:2])
+    if scale == 1.0:
+        return rgb
+    h, w = rgb.shape[:2]
+    return np.asarray(Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
+
+
+def click_to_frame(index, hw) -> tuple[float, float]:
+    """A click on the shown frame (its pixel) -> the video frame's pixel coordinates."""
+    scale = display_scale(hw)
+    x, y = ((float(v) + 0.5) / scale - 0.5 for v in index)
+    return min(max(x, 0.0), hw[1] - 1.0), min(max(y, 0.0), hw[0] - 1.0)
 
 
 def _draw_clicks(rgb: np.ndarray, points, labels, radius: int = 5) -> np.ndarray:
@@ -117,14 +141,14 @@ class Demo:
         except (SAM2LongError, OSError, StopIteration) as e:
             return None, None, f"Cannot read this video: {report_error(e)}", self._selector(None)
         session = DemoSession(path, first, info.num_frames)
-        return session, first, (
+        return session, for_display(first), (
             f"{info.num_frames} frames, {info.width}x{info.height}. Click the object "
             "(\"Add object\" for another)."), self._selector(session)
 
     def click(self, session, label, evt: gr.SelectData):
         if not session:
             return session, None, "Upload a video first."
-        x, y = evt.index
+        x, y = click_to_frame(evt.index, session.first.shape[:2])
         clicks = session.objects[session.current]
         clicks.points.append((float(x), float(y)))
         clicks.labels.append(1 if label == "positive" else 0)
@@ -208,7 +232,7 @@ class Demo:
                         low, _, _ = decode_prompt(self.backend, session.feats, prompt, hw)
                         clicks.logits = to_video_resolution(low[:, 0].float().cpu().numpy(), hw)[0]
         except SAM2LongError as e:
-            return session, first, f"Error: {e}"
+            return session, for_display(first), f"Error: {e}"
         shown_ids = [obj for obj, c in session.objects.items() if c.logits is not None]
         shown = overlay_frame(first, shown_ids, np.stack([session.objects[o].logits for o in shown_ids])) \
             if shown_ids else first
@@ -217,7 +241,7 @@ class Demo:
         current = session.objects[session.current]
         summary = ", ".join(f"{obj}: {int((c.logits > 0).sum()) if c.logits is not None else 0} px"
                             for obj, c in session.objects.items())
-        return session, shown, (f"Object {session.current}: {len(current.points)} click(s). "
+        return session, for_display(shown), (f"Object {session.current}: {len(current.points)} click(s). "
                                 f"Mask pixels per object: {summary}.")
 
     def build(self) -> gr.Blocks:
@@ -246,8 +270,11 @@ class Demo:
                                                 label="Uncertainty threshold")
                     track = gr.Button("Track", variant="primary", elem_id="track")
                 with gr.Column():
-                    frame = gr.Image(label="First frame: click the objects", type="numpy",
-                                     interactive=False, elem_id="first_frame")
+                    # The title above the frame, not Gradio's label on it (it covered the
+                    # frame's top-left corner, where objects may need clicks).
+                    gr.Markdown("**First frame: click the objects**")
+                    frame = gr.Image(label="First frame: click the objects", show_label=False,
+                                     type="numpy", interactive=False, elem_id="first_frame")
                     status = gr.Markdown("Upload a video or use the sample.", elem_id="status")
                     video_out = gr.Video(label="Tracked video", interactive=False, elem_id="video_out")
                     masks_out = gr.File(label="Masks (zip: a folder of PNGs per object)", elem_id="masks_out")
