@@ -222,9 +222,13 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
         from sam2long.export.build_engines import build_onnx
 
         say(f"NOTE: --backend auto: building this model's ONNX graphs once, into {graphs}")
-        with locked(graphs.with_name(graphs.name + ".lock")):
-            build_onnx(sam2_cfg, sam2_checkpoint, str(graphs), force=stale)
-        return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
+        try:
+            with locked(graphs.with_name(graphs.name + ".lock")):
+                build_onnx(sam2_cfg, sam2_checkpoint, str(graphs), force=stale)
+            return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
+        except Exception as e:  # noqa: BLE001 -- an optimisation: torch runs whatever broke here
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return None, f"building the ONNX graphs into {graphs} failed ({first})"
 
     entry = cache.get(key)
     if entry is not None:
@@ -243,7 +247,12 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
         return Choice("torch", f"torch: onnx not measured: {missing}", torch_backend)
     say("NOTE: --backend auto: timing one frame's stages in torch and in onnx (once per machine and model)")
     probe = probe or probe_stage_seconds
-    seconds = {"torch": probe(torch_backend), "onnx": probe(onnx)}
+    seconds = {"torch": probe(torch_backend)}
+    try:
+        seconds["onnx"] = probe(onnx)
+    except Exception as e:  # noqa: BLE001 -- onnx that cannot run the model is not a candidate
+        return Choice("torch", f"torch: onnx failed on this model's stages ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''})", torch_backend)
     cache.put(key, {"seconds": seconds, "measured": time.strftime("%Y-%m-%d %H:%M"),
                     "machine": machine_identity(), "config": str(sam2_cfg), "checkpoint": str(sam2_checkpoint)})
     name, why = decide(seconds)

@@ -169,3 +169,17 @@ def test_the_benchmark_dry_run_compares_the_pick_with_tracked_speed(real_choice,
     assert micro["agrees"] == bench_auto_choice.verdict(micro["pick"], micro["tracked_fps"])
     assert bench_auto_choice.verdict("torch", {"torch": 10.0, "onnx": 10.2}).startswith("yes")
     assert bench_auto_choice.verdict("torch", {"torch": 10.0, "onnx": 12.0}) == "NO"
+
+
+def test_a_failed_graph_build_falls_back_to_torch(tmp_path, micro_checkpoints, monkeypatch):
+    """Building the graphs is an optimisation: a failure there (a full disk, an export error)
+    runs torch with the reason, it does not stop the tool."""
+    from sam2long.export import build_engines
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(build_engines, "build_onnx", broken)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    choice = choose_cpu_backend(MICRO_CFG, str(micro_checkpoints["plain"]), "cpu", None, build=True,
+                                cache=ChoiceCache(tmp_path / "c.json"), say=lambda line: None)
+    assert choice.name == "torch" and "failed" in choice.reason and "No space left" in choice.reason
