@@ -68,24 +68,29 @@ def test_no_graphs_and_no_build_means_torch_unmeasured(tmp_path, micro_checkpoin
 
 @pytest.fixture(scope="module")
 def real_choice(tmp_path_factory, micro_checkpoints):
-    """One real `--backend auto` on the micro model: graphs built into an empty user cache,
-    both backends' stages timed, the choice recorded."""
-    import os
+    """One real `--backend auto` on the micro model: graphs built into an empty user cache of
+    this module's own (other test files must not find its choice), both backends' stages
+    timed, the choice recorded."""
     import contextlib
     import io
 
     from sam2long.tools.cli import build_chosen_backend
 
-    saved = os.environ.pop("SAM2LONG_NO_BUILD_GRAPHS", None)
+    saved = {k: os.environ.get(k) for k in ("SAM2LONG_NO_BUILD_GRAPHS", "XDG_CACHE_HOME")}
+    os.environ.pop("SAM2LONG_NO_BUILD_GRAPHS", None)
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("auto_cache"))
     try:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             backend = build_chosen_backend("auto", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu",
                                            None, "fp32")
+        yield backend, out.getvalue()
     finally:
-        if saved is not None:
-            os.environ["SAM2LONG_NO_BUILD_GRAPHS"] = saved
-    return backend, out.getvalue()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def test_real_run_builds_graphs_once_times_both_and_records(real_choice, micro_checkpoints, monkeypatch, capsys):
