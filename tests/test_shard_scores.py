@@ -89,6 +89,7 @@ def test_merge_cli_writes_the_official_files_and_refuses_an_incomplete_run(tmp_p
     whole = score_run("davis", str(tmp_path / "DAVIS"), str(tmp_path / "pred"))
     assert (scores / "global_results-val.csv").read_text() == whole.files["global_results-val.csv"]
     assert json.loads((tmp_path / "all.json").read_text())["J&F-Mean"] == whole.summary["J&F-Mean"]
+    assert evaluate.build_parser().format_help().count("--merge_shards") >= 2  # the flag and its example
     # scoring flags make no sense with a merge
     assert evaluate.main(["--merge_shards", str(scores), "--benchmark", "davis"]) == 2
     assert "drop --benchmark" in capsys.readouterr().err
