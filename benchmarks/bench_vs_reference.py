@@ -32,7 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sam2long.runtime.metrics import mask_iou  # noqa: E402
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
+from parity_data import fixture_dir  # noqa: E402
+
+FIXTURE = fixture_dir()
 
 
 def fixture_default(name):

@@ -18,16 +18,35 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 MICRO_CFG = str(ROOT / "configs" / "micro_sam2.1_256.yaml")
-PARITY_DIR = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
+# The project's compact copy of the original's outputs (benchmarks/parity_data.py unpacks it).
+PARITY_DATA = ROOT / "tests" / "data" / "parity"
 
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """The tools' user cache (--random_weights' checkpoint) in a session folder, never the
+    tester's ~/.cache; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("xdg_cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
-def parity_dir() -> Path:
-    if not (PARITY_DIR / "README.md").is_file():
-        pytest.skip(f"parity fixture not found at {PARITY_DIR} (it ships in ../shared beside the repo)")
-    return PARITY_DIR
+def parity_dir(tmp_path_factory) -> Path:
+    """The parity fixture's layout, unpacked from tests/data/parity: its checkpoints are
+    regenerated from their seeds and must match the recorded state-dict hashes, and the
+    expected files hold the original's masks (`masks_<id>`) and traces, not its logits."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from parity_data import unpack
+
+    return unpack(tmp_path_factory.mktemp("parity") / "fixture", PARITY_DATA)
 
 
 @pytest.fixture(scope="session")
