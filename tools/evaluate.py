@@ -20,6 +20,7 @@ import os
 import sys
 
 
+from sam2long.resources import add_version
 from sam2long.tools.evaluation import BENCHMARKS, DatasetError, print_summary, score_run
 
 _EPILOG = """examples:
@@ -33,6 +34,7 @@ _EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, epilog=_EPILOG,
                                 formatter_class=_Formatter)
+    add_version(p)
     p.add_argument("--benchmark", required=True, choices=BENCHMARKS,
                    help="which official evaluation to reproduce")
     p.add_argument("--pred_root", "--results_path", "--pred", dest="pred_root", required=True,
