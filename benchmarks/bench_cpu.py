@@ -45,7 +45,8 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 from bench_gpu import make_prompts  # noqa: E402
-from bench_vs_reference import FIXTURE, agreement, tracked_frames  # noqa: E402
+from bench_vs_reference import agreement, tracked_frames  # noqa: E402
+from parity_data import fixture_dir  # noqa: E402
 
 STAGES = ("encode_image", "attend_memory", "decode_masks", "encode_memory")
 SIDES = ("original", "sam2", "torch", "onnx", "torch_bf16")
@@ -72,7 +73,7 @@ def model_files(name: str, checkpoint_dir: Path, obj_score_bias: float,
                 no_obj_embed_gain: float = 1.0) -> tuple[str, str]:
     """(config, lively checkpoint) of a benchmark model; random checkpoints made once."""
     if name == "micro":
-        return str(FIXTURE / "micro_sam2.1.yaml"), str(FIXTURE / "micro_lively_seed0.pt")
+        return str(fixture_dir() / "micro_sam2.1.yaml"), str(fixture_dir() / "micro_lively_seed0.pt")
     config = sam2_config(CONFIG_NAMES[name])
     gain = f"_noobj{no_obj_embed_gain:g}" if no_obj_embed_gain != 1.0 else ""
     checkpoint = checkpoint_dir / f"sam2.1_{name}_lively_bias{obj_score_bias:g}{gain}.pt"
@@ -257,9 +258,9 @@ def main(argv=None):
     p.add_argument("--objects", type=int, nargs="+", default=[1, 3])
     p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES,
                    help="torch_bf16: our torch backend under CPU bf16 autocast (opt-in speed mode)")
-    p.add_argument("--frames", default=str(FIXTURE / "frames16"), help="folder of JPEG frames")
+    p.add_argument("--frames", default=None, help="folder of JPEG frames (default: the parity fixture's frames16/)")
     p.add_argument("--num_frames", type=int, default=8, help="frames of --frames to track")
-    p.add_argument("--prompts", default=str(FIXTURE / "prompts.npz"), help="npz with mask_1, frame_1")
+    p.add_argument("--prompts", default=None, help="npz with mask_1, frame_1 (default: the parity fixture's)")
     p.add_argument("--iou_thre", type=float, default=0.1)
     p.add_argument("--uncertainty", type=float, default=2.0)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs of each side first")
@@ -283,6 +284,8 @@ def main(argv=None):
     p.add_argument("--keep_outputs", help="folder for each side's last runner output (masks, traces, "
                                           "timings) per model, P and object count, for a later look")
     args = p.parse_args(argv)
+    args.frames = args.frames or str(fixture_dir() / "frames16")
+    args.prompts = args.prompts or str(fixture_dir() / "prompts.npz")
     sides = [s for s in args.sides if s != "original" or args.reference_repo]
     if "original" in args.sides and not args.reference_repo:
         print("no --reference_repo: the original is left out")

@@ -77,6 +77,9 @@ def main(argv=None) -> int:
                    help="our worker processes (the official tool has one; compare at 1)")
     p.add_argument("--json", default=None, help="also write the timings and the comparison here")
     args = p.parse_args(argv)
+    if not (Path(args.davis_repo) / "evaluation_method.py").is_file():
+        raise SystemExit(f"--davis_repo {args.davis_repo}: no evaluation_method.py there (clone "
+                         "davisvideochallenge/davis2017-evaluation first)")
 
     work = Path(args.work).resolve()
     root, pred = _prepare(work, args.sequences, args.frames, args.height, args.width)

@@ -165,11 +165,11 @@ def main(argv=None):
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--markdown", help="append the result tables to this file")
     args = p.parse_args(argv)
-    resolve_input_args(p, args)
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # before anything is prepared
         raise SystemExit("bench_gpu.py needs a CUDA GPU; benchmarks/bench_vs_reference.py covers the CPU")
+    resolve_input_args(p, args)
     lines = [f"\n### {torch.cuda.get_device_name()} ({Path(args.config).name}, {Path(args.frames).name})\n"]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -32,12 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sam2long.runtime.metrics import mask_iou  # noqa: E402
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
+from parity_data import fixture_dir  # noqa: E402
 
-
-def fixture_default(name):
-    path = FIXTURE / name
-    return str(path) if path.exists() else None
+FIXTURE_FILES = {"config": "micro_sam2.1.yaml", "checkpoint": "micro_lively_seed0.pt", "prompts": "prompts.npz"}
 
 
 def run_side(script, pythonpath, args, out_path, extra=()):
@@ -78,21 +75,25 @@ def agreement(ours, ref):
 
 
 def add_input_args(p: argparse.ArgumentParser, frames: str):
-    """The model and video every side runs (default: the parity fixture's, `frames` folder)."""
+    """The model and video every side runs (default: the parity fixture's, `frames` folder;
+    see benchmarks/parity_data.py for which fixture)."""
     p.add_argument("--reference_repo", help="local copy of the original SAM2Long repo")
-    p.add_argument("--config", default=fixture_default("micro_sam2.1.yaml"))
-    p.add_argument("--checkpoint", default=fixture_default("micro_lively_seed0.pt"))
-    p.add_argument("--frames", default=fixture_default(frames))
-    p.add_argument("--prompts", default=fixture_default("prompts.npz"))
+    p.set_defaults(fixture_frames=frames)
+    p.add_argument("--config", help="model YAML (default: the parity fixture's)")
+    p.add_argument("--checkpoint", help="checkpoint (default: the parity fixture's lively one)")
+    p.add_argument("--frames", help=f"folder of JPEG frames (default: the parity fixture's {frames}/)")
+    p.add_argument("--prompts", help="npz with mask_<id>, frame_<id> (default: the parity fixture's)")
     p.add_argument("--iou_thre", type=float, default=0.1)
     p.add_argument("--uncertainty", type=float, default=2)
 
 
 def resolve_input_args(p: argparse.ArgumentParser, args):
-    """Every input given (or found in the fixture), as absolute paths for the subprocesses."""
+    """Every input given (or taken from the parity fixture), as absolute paths for the
+    subprocesses. The fixture is found (or unpacked) only when an input is not given."""
+    files = dict(FIXTURE_FILES, frames=args.fixture_frames)
     for name in ("config", "checkpoint", "frames", "prompts"):
         if getattr(args, name) is None:
-            p.error(f"--{name} is required (no fixture found at {FIXTURE})")
+            setattr(args, name, str(fixture_dir() / files[name]))
         setattr(args, name, os.path.abspath(getattr(args, name)))
 
 

@@ -315,6 +315,11 @@ def main(argv=None) -> int:
                    help="also store SciPy's linear_sum_assignment answers on tie-heavy matrices")
     p.add_argument("--out", required=True, help="folder for the <benchmark>_<case>.json files")
     args = p.parse_args(argv)
+    missing = [f"--{flag} {path}" for flag, path in (("davis_repo", args.davis_repo), ("sav_repo", args.sav_repo),
+                                                      ("lvos_repo", args.lvos_repo), ("mose_repo", args.mose_repo))
+               if path and not os.path.isdir(path)]
+    if missing:
+        raise SystemExit(f"no checkout at {', '.join(missing)}: clone the official repositories first")
     os.makedirs(args.out, exist_ok=True)
     if args.assignment:
         result = run_assignment()

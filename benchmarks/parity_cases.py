@@ -3,7 +3,8 @@
 cases (pathway counts, thresholds, both selection branches, a second object starting
 mid-video, 16 frames) and compare masks and traces with the fixture's bars.
 
-Needs a local copy of the original (`--reference_repo`) and ../shared's fixture. Each
+Needs a local copy of the original (`--reference_repo`); the fixture is ../shared's, or the
+project's copy in tests/data/parity (benchmarks/parity_data.py). Each
 case takes about a minute per side on a 2-core CPU. Exit code 1 if any case misses a bar.
 
     .venv/bin/python benchmarks/parity_cases.py --reference_repo PATH/TO/SAM2Long
@@ -22,8 +23,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from sam2long.runtime.metrics import mask_iou  # noqa: E402
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
+from parity_data import fixture_dir  # noqa: E402
+
+FIXTURE = None  # set by main: unpacking the project's copy is not for --help
 
 # name: (weights, P, iou_thre, uncertainty, second object starting at frame 5)
 CASES = {
@@ -79,8 +83,11 @@ def main(argv=None) -> int:
     p.add_argument("--reference_repo", required=True, help="local copy of the original SAM2Long")
     p.add_argument("--cases", nargs="*", default=sorted(CASES), choices=sorted(CASES))
     args = p.parse_args(argv)
-    if not (FIXTURE / "frames16").is_dir():
-        raise SystemExit(f"fixture not found at {FIXTURE}")
+    global FIXTURE
+    if not (Path(args.reference_repo) / "sam2" / "sam2_video_predictor.py").is_file():
+        raise SystemExit(f"--reference_repo {args.reference_repo} is not a checkout of the original SAM2Long "
+                         "(Mark12Ding/SAM2Long)")
+    FIXTURE = fixture_dir()
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:

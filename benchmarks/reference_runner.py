@@ -6,11 +6,12 @@ algorithm of its own. Run it with the original repository first on the path so
 that its `sam2` package (a fork) shadows the pip `sam2`:
 
     PYTHONPATH=.reference/SAM2Long .venv/bin/python benchmarks/reference_runner.py \
-        --config ../shared/fixtures/sam2long_parity/micro_sam2.1.yaml \
-        --checkpoint ../shared/fixtures/sam2long_parity/micro_lively_seed0.pt \
-        --frames ../shared/fixtures/sam2long_parity/frames \
-        --prompts ../shared/fixtures/sam2long_parity/prompts.npz \
+        --config FIXTURE/micro_sam2.1.yaml --checkpoint FIXTURE/micro_lively_seed0.pt \
+        --frames FIXTURE/frames --prompts FIXTURE/prompts.npz \
         --num_pathway 3 --iou_thre 0.1 --uncertainty 2 --out /tmp/ref.npz
+
+FIXTURE is ../shared/fixtures/sam2long_parity, or the project's copy unpacked
+(`python benchmarks/parity_data.py` prints where).
 
 Protocol (mirrors the fixture README and `vos_separate_inference_per_object`):
 - model: YAML loaded with OmegaConf, `model._target_` set to the fork's

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from sam2long.runtime.progress import progress
 
 from sam2long.engine.graph_backend import load_geometry
 from sam2long.engine.manifest import (CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, build_command,
@@ -123,7 +123,7 @@ def build(sam2_cfg: str, sam2_checkpoint: str, out_dir: str, precision: str = "f
     from sam2long.export.trt_build import build_trt_engines
 
     manifest = Manifest.load(out)
-    with tqdm(total=len(STAGES), desc="build TensorRT engines", unit="engine") as steps:
+    with progress(total=len(STAGES), desc="build TensorRT engines", unit="engine") as steps:
         folder = build_trt_engines(out, manifest, load_geometry(out), precision, opt_batch,
                                    force, EXTERNAL_DATA_BYTES, progress=steps,
                                    rebuild=build_command(sam2_cfg, sam2_checkpoint, out_dir, precision, "trt"))
@@ -162,7 +162,7 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise EngineMismatchError(f"--out_dir {out} is a file, not a folder")
-    steps = tqdm(total=len(STAGES) + 2, desc="build engines", unit="step")
+    steps = progress(total=len(STAGES) + 2, desc="build engines", unit="step")
     steps.set_postfix_str("loading model")
     loaded = load_sam2_model(sam2_cfg, sam2_checkpoint)
     model = loaded.model
@@ -209,8 +209,18 @@ def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
     return out
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except None: there the help says what giving nothing means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from sam2long.resources import add_version
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_DefaultsFormatter)
+    add_version(p)
     p.add_argument("--sam2_cfg", default="configs/sam2.1/sam2.1_hiera_b+.yaml",
                    help="SAM 2 config: a name inside the sam2 package or a path to a YAML file")
     p.add_argument("--sam2_checkpoint", default="./checkpoints/sam2.1_hiera_base_plus.pt",
@@ -227,8 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--num_pathway", type=int, default=DEFAULT_NUM_PATHWAY,
                    help="SAM2Long pathways the engines must serve (sets the default --max_batch)")
     p.add_argument("--max_batch", type=int, default=None,
-                   help="rows (objects x pathways) one engine call takes at most; default --max_objects x "
-                        "--num_pathway. The memory attention's cross-attention scores are heads x H*W x "
+                   help="rows (objects x pathways) one engine call takes at most (default: --max_objects x "
+                        "--num_pathway, 12 with theirs). The memory attention's cross-attention scores are heads x H*W x "
                         "(M*H*W + K*C/Cm) values per row: about 450 MiB in fp32 for SAM 2.1 at 1024 px "
                         "(4096 queries x 28736 keys), and an engine that does not fuse attention holds "
                         "about two such tensors per row it runs. The runtime sizes that working memory "

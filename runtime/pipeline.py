@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from sam2long.runtime.frames import prefetch, preprocess_frame
-from sam2long.runtime.postprocess import to_video_resolution
+from sam2long.runtime.postprocess import fill_holes, to_video_resolution
 from sam2long.runtime.prompts import ObjectPrompt, validate_prompts
 from sam2long.runtime.tracker import SAM2LongTracker
 from sam2long.runtime.video_io import VideoSource
@@ -33,10 +33,12 @@ class FrameOutput:
 
 
 def track_frames(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequence[ObjectPrompt],
-                 keep_frames: bool = False, trace: dict | None = None) -> Iterator[FrameOutput]:
+                 keep_frames: bool = False, trace: dict | None = None,
+                 fill_hole_area: int = 0) -> Iterator[FrameOutput]:
     """Every frame of `source`, in order, once its masks are decided. `keep_frames` also
     hands back each decoded frame. Pass a dict as `trace` for the tracker's per-object
-    TraceRows."""
+    TraceRows. `fill_hole_area` > 0 fills the output masks' holes up to that many
+    low-resolution pixels (sam2's post-processing); memory never sees it, as in sam2."""
     info = source.info
     video_hw = (info.height, info.width)
     validate_prompts(prompts, video_hw, info.num_frames)  # before any frame is decoded
@@ -49,8 +51,9 @@ def track_frames(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequenc
     replay = prefetch(source.frames(), lambda rgb: rgb) if keep_frames else None
     try:
         for result in tracker.track(frames, list(prompts), info.num_frames, video_hw, trace=trace):
+            low_res = fill_holes(result.low_res_logits, fill_hole_area) if fill_hole_area else result.low_res_logits
             yield FrameOutput(result.frame_idx, names[result.frame_idx], list(result.obj_ids),
-                              to_video_resolution(result.low_res_logits, video_hw),
+                              to_video_resolution(low_res, video_hw),
                               None if replay is None else next(replay))
     finally:
         frames.close()

@@ -18,20 +18,23 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 MICRO_CFG = str(ROOT / "configs" / "micro_sam2.1_256.yaml")
-PARITY_DIR = ROOT.parent / "shared" / "fixtures" / "sam2long_parity"
+# The project's compact copy of the original's outputs (benchmarks/parity_data.py unpacks it).
+PARITY_DATA = ROOT / "tests" / "data" / "parity"
 
 torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_user_cache(tmp_path_factory):
-    """The tools' user cache (--backend auto's timings and graphs) in a temporary folder, never
-    the user's; and no ONNX graph builds for --backend auto unless a test asks (they cost
-    seconds per model: tests/test_auto_backend.py builds them once)."""
+def user_cache(tmp_path_factory) -> Path:
+    """The tools' user cache (--random_weights' checkpoint, --backend auto's timings and graphs)
+    in a session folder, never the tester's ~/.cache; subprocesses inherit it. No ONNX graph
+    builds for --backend auto unless a test asks (they cost seconds per model:
+    tests/test_auto_backend.py builds them once)."""
+    folder = tmp_path_factory.mktemp("xdg_cache")
     saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "SAM2LONG_NO_BUILD_GRAPHS")}
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user_cache"))
+    os.environ["XDG_CACHE_HOME"] = str(folder)
     os.environ["SAM2LONG_NO_BUILD_GRAPHS"] = "1"
-    yield
+    yield folder
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -40,10 +43,14 @@ def private_user_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def parity_dir() -> Path:
-    if not (PARITY_DIR / "README.md").is_file():
-        pytest.skip(f"parity fixture not found at {PARITY_DIR} (it ships in ../shared beside the repo)")
-    return PARITY_DIR
+def parity_dir(tmp_path_factory) -> Path:
+    """The parity fixture's layout, unpacked from tests/data/parity: its checkpoints are
+    regenerated from their seeds and must match the recorded state-dict hashes, and the
+    expected files hold the original's masks (`masks_<id>`) and traces, not its logits."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from parity_data import unpack
+
+    return unpack(tmp_path_factory.mktemp("parity") / "fixture", PARITY_DATA)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The benchmark scripts run (ours only: the original implementation is not installed in CI)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -169,7 +170,7 @@ def test_cpu_matrix_without_the_original_keeps_each_sides_outputs(tmp_path, pari
         [sys.executable, str(ROOT / "benchmarks" / "bench_cpu.py"), "--models", "micro", "--pathways", "1",
          "--objects", "1", "--sides", "sam2", "torch", "--num_frames", "3", "--warmup", "0", "--repeats", "1",
          "--json", str(tmp_path / "cpu.json"), "--keep_outputs", str(kept)],
-        capture_output=True, text=True, cwd=ROOT)
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, SAM2LONG_PARITY_FIXTURE=str(parity_dir)))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "| sam2 |" in result.stdout and "| torch |" in result.stdout
     numbers = json.loads((tmp_path / "cpu.json").read_text())["micro_p1_o1"]

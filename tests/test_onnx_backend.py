@@ -39,11 +39,11 @@ def _close(got, want, what):
 
 
 def test_image_encoder_random_and_real_frames(onnx_backend, lively_backend):
-    from tests.conftest import PARITY_DIR
+    from tests.conftest import PARITY_DATA
 
     images = [torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
     frames = [ROOT / "samples/shapes/JPEGImages/shapes/00005.jpg"]
-    frames += sorted((PARITY_DIR / "frames").glob("*.jpg"))[:2]  # real video frames, when present
+    frames += sorted((PARITY_DATA / "frames16").glob("*.jpg"))[:2]  # real video frames
     images += [preprocess_frame(Image.open(path), 256) for path in frames]
     for image in images:
         got, want = onnx_backend.encode_image(image), lively_backend.encode_image(image)

@@ -1,8 +1,15 @@
-"""The PyTorch backend reproduces the original SAM2Long on the shared parity fixture,
-through tools/vos_inference.py --backend torch --per_obj_png_file on a dataset folder.
+"""The PyTorch backend reproduces the original SAM2Long on the parity fixture, through
+tools/vos_inference.py --backend torch --per_obj_png_file on a dataset folder.
 
-Bars (fixture README): every frame's mask IoU >= 0.999 against the expected
-`logits_k > 0`, and the per-slot IoU / object-score traces equal to 1e-4.
+The fixture is the project's own copy (tests/data/parity, unpacked by the `parity_dir`
+fixture), so this runs on any clone. Bars: every frame's mask IoU >= 0.999 against the
+original's mask (`logits > 0`, kept bit-packed), and the per-slot IoU / object-score /
+accumulated-score traces equal to 1e-4. These are the bars this test always held; the full
+fixture's third bar, logits within 1e-2, needs the original's float16 logits (50 MB), which
+the copy leaves out: what the tool writes is the mask, a logit error that flips no pixel
+changes no output, and the traces (the scores every memory-tree decision is taken on) are
+held to 1e-4. The logits are compared where the original can be run:
+benchmarks/parity_cases.py and bench_vs_reference.py report their max difference.
 """
 
 import numpy as np
@@ -56,10 +63,11 @@ def test_torch_backend_reproduces_reference(parity_dir, tmp_path, case):
     traces = np.load(tmp_path / "trace" / "bedroom.npz")
     for obj in ids:
         start = int(expected[f"start_{obj}"])
-        logits = expected[f"logits_{obj}"]
+        masks = expected[f"masks_{obj}"]
+        assert len(masks) == len(frame_names) - start
         for i, name in enumerate(frame_names[start:]):
             got = np.array(Image.open(out / "bedroom" / f"{obj:03d}" / f"{name}.png")) > 0
-            assert mask_iou(got, logits[i].astype(np.float32) > 0) >= 0.999, (case, obj, name)
+            assert mask_iou(got, masks[i]) >= 0.999, (case, obj, name)
         for key in ("ious", "obj_scores", "acc"):
             want, have = expected[f"{key}_{obj}"], traces[f"{key}_{obj}"]
             assert have.shape == want.shape, key

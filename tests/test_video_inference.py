@@ -27,7 +27,7 @@ def _decode(path):
 
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # --random_weights keeps its checkpoint under ./outputs
+    monkeypatch.chdir(tmp_path)  # default outputs go under ./outputs
     return tmp_path
 
 
@@ -47,7 +47,11 @@ def test_sample_video_end_to_end(in_tmp):
     # The PNG masks are the tracker's masks.
     from sam2long.engine.factory import build_backend
 
-    backend = build_backend("torch", MICRO_CFG, str(in_tmp / "outputs/checkpoints/micro_random_seed0.pt"), "cpu")
+    from sam2long.tools.cli import random_checkpoint
+
+    # --random_weights keeps its checkpoint in the user cache, not in the working folder.
+    assert random_checkpoint().is_file() and not (in_tmp / "outputs" / "checkpoints").exists()
+    backend = build_backend("torch", MICRO_CFG, str(random_checkpoint()), "cpu")
     tracker = SAM2LongTracker(backend, TrackerConfig(2, 0.1, 2.0))
     prompt = ObjectPrompt(1, 2, points=np.array([[70.0, 120.0], [200.0, 40.0]]), labels=np.array([1, 0]))
     stream = (preprocess_frame(Image.fromarray(f), 256) for f in VideoSource(SAMPLE).frames())

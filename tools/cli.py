@@ -16,13 +16,17 @@ from pathlib import Path
 
 from sam2long.engine.errors import ConfigError, SAM2LongError
 from sam2long.engine.stages import PRECISIONS
+from sam2long.resources import cache_dir, config_file
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKEND_CHOICES = ("auto", "torch", "onnx", "trt")
 DEFAULT_CFG = "configs/sam2.1/sam2.1_hiera_b+.yaml"
 DEFAULT_CHECKPOINT = "./checkpoints/sam2.1_hiera_base_plus.pt"
-RANDOM_CFG = str(ROOT / "configs" / "micro_sam2.1_256.yaml")
-RANDOM_CHECKPOINT = Path("outputs/checkpoints/micro_random_seed0.pt")
+RANDOM_CFG = str(config_file())
+
+
+def random_checkpoint() -> Path:
+    """Where --random_weights keeps its checkpoint: the user's cache, made once."""
+    return cache_dir() / "micro_random_seed0.pt"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -30,7 +34,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS, []) and "%(default)" not in text:
+        # By identity: a default of 0 or 0.0 is a value to show, though it equals False.
+        hidden = action.default is None or action.default is False or action.default in (argparse.SUPPRESS, [])
+        if not hidden and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
 
@@ -63,7 +69,8 @@ def add_model_args(parser, checkpoint_default: str = DEFAULT_CHECKPOINT, random_
     if random_weights:
         parser.add_argument("--random_weights", action="store_true",
                             help="offline check of the whole pipeline: a seeded random micro model "
-                                 "instead of SAM 2.1 (the masks are meaningless)")
+                                 "instead of SAM 2.1 (the masks are meaningless); its checkpoint is "
+                                 "written once into $XDG_CACHE_HOME/sam2long (~/.cache/sam2long)")
 
 
 def add_backend_args(parser, default: str = "auto"):
@@ -142,10 +149,11 @@ def model_files(args) -> tuple[str, str]:
     if getattr(args, "random_weights", False):
         from sam2long.tools.make_random_checkpoint import write_checkpoint
 
-        if not RANDOM_CHECKPOINT.is_file():
-            write_checkpoint(RANDOM_CHECKPOINT, RANDOM_CFG, seed=0)
+        checkpoint = random_checkpoint()
+        if not checkpoint.is_file():
+            write_checkpoint(checkpoint, RANDOM_CFG, seed=0)
         print("NOTE: --random_weights: a random micro model, the masks are meaningless.")
-        return RANDOM_CFG, str(RANDOM_CHECKPOINT)
+        return RANDOM_CFG, str(checkpoint)
     checkpoint = Path(args.sam2_checkpoint)
     if not checkpoint.is_file():
         from sam2long.tools.download_checkpoints import OFFICIAL, download

@@ -40,12 +40,12 @@ def download(name: str, folder: str | os.PathLike = "checkpoints") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     url = BASE_URL + name
-    from tqdm import tqdm
+    from sam2long.runtime.progress import progress
 
     try:
         with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length", 0)) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
+            with progress(total=total, unit="B", unit_scale=True, desc=name) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
@@ -61,7 +61,10 @@ def download(name: str, folder: str | os.PathLike = "checkpoints") -> Path:
 
 
 def main(argv=None) -> int:
+    from sam2long.resources import add_version
+
     p = argparse.ArgumentParser(description=__doc__)
+    add_version(p)
     p.add_argument("names", nargs="*", default=["sam2.1_hiera_base_plus.pt"],
                    help=f"checkpoints to fetch: {', '.join(OFFICIAL)} (or 'all')")
     p.add_argument("--dir", default="checkpoints", help="where to put them")

@@ -20,6 +20,7 @@ import os
 import sys
 
 
+from sam2long.resources import add_version
 from sam2long.tools.evaluation import BENCHMARKS, DatasetError, merge_shards, print_summary, score_run
 
 _EPILOG = """examples:
@@ -34,6 +35,7 @@ _EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, epilog=_EPILOG,
                                 formatter_class=_Formatter)
+    add_version(p)
     p.add_argument("--benchmark", choices=BENCHMARKS,
                    help="which official evaluation to reproduce (required unless --merge_shards)")
     p.add_argument("--merge_shards", metavar="SCORES_DIR", default=None,

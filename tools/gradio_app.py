@@ -33,10 +33,10 @@ from sam2long.runtime.prompts import ObjectPrompt, click_prompt
 from sam2long.runtime.tracker import SAM2LongTracker, decode_prompt
 from sam2long.runtime.video_io import VideoSource
 from sam2long.runtime.video_job import VideoOutputs, overlay_frame, run_video_job
+from sam2long.resources import add_version, sample_file
 from sam2long.tools.cli import HelpFormatter, add_backend_args, add_model_args, report_error
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_VIDEO = ROOT / "samples" / "shapes.mp4"
+SAMPLE_VIDEO = sample_file()
 CLICK_COLOURS = {1: (40, 220, 60), 0: (230, 40, 40)}
 # The clickable frame is shown with its longer side at least this many pixels (a 320x240
 # video would be tiny at its own size). Gradio never scales an image up, and maps a click to
@@ -292,6 +292,7 @@ class Demo:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_version(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")

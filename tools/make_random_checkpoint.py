@@ -13,7 +13,9 @@ them out) part ways.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import uuid
 from pathlib import Path
 
 
@@ -49,16 +51,25 @@ def write_checkpoint(path: str | Path, sam2_cfg: str, seed: int = 0, lively: boo
     path = Path(path)
     model = random_model(sam2_cfg, seed, lively, obj_score_bias, no_obj_embed_gain)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": model.state_dict()}, tmp)
-    tmp.replace(path)
+    # A private temporary name: two runs making the same cached checkpoint at once each
+    # write their own file, and whichever renames last leaves an identical whole file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save({"model": model.state_dict()}, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
 def main(argv=None) -> int:
+    from sam2long.resources import add_version, config_file
+
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sam2_cfg", default="configs/micro_sam2.1_256.yaml",
+    add_version(p)
+    p.add_argument("--sam2_cfg", default=str(config_file()),
                    help="config name in the sam2 package or YAML path")
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.add_argument("--seed", type=int, default=0, help="torch.manual_seed before building")

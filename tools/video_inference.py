@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 
-from tqdm import tqdm
-
 from sam2long.engine.errors import ConfigError
+from sam2long.resources import add_version, sample_file
+from sam2long.runtime.progress import progress
 from sam2long.runtime.prompts import PROMPT_FILE_HELP, click_prompt, load_prompt_file
 from sam2long.runtime.video_io import VideoSource
 from sam2long.runtime.video_job import VideoOutputs, run_video_job
@@ -29,6 +29,7 @@ from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args,
                        make_tracker, positive_float, run_main)
 
 FIRST_OBJECT_ID = 1
+SAMPLE_CLICK = (70, 120)
 _GROUP_FIELDS = ("points", "labels", "box", "frame")
 
 EPILOG = f"""\
@@ -67,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, epilog=EPILOG,
                                 formatter_class=HelpFormatter)
     p.set_defaults(objects=[])
-    p.add_argument("--video_path", required=True, help="video file or folder of frames")
+    add_version(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video_path", help="video file or folder of frames")
+    source.add_argument("--sample", action="store_true",
+                        help="the shipped sample clip (shapes.mp4, 24 frames) as --video_path, with a "
+                             f"click on its object at {' '.join(map(str, SAMPLE_CLICK))} on frame 0 "
+                             "unless prompts are given: the README's main job from any folder")
     prompts = p.add_argument_group("prompts (per object)")
     prompts.add_argument("--object", type=int, action=_StartObject, metavar="ID",
                          help="start the prompt group of object ID (1..255 for palette PNGs); the "
@@ -125,7 +132,16 @@ def default_output(video_path: str) -> str:
     return str(Path("outputs") / f"{Path(video_path.rstrip('/')).stem}_sam2long.mp4")
 
 
+def use_sample(args) -> None:
+    """--sample: the shipped clip, clicked where its object is unless prompts are given."""
+    args.video_path = str(sample_file())
+    if not args.objects and not args.prompts:
+        args.objects.append({"id": None, "flag": "the sample's object", "points": list(SAMPLE_CLICK)})
+
+
 def run(args) -> int:
+    if args.sample:
+        use_sample(args)
     source = VideoSource(args.video_path, folder_fps=args.fps)
     info = source.info
     prompts = object_prompts(args)
@@ -141,7 +157,7 @@ def run(args) -> int:
     print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
           f"{float(info.fps):.2f} fps; {len(prompts)} object(s); backend {backend.name} "
           f"({args.precision}) on {backend.device}")
-    fps = run_video_job(tracker, source, prompts, outputs, progress=tqdm)
+    fps = run_video_job(tracker, source, prompts, outputs, progress=progress)
     masks = f" and masks in {outputs.mask_dir}" if outputs.mask_dir else ""
     print(f"wrote {outputs.video}{masks} ({info.num_frames} frames, {fps:.2f} frames/s)")
     return 0

@@ -23,21 +23,38 @@ import traceback
 
 
 import numpy as np
-from tqdm import tqdm
 
 from sam2long.engine.errors import ConfigError, SAM2LongError
+from sam2long.runtime import progress as bars
 from sam2long.runtime.image_io import DatasetError, list_frames
 from sam2long.runtime.sharding import PRECEDENCE, resolve_shard, select_shard, split_contiguous
 from sam2long.runtime.vos_dataset import list_videos
+from sam2long.resources import add_version
 from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float,
                        run_main, tracker_config)
+
+SAM2_FILL_HOLE_AREA = 8  # what sam2's apply_postprocessing sets (build_sam.py)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_version(p)
     model = p.add_argument_group("model")
     add_model_args(model, random_weights=False)
-    add_backend_args(model, default="torch")
+    add_backend_args(model)
+    # sam2's own vos_inference flags, so that its commands run here unchanged
+    model.add_argument("--apply_postprocessing", action="store_true",
+                       help="sam2's post-processing: fill holes of at most 8 pixels in each object's "
+                            "low-resolution mask before it is resized (sam2's fill_hole_area=8; done "
+                            "on every device here, where sam2 skips it without its CUDA extension). "
+                            "Its two other parts change nothing with mask prompts, as in sam2: "
+                            "binarised memory masks act on click-prompted frames, and the dynamic "
+                            "multimask fallback on single-mask outputs, which tracking never makes. "
+                            "Off by default, as in sam2 and the original SAM2Long")
+    model.add_argument("--use_vos_optimized_video_predictor", action="store_true",
+                       help="sam2's compiled VOS predictor; here: our fastest path, --backend auto (the "
+                            "default: TensorRT engines on a GPU with --engine_dir, else torch; ONNX "
+                            "Runtime on a CPU where faster) plus --cuda_graphs on CUDA (torch, trt)")
     data = p.add_argument_group("data")
     data.add_argument("--base_video_dir", required=True,
                       help="folder with one subfolder of JPEG frames per video")
@@ -89,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(message: str):
-    tqdm.write(message, file=sys.stderr)
+    bars.write(message, file=sys.stderr)
 
 
 def produced_by(args, backend) -> dict:
@@ -104,6 +121,8 @@ def produced_by(args, backend) -> dict:
         "num_pathway": args.num_pathway, "iou_thre": args.iou_thre, "uncertainty": args.uncertainty,
         "score_thresh": args.score_thresh, "per_obj_png_file": args.per_obj_png_file,
         "track_object_appearing_later_in_video": args.track_object_appearing_later_in_video,
+        # only when on, so that the records of runs without it stay valid
+        **({"apply_postprocessing": True} if args.apply_postprocessing else {}),
     }
 
 
@@ -184,8 +203,9 @@ def run_video(args, tracker, video: str, identity: dict) -> int:
     try:
         writer = MaskWriter(staged.path, args.per_obj_png_file, found.palette, *video_hw, obj_ids,
                             score_thresh=args.score_thresh, name=video)
-        for frame in tqdm(track_frames(tracker, source, prompts, trace=trace), total=len(frame_names),
-                          desc=video, unit="frame", leave=False):
+        fill_hole_area = SAM2_FILL_HOLE_AREA if args.apply_postprocessing else 0
+        for frame in bars.progress(track_frames(tracker, source, prompts, trace=trace, fill_hole_area=fill_hole_area),
+                                   total=len(frame_names), desc=video, unit="frame", leave=False):
             writer.write(frame.name, dict(zip(frame.obj_ids, frame.logits)))
         writer.close()
         write_completion(staged.path, identity, frame_names, obj_ids, writer.files)
@@ -242,6 +262,22 @@ def score_own_run(args, videos: list[str], index: int = 0, total: int = 1) -> No
               f"{default_output_dir(args.output_mask_dir)}")
 
 
+def preview_split(args, videos: list[str], why: ValueError) -> int:
+    """--dry_run with counts whose indices come at launch (`--num_chunks 2` outside a
+    launcher): the split they give, no process's own shard."""
+    node_id = 0 if args.node_id is None and args.num_nodes is not None else args.node_id
+    chunk_id = 0 if args.chunk_id is None and args.num_chunks is not None else args.chunk_id
+    try:  # the same counts with their missing indices given: if still refused, that is the error
+        _, total, _ = resolve_shard(args.num_nodes, node_id, args.num_chunks, chunk_id, {})
+    except ValueError:
+        raise ConfigError(str(why)) from None
+    print(f"--dry_run: {total} shards of {len(videos)} videos; which one a process runs comes from its "
+          f"launcher or index flags ({why})")
+    for i, chunk in enumerate(split_contiguous(sorted(videos), total)):
+        print(f"shard {i}: {len(chunk)} videos: {' '.join(chunk)}")
+    return 0
+
+
 def run(args) -> int:
     if args.use_all_masks:
         raise ConfigError("--use_all_masks is not supported: SAM2Long's memory tree (and the "
@@ -256,7 +292,9 @@ def run(args) -> int:
         index, total, source = resolve_shard(
             args.num_nodes, args.node_id, args.num_chunks, args.chunk_id, os.environ)
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        if not args.dry_run:
+            raise ConfigError(str(e)) from None
+        return preview_split(args, videos, e)
     shard = select_shard(videos, index, total)
     print(f"shard {index} of {total} (source: {source}): {len(shard)} of {len(videos)} videos")
     if args.dry_run:
@@ -269,6 +307,8 @@ def run(args) -> int:
 
     check_output_root(args)
     backend = load_backend(args)
+    if args.use_vos_optimized_video_predictor and backend.device.type == "cuda" and backend.name != "onnx":
+        args.cuda_graphs = True  # sam2's compiled predictor's counterpart: captured frames
     tracker = make_tracker(args, backend)
     identity = produced_by(args, backend)
     todo = plan_videos(args, shard, identity)
@@ -279,7 +319,7 @@ def run(args) -> int:
 
     failed, done = [], 0
     start = time.perf_counter()
-    for video in tqdm(todo, desc="videos", unit="video"):
+    for video in bars.progress(todo, desc="videos", unit="video"):
         try:
             run_video(args, tracker, video, identity)
             done += 1
