@@ -131,9 +131,7 @@ def check_output_dir(path: str, inputs: Iterable[str | None], what: str, overwri
     check_apart(path, inputs, what)
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f"{what} {path} is an existing file, not a folder")
-    if ours:
-        pass
-    elif os.path.isdir(path) and any(not e.name.startswith(".") for e in os.scandir(path)):
+    if not ours and os.path.isdir(path) and any(not e.name.startswith(".") for e in os.scandir(path)):
         if not overwrite:
             raise OutputError(f"{what} {path} already holds files; pass {overwrite_flag} to replace "
                               "them, or choose an empty folder (old and new masks are never mixed)")
@@ -201,8 +199,8 @@ class OutputLock:
 
     A second process is refused at once with the holder's pid and host, which the holder
     writes into the lock file. The lock ends with the process however it ends (the
-    kernel releases flock), so a killed run never blocks the next one; it only leaves the
-    empty-of-meaning lock file behind."""
+    kernel releases flock), so a killed run never blocks the next one; the lock file it
+    leaves is taken over by the next writer."""
 
     def __init__(self, target: str, what: str):
         self.target, self.what = target, what

@@ -94,6 +94,26 @@ def test_the_dataset_tool_locks_each_video(tmp_path, micro_checkpoints, capsys):
     assert (tmp_path / "out" / "v1" / ".complete").is_file()
 
 
+def test_a_video_finished_by_another_run_since_the_plan_is_kept(tmp_path, micro_checkpoints, capsys,
+                                                                 monkeypatch):
+    """Runs that overlap in time: a video another run (other settings) finished after this
+    run planned its work is refused, not replaced; one finished with the same settings is
+    skipped."""
+    data = _dataset(tmp_path)
+    model = _model(micro_checkpoints["plain"])
+    assert vos_inference.main([*model, *data]) == 0
+    kept = (tmp_path / "out" / "v1" / "00001.png").read_bytes()
+    monkeypatch.setattr(vos_inference, "plan_videos", lambda args, shard, identity: list(shard))
+    capsys.readouterr()
+    assert vos_inference.main([*model, *data, "--num_pathway", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED v1: another run wrote it meanwhile, made with other settings (num_pathway: 3 -> 2)" in err, err
+    assert (tmp_path / "out" / "v1" / "00001.png").read_bytes() == kept
+    assert json.loads((tmp_path / "out" / "v1" / ".complete").read_text())["produced_by"]["num_pathway"] == 3
+    assert vos_inference.main([*model, *data]) == 0
+    assert "0 tracked, 2 already complete" in capsys.readouterr().out
+
+
 def test_two_shards_at_once_share_one_output_folder(tmp_path, micro_checkpoints):
     data = _dataset(tmp_path, names=("v1", "v2", "v3", "v4"), frames=6)
     cmd = [sys.executable, str(ROOT / "tools" / "vos_inference.py"), *_model(micro_checkpoints["plain"]), *data,

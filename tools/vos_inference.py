@@ -209,12 +209,22 @@ def trace_path(args, video: str) -> str | None:
     return os.path.join(args.trace_dir, f"{video}.npz") if args.trace_dir else None
 
 
-def run_video(args, tracker, video: str, identity: dict) -> int:
+def run_video(args, tracker, video: str, identity: dict) -> int | None:
     """Track one video into a staging folder that replaces its output folder when whole
-    (this process the only writer of it meanwhile); returns the number of frames written."""
-    from sam2long.runtime.output_paths import OutputLock
+    (this process the only writer of it meanwhile); returns the number of frames written,
+    or None when another run finished it since the plan."""
+    from sam2long.runtime.output_paths import OutputError, OutputLock
+    from sam2long.runtime.vos_dataset import video_status
 
     with OutputLock(os.path.join(args.output_mask_dir, video), f"--output_mask_dir: video {video!r} in"):
+        if not args.overwrite:  # what the plan saw may have changed while other videos ran
+            names = list_frames(os.path.join(args.base_video_dir, video))
+            status = video_status(args.output_mask_dir, video, names, identity, trace_path(args, video))
+            if status.state == "complete":
+                return None
+            if status.state == "other_settings":
+                raise OutputError(f"another run wrote it meanwhile, {status.reason}; it is kept (pass "
+                                  "--overwrite to redo it)")
         return _run_video(args, tracker, video, identity)
 
 
@@ -337,12 +347,14 @@ def run(args) -> int:
           f"iou_thre={config.iou_thre} uncertainty={config.uncertainty}; {len(shard) - len(todo)} "
           f"video(s) already complete")
 
-    failed, done = [], 0
+    failed, done, already = [], 0, len(shard) - len(todo)
     start = time.perf_counter()
     for video in tqdm(todo, desc="videos", unit="video"):
         try:
-            run_video(args, tracker, video, identity)
-            done += 1
+            if run_video(args, tracker, video, identity) is None:
+                already += 1
+            else:
+                done += 1
         except SAM2LongError as e:
             failed.append(video)
             _report(f"FAILED {video}: {e}")
@@ -355,7 +367,7 @@ def run(args) -> int:
             failed.append(video)
             _report(f"FAILED {video}: {type(e).__name__}: {e}\n{traceback.format_exc()}")
     elapsed = time.perf_counter() - start
-    print(f"done: {done} tracked, {len(shard) - len(todo)} already complete, {len(failed)} failed "
+    print(f"done: {done} tracked, {already} already complete, {len(failed)} failed "
           f"in {elapsed:.1f}s; masks in {args.output_mask_dir}")
     if failed:
         print(f"failed videos: {' '.join(failed)}", file=sys.stderr)
