@@ -13,6 +13,11 @@ to redo), and the runtime names a damaged file with the command that rebuilds it
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while importing: one line, not a traceback
+    from sam2long.tools.startup import quiet_interrupts
+
+    quiet_interrupts()
+
 import argparse
 import os
 import sys
@@ -33,9 +38,7 @@ from sam2long.engine.profiles import DEFAULT_OPT_BATCH
 from sam2long.engine.stages import (DYNAMIC_DIMS, PRECISIONS, SLOT_DIMS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
                            resolve_dims)
 from sam2long.engine.torch_stages import MemoryAttentionStage, model_geometry
-from sam2long.engine.trt_backend import TensorRTUnavailable
 from sam2long.export.graph_io import save_graph
-from sam2long.export.trt_build import TrtBuildError
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 512 << 20  # bigger graphs keep their weights in a side file
@@ -154,15 +157,23 @@ def _reusable(out: Path, manifest: Manifest, force: bool, rebuild: str) -> bool:
 
 def build_onnx(sam2_cfg: str, sam2_checkpoint: str, out_dir: str,
                max_batch: int = DEFAULT_MAX_OBJECTS * DEFAULT_NUM_PATHWAY, force: bool = False) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise EngineMismatchError(f"--out_dir {out} is a file, not a folder")
+    steps = progress(total=len(STAGES) + 2, desc="build engines", unit="step")
+    try:
+        return _build_onnx(sam2_cfg, sam2_checkpoint, out, max_batch, force, steps)
+    finally:
+        steps.close()  # an error then starts on its own line
+
+
+def _build_onnx(sam2_cfg: str, sam2_checkpoint: str, out: Path, max_batch: int, force: bool, steps) -> Path:
     import onnx
     import onnxruntime
 
     from sam2long.export.wrappers import example_inputs, stage_modules
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise EngineMismatchError(f"--out_dir {out} is a file, not a folder")
-    steps = progress(total=len(STAGES) + 2, desc="build engines", unit="step")
+    out_dir = str(out)
     steps.set_postfix_str("loading model")
     loaded = load_sam2_model(sam2_cfg, sam2_checkpoint)
     model = loaded.model
@@ -257,18 +268,32 @@ def main(argv=None) -> int:
         print("error: --precision fp16/bf16 applies to TensorRT engines: add --targets trt "
               "(the ONNX graphs are always fp32)", file=sys.stderr)
         return 2
-    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
-        print(f"error: --out_dir {args.out_dir} is a file, not a folder", file=sys.stderr)
-        return 2
-    try:
+    from sam2long.tools.cli import run_main
+
+    def body() -> int:
+        check_out_dir(args.out_dir, [args.sam2_cfg, args.sam2_checkpoint])
         build(args.sam2_cfg, args.sam2_checkpoint, args.out_dir, args.precision, args.max_batch,
               args.force, args.targets, args.opt_batch)
-    except (ModelLoadError, TrtBuildError, TensorRTUnavailable, EngineMismatchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    # Errors (a full or read-only disk included, naming the file) are one line and exit 2.
+    return run_main(body, interrupted="a rerun rebuilds what is not whole")
+
+
+def check_out_dir(out_dir: str, inputs: list[str]) -> None:
+    """--out_dir, before the model loads: a folder (not a file), writable, and apart from
+    the config and checkpoint (no engine file may replace an input)."""
+    from sam2long.runtime.output_paths import OutputError, check_apart, probe_writable
+
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise OutputError(f"--out_dir {out_dir} is a file, not a folder")
+    check_apart(out_dir, [p for p in inputs if os.path.exists(p)], "--out_dir")
+    probe_writable(out_dir, "--out_dir")
 
 
 if __name__ == "__main__":
+    from sam2long.tools.startup import restore_interrupts
+
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    restore_interrupts()
     sys.exit(main())

@@ -4,12 +4,17 @@ ever looks like a result.
 * ``check_output_file`` / ``check_output_dir`` run before any work: an output that would
   replace an input, a folder where a file should go (or the reverse), a folder that cannot
   be written, or a mask folder that already holds other results is one clear error.
+* No output is, lies inside, or (a folder) holds an input: every path is compared after
+  resolving links, and a file also by identity (``os.path.samefile``: hard links).
+* ``OutputLock`` makes one process the only writer of an output (``fcntl.flock`` on a hidden
+  ``.<name>.lock`` beside it); a second writer is refused with the first one's pid and host.
 * ``StagedDir`` fills a hidden sibling folder and swaps it into place only when the whole
   result is there; on failure the staging folder is removed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
@@ -67,12 +72,31 @@ def probe_writable(folder: str, what: str) -> None:
                           "choose a folder you can write to") from e
 
 
-def check_output_file(path: str, inputs: Iterable[str], what: str) -> None:
-    """`path` can receive a new file (replacing an old result, never an input)."""
+def check_not_input(path: str, inputs: Iterable[str | None], what: str) -> None:
+    """`path` (an output file) is no input by any name, and lies inside no input folder."""
     for source in inputs:
-        if os.path.isfile(source) and os.path.exists(path) and _same_file(path, source):
+        if not source:
+            continue
+        if _same_file(path, source):
             raise OutputError(f"{what} {path} is the input {source}: writing it would destroy "
                               "the input; choose another output path")
+        if _is_within(path, source):
+            raise OutputError(f"{what} {path} lies inside the input {source}: choose an output "
+                              "path outside every input")
+    try:
+        links = os.stat(path).st_nlink if os.path.isfile(path) else 1
+    except OSError:
+        links = 1
+    if links > 1:
+        # Finding which input it is would mean listing every input folder; a result of ours
+        # has one name.
+        raise OutputError(f"{what} {path} has {links} hard links: it may be an input under another "
+                          "name; remove it or choose another output path")
+
+
+def check_output_file(path: str, inputs: Iterable[str | None], what: str) -> None:
+    """`path` can receive a new file (replacing an old result, never an input)."""
+    check_not_input(path, inputs, what)
     if os.path.isdir(path):
         raise OutputError(f"{what} {path} is a folder; give a file name such as {os.path.join(path, 'out.mp4')}")
     probe_writable(os.path.dirname(os.path.abspath(path)), what)
@@ -91,17 +115,23 @@ def _only_masks(folder: str) -> bool:
     return True
 
 
-def check_output_dir(path: str, inputs: Iterable[str], what: str, overwrite: bool,
-                     overwrite_flag: str = "--overwrite") -> None:
-    """`path` can become a folder of results: not an input or inside one (or holding
-    one), not a file, writable, and empty unless `overwrite` (then only masks in it)."""
+def check_apart(path: str, inputs: Iterable[str | None], what: str) -> None:
+    """`path` (an output folder) is no input, lies inside none and holds none."""
     for source in inputs:
-        if overlaps(path, source):
+        if source and (overlaps(path, source) or _same_file(path, source)):
             raise OutputError(f"{what} {path} and the input {source} overlap: writing there could "
                               "destroy the input; choose a separate folder")
+
+
+def check_output_dir(path: str, inputs: Iterable[str | None], what: str, overwrite: bool,
+                     overwrite_flag: str = "--overwrite", ours: bool = False) -> None:
+    """`path` can become a folder of results: not an input or inside one (or holding
+    one), not a file, writable, and empty unless `ours` (what a previous run of the same
+    tool wrote, unchanged) or `overwrite` (then only masks in it)."""
+    check_apart(path, inputs, what)
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f"{what} {path} is an existing file, not a folder")
-    if os.path.isdir(path) and any(not e.name.startswith(".") for e in os.scandir(path)):
+    if not ours and os.path.isdir(path) and any(not e.name.startswith(".") for e in os.scandir(path)):
         if not overwrite:
             raise OutputError(f"{what} {path} already holds files; pass {overwrite_flag} to replace "
                               "them, or choose an empty folder (old and new masks are never mixed)")
@@ -150,6 +180,89 @@ def remove_stale_partials(folder: str) -> list[str]:
                 pass
         removed.append(entry.path)
     return removed
+
+
+def lock_path(target: str) -> str:
+    """The lock file of an output: a hidden sibling, removed when the lock ends."""
+    parent, name = os.path.split(os.path.abspath(target).rstrip(os.sep))
+    return os.path.join(parent, f".{name}.lock")
+
+
+# Locks this process holds, by lock file: [open file, holders]. flock belongs to an open
+# file, so a second acquire in the same process shares the first one's instead of
+# refusing itself.
+_HELD: dict[str, list] = {}
+
+
+class OutputLock:
+    """This process is the only writer of `target` while held (a context manager).
+
+    A second process is refused at once with the holder's pid and host, which the holder
+    writes into the lock file. The lock ends with the process however it ends (the
+    kernel releases flock), so a killed run never blocks the next one; the lock file it
+    leaves is taken over by the next writer."""
+
+    def __init__(self, target: str, what: str):
+        self.target, self.what = target, what
+        self.path = _real(lock_path(target))
+        self._held = False
+
+    def acquire(self) -> "OutputLock":
+        if self._held:
+            return self
+        held = _HELD.get(self.path)
+        if held is not None:
+            held[1] += 1
+            self._held = True
+            return self
+        probe_writable(os.path.dirname(self.path), self.what)
+        while True:
+            f = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise OutputError(f"{self.what} {self.target} is being written by {holder}; wait for "
+                                  "it to finish or choose another output") from None
+            except BaseException:
+                f.close()
+                raise
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(f.fileno()).st_ino:
+                break
+            f.close()  # its holder removed it as we opened it: take the new one
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        _HELD[self.path] = [f, 1]
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        held = _HELD[self.path]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[self.path]
+            try:
+                os.remove(self.path)  # still locked: a process that opened it retries (inode check)
+            except OSError:
+                pass
+            held[0].close()  # closing the file releases the flock
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class StagedDir:

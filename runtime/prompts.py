@@ -158,9 +158,22 @@ def load_prompt_file(path: str) -> list[ObjectPrompt]:
     return prompts
 
 
+def _mask_file(prompt_file: str, mask_path) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(prompt_file)), str(mask_path))
+
+
+def prompt_file_inputs(path: str) -> list[str]:
+    """The files a prompts file makes a run read: itself and the mask PNGs it names (a run's
+    outputs must replace none of them). Read after load_prompt_file accepted the file."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    items = data.get("objects") if isinstance(data, dict) else data
+    return [path, *(_mask_file(path, item["mask"]) for item in items if "mask" in item)]
+
+
 def _read_mask(prompt_file: str, mask_path: str, obj_id: int) -> np.ndarray:
     from sam2long.runtime.image_io import load_palette_png
 
-    full = os.path.join(os.path.dirname(os.path.abspath(prompt_file)), str(mask_path))
+    full = _mask_file(prompt_file, mask_path)
     labels, _ = load_palette_png(full, video=None)
     return labels > 0

@@ -4,9 +4,10 @@
   frame, pixel value = object id, 255 = void) or SA-V (``<video>/<obj:03d>/<frame>.png``).
 * Completion records: a finished video's output folder holds ``.complete``, which says what
   produced it (model hashes and every setting that changes masks) and what it wrote (each
-  file and its size). A rerun skips a video only when that record matches the current
-  settings and every file is still there; a record made with other settings stops the run
-  before any work unless ``--overwrite`` (old and new masks are never mixed).
+  file's size and SHA-256, and the trace file when one was asked for). A rerun skips a
+  video only when that record matches the current settings and every file is still there
+  with its recorded content; a record made with other settings stops the run before any
+  work unless ``--overwrite`` (old and new masks are never mixed).
 
 Frame and PNG I/O shared with the other tools lives in runtime/image_io.py.
 """
@@ -21,10 +22,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sam2long.runtime.image_io import VOID_LABEL, DatasetError, atomic_write, load_palette_png
+from sam2long.runtime.records import changed_file, describe_files
 
 #: Name of the per-video completion record.
 COMPLETE_MARKER = ".complete"
-_RECORD_VERSION = 2
+_RECORD_VERSION = 3  # 3: files with their SHA-256 and the trace; 2: sizes only
 
 
 # --------------------------------------------------------------------------
@@ -59,10 +61,11 @@ def list_videos(base_video_dir: str, video_list_file: str | None = None) -> list
 
     names: list[str] = []
     seen: set[str] = set()
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         name = line.strip()
         if not name or name.startswith("#") or name in seen:
             continue
+        check_video_name(name, f"{video_list_file} line {number}")
         seen.add(name)
         folder = os.path.join(base_video_dir, name)
         if not os.path.isdir(folder):
@@ -74,6 +77,19 @@ def list_videos(base_video_dir: str, video_list_file: str | None = None) -> list
         names.append(name)
     return names
 
+
+
+def check_video_name(name: str, where: str) -> None:
+    """A video name is a name: one path component, so its output folder is a child of the
+    output folder and nothing else (``../x`` or ``/data/x`` would write, and replace,
+    elsewhere). Names starting with '.' are this tool's records, locks and staging."""
+    seps = {os.sep, os.altsep or os.sep, "/", "\\"}
+    if name in (".", "..") or name.startswith(".") or any(c in name for c in seps) \
+            or os.path.isabs(name) or "\0" in name:
+        raise DatasetError(
+            f"{where}: {name!r} is not a video name (a folder name without separators, "
+            "'..' or a leading '.'); list the videos by their folder names inside --base_video_dir",
+            video=None)
 
 
 # --------------------------------------------------------------------------
@@ -154,6 +170,10 @@ class VideoPrompts:
     # SA-V layout: objects whose folder holds no usable prompt (never non-empty where
     # looked); they are not tracked, and their outputs are empty masks.
     empty_objects: list[int] = field(default_factory=list)
+    # Without track_later: objects of the input masks that first appear after the first
+    # frame (obj_id -> that frame's name). They are not tracked, as in SAM 2's tool; the
+    # dataset tool names each one and the flag that would track it.
+    later_objects: dict[int, str] = field(default_factory=dict)
 
 
 def load_prompts(
@@ -238,7 +258,30 @@ def load_prompts(
             )
 
     empty = sorted(s.obj_id for s in sources if s.obj_id is not None and s.obj_id not in prompts)
-    return VideoPrompts({oid: prompts[oid] for oid in sorted(prompts)}, palette, empty)
+    later = {} if track_later else _first_seen_later(sources, frame_names, set(prompts), video_name)
+    return VideoPrompts({oid: prompts[oid] for oid in sorted(prompts)}, palette, empty, later)
+
+
+def _first_seen_later(sources: list[_MaskSource], frame_names: Sequence[str], known: set[int],
+                      video: str) -> dict[int, str]:
+    """{obj_id: frame name} of the objects whose first non-empty mask is after frame 0."""
+    seen: dict[int, str] = {}
+    for name in frame_names[1:]:
+        for source in sources:
+            if source.obj_id is not None and (source.obj_id in known or source.obj_id in seen):
+                continue
+            if not source.has(name):
+                continue
+            arr, _ = load_palette_png(source.path(name), video=video)
+            if source.obj_id is not None:
+                if arr.any():
+                    seen[source.obj_id] = name
+                continue
+            for oid in np.unique(arr):
+                oid = int(oid)
+                if oid not in (0, VOID_LABEL) and oid not in known and oid not in seen:
+                    seen[oid] = name
+    return dict(sorted(seen.items()))
 
 
 
@@ -252,18 +295,31 @@ def _marker_path(output_mask_dir: str, video_name: str) -> str:
 
 
 def write_completion(video_dir: str, produced_by: Mapping, frames: Sequence[str],
-                     obj_ids: Sequence[int], files: Sequence[str]) -> str:
-    """Record, last, that `video_dir` holds a whole result: who made it and what is in it."""
+                     obj_ids: Sequence[int], files: Sequence[str], trace: str | None = None) -> str:
+    """Record, last, that `video_dir` holds a whole result: who made it, what is in it (each
+    file's size and SHA-256) and the trace file written for it, if any."""
     payload = {
         "version": _RECORD_VERSION,
         "produced_by": dict(produced_by),
         "frames": list(frames),
         "obj_ids": [int(o) for o in obj_ids],
-        "files": {name: os.path.getsize(os.path.join(video_dir, name)) for name in files},
+        "files": describe_files(video_dir, files),
     }
+    if trace is not None:
+        payload["trace"] = {"path": os.path.realpath(trace), **describe_files("", [trace])[trace]}
     path = os.path.join(video_dir, COMPLETE_MARKER)
     atomic_write(path, lambda f: f.write(json.dumps(payload, sort_keys=True).encode("utf-8")))
     return path
+
+
+def read_completion(output_mask_dir: str, video_name: str) -> dict | None:
+    """A video's completion record, or None when it has none or it cannot be read."""
+    try:
+        with open(_marker_path(output_mask_dir, video_name), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 @dataclass(frozen=True)
@@ -272,9 +328,39 @@ class VideoStatus:
     reason: str = ""
 
 
+def settings_changed(before: Mapping, now: Mapping) -> str:
+    """The settings that differ between two records' produced_by, '' when none."""
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+
+
+def mixed_settings(pred_root: str, videos: Sequence[str] | None = None) -> str | None:
+    """Why the completion records of a prediction folder disagree on what produced them
+    (two runs with different settings wrote into one folder), or None when they agree."""
+    if videos is None:
+        try:
+            videos = sorted(e.name for e in os.scandir(pred_root) if e.is_dir() and not e.name.startswith("."))
+        except OSError:
+            return None
+    first = None
+    for video in videos:
+        record = read_completion(pred_root, video)
+        if record is None:
+            continue
+        made = record.get("produced_by") or {}
+        if first is None:
+            first = (video, made)
+            continue
+        changed = settings_changed(first[1], made)
+        if changed:
+            return f"videos {first[0]!r} and {video!r} were made with different settings ({changed})"
+    return None
+
+
 def video_status(output_mask_dir: str, video_name: str, frame_names: Sequence[str],
-                 produced_by: Mapping) -> VideoStatus:
-    """What a previous run left for this video, judged against the current settings."""
+                 produced_by: Mapping, trace: str | None = None) -> VideoStatus:
+    """What a previous run left for this video, judged against the current settings (and,
+    when `trace` names the trace file this run wants, whether that was written)."""
     try:
         with open(_marker_path(output_mask_dir, video_name), encoding="utf-8") as f:
             record = json.load(f)
@@ -282,20 +368,23 @@ def video_status(output_mask_dir: str, video_name: str, frame_names: Sequence[st
         return VideoStatus("todo")
     except (OSError, ValueError):
         return VideoStatus("incomplete", "its completion record is unreadable")
-    if not isinstance(record, dict) or record.get("version") != _RECORD_VERSION:
+    if not isinstance(record, dict) or record.get("version") not in (2, _RECORD_VERSION):
         return VideoStatus("other_settings", "made by an older version of this tool (settings unknown)")
-    before = record.get("produced_by") or {}
-    changed = sorted(k for k in set(before) | set(produced_by) if before.get(k) != produced_by.get(k))
+    changed = settings_changed(record.get("produced_by") or {}, produced_by)
     if changed:
-        detail = ", ".join(f"{k}: {before.get(k)!r} -> {produced_by.get(k)!r}" for k in changed[:4])
-        return VideoStatus("other_settings", f"made with other settings ({detail})")
+        return VideoStatus("other_settings", f"made with other settings ({changed})")
+    if record.get("version") != _RECORD_VERSION:
+        return VideoStatus("incomplete", "its record has no content hashes (an older version)")
     if record.get("frames") != list(frame_names):
         return VideoStatus("incomplete", "its frames changed since it was made")
-    video_dir = os.path.join(output_mask_dir, video_name)
-    for name, size in (record.get("files") or {}).items():
-        path = os.path.join(video_dir, name)
-        if not os.path.isfile(path) or os.path.getsize(path) != size:
-            return VideoStatus("incomplete", f"{path} is missing or changed")
+    changed_path = changed_file(os.path.join(output_mask_dir, video_name), record.get("files") or {})
+    if changed_path is not None:
+        return VideoStatus("incomplete", f"{changed_path} is missing or changed")
+    if trace is not None:
+        wanted = record.get("trace")
+        if not isinstance(wanted, dict) or wanted.get("path") != os.path.realpath(trace) \
+                or changed_file("", {trace: wanted}) is not None:
+            return VideoStatus("incomplete", f"its trace {trace} was not written or changed")
     return VideoStatus("complete")
 
 

@@ -181,7 +181,8 @@ def test_completion_record_says_who_made_it_and_what_it_wrote(tmp_path):
     video_dir = _finished(tmp_path)
     record = json.loads((video_dir / COMPLETE_MARKER).read_text())
     assert record["produced_by"] == SETTINGS and record["obj_ids"] == [1]
-    assert set(record["files"]) == {"a.png", "b.png"} and all(v > 0 for v in record["files"].values())
+    assert set(record["files"]) == {"a.png", "b.png"} and all(
+        v["size"] > 0 and len(v["sha256"]) == 64 for v in record["files"].values())
     assert video_status(out, "v", ["a", "b"], SETTINGS).state == "complete"
     assert video_status(out, "v", ["a", "b", "c"], SETTINGS).state == "incomplete"  # frames changed
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -165,6 +166,17 @@ def model_files(args) -> tuple[str, str]:
         print(f"{checkpoint} is missing: downloading the official checkpoint")
         download(checkpoint.name, checkpoint.parent)
     return args.sam2_cfg, str(checkpoint)
+
+
+def model_inputs(args) -> list[str]:
+    """The files and folders the model flags read (config, checkpoint, engine folder): no
+    output of any tool may be, hold or lie inside one of them."""
+    if getattr(args, "random_weights", False):
+        paths = [RANDOM_CFG, str(random_checkpoint())]
+    else:
+        paths = [args.sam2_cfg, args.sam2_checkpoint]
+    paths.append(getattr(args, "engine_dir", None))
+    return [p for p in paths if p and os.path.exists(p)]
 
 
 def load_backend(args):

@@ -7,6 +7,11 @@ Needs internet access; where there is none it fails with a clear message (the to
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while importing: one line, not a traceback
+    from sam2long.tools.startup import quiet_interrupts
+
+    quiet_interrupts()
+
 import argparse
 import os
 import sys
@@ -80,4 +85,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from sam2long.tools.startup import restore_interrupts
+
+    restore_interrupts()
     sys.exit(main())

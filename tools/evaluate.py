@@ -14,14 +14,21 @@ reproduces it and --corrected fixes it.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while importing: one line, not a traceback
+    from sam2long.tools.startup import quiet_interrupts
+
+    quiet_interrupts()
+
 import argparse
 import json
 import os
 import sys
 
 
+from sam2long.engine.errors import SAM2LongError
 from sam2long.resources import add_version
-from sam2long.tools.evaluation import BENCHMARKS, DatasetError, merge_shards, print_summary, score_run
+from sam2long.runtime.image_io import atomic_write
+from sam2long.tools.evaluation import BENCHMARKS, merge_shards, print_summary, score_run
 
 _EPILOG = """examples:
   python tools/evaluate.py --benchmark davis --davis_path DAVIS --pred_root outputs/davis_val
@@ -105,6 +112,26 @@ def default_output_dir(pred_root: str) -> str:
     return os.path.join(os.path.dirname(pred), os.path.basename(pred) + "_scores")
 
 
+def check_outputs(args, gt_path: str, output_dir: str) -> None:
+    """Before scoring: no output is an input, lies inside one (the ground truth, the
+    predictions, meta.json, the unseen list) or holds one; --json names a file and
+    --output_dir a folder, both writable; the predictions come from one run's settings."""
+    from sam2long.runtime.output_paths import OutputError, check_apart, check_output_file, probe_writable
+    from sam2long.runtime.vos_dataset import mixed_settings
+
+    mixed = mixed_settings(args.pred_root, args.videos) if os.path.isdir(args.pred_root) else None
+    if mixed:
+        raise OutputError(f"--pred_root {args.pred_root} mixes results of different runs: {mixed}; "
+                          "score each run's folder on its own (rerun the others with one setting)")
+    inputs = [gt_path, args.meta, args.unseen_list, args.pred_root]
+    check_apart(output_dir, inputs, "--output_dir")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OutputError(f"--output_dir {output_dir} is a file, not a folder")
+    if args.json:
+        check_output_file(args.json, inputs, "--json")
+    probe_writable(output_dir, "--output_dir")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.merge_shards is not None:
@@ -122,15 +149,16 @@ def main(argv=None) -> int:
         return 2
     gt_path = {"davis": args.davis_path, "sav": args.gt_root, "lvos": args.lvos_path,
                "mose": args.gt_root}[args.benchmark]
+    output_dir = args.output_dir or default_output_dir(args.pred_root)
     try:
+        check_outputs(args, gt_path, output_dir)
         result = score_run(args.benchmark, gt_path, args.pred_root, args.videos,
                            num_processes=args.num_processes, task=args.task, subset=args.set,
                            meta=args.meta, unseen_list=args.unseen_list, strict=args.strict,
                            skip_first_and_last=not args.do_not_skip_first_and_last_frame,
                            corrected=args.corrected)
-        output_dir = args.output_dir or default_output_dir(args.pred_root)
         written = _write(result, output_dir, args.json)
-    except (DatasetError, ValueError, OSError) as e:
+    except (SAM2LongError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print_summary(result)
@@ -148,7 +176,7 @@ def _merge(args) -> int:
     try:
         result = merge_shards(args.merge_shards)
         written = _write(result, args.output_dir or args.merge_shards, args.json)
-    except (DatasetError, ValueError, OSError) as e:
+    except (SAM2LongError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print_summary(result)
@@ -159,14 +187,15 @@ def _merge(args) -> int:
 def _write(result, output_dir: str, json_path: str | None) -> list[str]:
     written = result.write_files(output_dir)
     if json_path:
-        folder = os.path.dirname(os.path.abspath(json_path))
-        os.makedirs(folder, exist_ok=True)
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(result.data, f, indent=1)
-            f.write("\n")
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        text = json.dumps(result.data, indent=1) + "\n"
+        atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
         written.append(json_path)
     return written
 
 
 if __name__ == "__main__":
+    from sam2long.tools.startup import restore_interrupts
+
+    restore_interrupts()
     sys.exit(main())

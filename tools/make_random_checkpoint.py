@@ -12,14 +12,19 @@ them out) part ways.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while importing: one line, not a traceback
+    from sam2long.tools.startup import quiet_interrupts
+
+    quiet_interrupts()
+
 import argparse
-import os
 import sys
-import uuid
 from pathlib import Path
 
 
 import torch
+
+from sam2long.engine.errors import SAM2LongError
 
 
 def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float = -4.0,
@@ -48,18 +53,14 @@ def random_model(sam2_cfg: str, seed: int, lively: bool, obj_score_bias: float =
 
 def write_checkpoint(path: str | Path, sam2_cfg: str, seed: int = 0, lively: bool = False,
                      obj_score_bias: float = -4.0, no_obj_embed_gain: float = 1.0) -> Path:
+    from sam2long.runtime.image_io import atomic_write
+
     path = Path(path)
     model = random_model(sam2_cfg, seed, lively, obj_score_bias, no_obj_embed_gain)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A private temporary name: two runs making the same cached checkpoint at once each
-    # write their own file, and whichever renames last leaves an identical whole file.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save({"model": model.state_dict()}, tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # A temporary name of its own and an atomic rename: several first runs at once each
+    # write their own file and the last rename wins (the same bytes: the same seed).
+    atomic_write(str(path), lambda f: torch.save({"model": model.state_dict()}, f))
     return path
 
 
@@ -81,6 +82,14 @@ def main(argv=None) -> int:
                    help="scale of the no-object memory embedding (SAM 2.1 configs): absent frames "
                         "in memory then move later object scores")
     args = p.parse_args(argv)
+    from sam2long.engine.model_loading import resolve_config_path
+    from sam2long.runtime.output_paths import OutputError, check_output_file
+
+    try:
+        check_output_file(args.out, [resolve_config_path(args.sam2_cfg)], "--out")
+    except (OutputError, SAM2LongError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         out = write_checkpoint(args.out, args.sam2_cfg, args.seed, args.lively, args.obj_score_bias,
                                args.no_obj_embed_gain)
@@ -91,4 +100,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from sam2long.tools.startup import restore_interrupts
+
+    restore_interrupts()
     sys.exit(main())

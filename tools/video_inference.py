@@ -14,6 +14,11 @@ optional PNG masks in the dataset tool's layouts.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while importing: one line, not a traceback
+    from sam2long.tools.startup import quiet_interrupts
+
+    quiet_interrupts()
+
 import argparse
 import sys
 from pathlib import Path
@@ -26,7 +31,7 @@ from sam2long.runtime.prompts import PROMPT_FILE_HELP, click_prompt, load_prompt
 from sam2long.runtime.video_io import VideoSource
 from sam2long.runtime.video_job import VideoOutputs, run_video_job
 from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float, load_backend,
-                       make_tracker, positive_float, run_main)
+                       make_tracker, model_inputs, positive_float, run_main)
 
 FIRST_OBJECT_ID = 1
 SAMPLE_CLICK = (70, 120)
@@ -91,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="JSON file with every object's prompt (instead of the flags above)")
     out = p.add_argument_group("outputs")
     out.add_argument("--output_video", default=None,
-                     help="output MP4 (default: outputs/<video name>_sam2long.mp4); replaced if it exists")
+                     help="output MP4 (default: outputs/<video name>_sam2long.mp4); a rerun replaces what "
+                          "this tool wrote there, anything else needs --overwrite")
     out.add_argument("--output_mask_dir", default=None,
                      help="also write PNG masks here: one palette PNG per frame with object ids as "
                           "values (the dataset tool's DAVIS layout), or see --per_obj_png_file")
@@ -99,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="masks in the SA-V layout: <object:03d>/<frame>.png, one binary PNG per "
                           "object (no non-overlap rule)")
     out.add_argument("--overwrite", action="store_true",
-                     help="replace the masks already in --output_mask_dir (never mixed with new ones)")
+                     help="replace outputs this tool did not write (or that changed since): an existing "
+                          "--output_video, and masks in --output_mask_dir (never mixed with new ones)")
     out.add_argument("--fps", type=positive_float, default=24.0,
                      help="frame rate of the output for a folder of frames (a video keeps its own)")
     model = p.add_argument_group("model and backend")
@@ -145,19 +152,21 @@ def run(args) -> int:
     source = VideoSource(args.video_path, folder_fps=args.fps)
     info = source.info
     prompts = object_prompts(args)
-    outputs = VideoOutputs(args.output_video or default_output(args.video_path), args.output_mask_dir,
-                           args.per_obj_png_file, args.overwrite)
-    from sam2long.runtime.prompts import validate_prompts
-    from sam2long.runtime.video_job import check_outputs
+    from sam2long.runtime.prompts import prompt_file_inputs, validate_prompts
+    from sam2long.runtime.video_job import claim_outputs
 
+    inputs = [*(prompt_file_inputs(args.prompts) if args.prompts else []), *model_inputs(args)]
+    outputs = VideoOutputs(args.output_video or default_output(args.video_path), args.output_mask_dir,
+                           args.per_obj_png_file, args.overwrite, tuple(inputs))
     validate_prompts(prompts, (info.height, info.width), info.num_frames)
-    check_outputs(outputs, source)  # before the model loads: a bad path costs nothing
-    backend = load_backend(args)
-    tracker = make_tracker(args, backend)
-    print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
-          f"{float(info.fps):.2f} fps; {len(prompts)} object(s); backend {backend.name} "
-          f"({args.precision}) on {backend.device}")
-    fps = run_video_job(tracker, source, prompts, outputs, progress=progress)
+    # Checked and locked before the model loads: a bad path or a second writer costs nothing.
+    with claim_outputs(outputs, source, [p.obj_id for p in prompts]):
+        backend = load_backend(args)
+        tracker = make_tracker(args, backend)
+        print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
+              f"{float(info.fps):.2f} fps; {len(prompts)} object(s); backend {backend.name} "
+              f"({args.precision}) on {backend.device}")
+        fps = run_video_job(tracker, source, prompts, outputs, progress=progress)
     masks = f" and masks in {outputs.mask_dir}" if outputs.mask_dir else ""
     print(f"wrote {outputs.video}{masks} ({info.num_frames} frames, {fps:.2f} frames/s)")
     return 0
@@ -169,4 +178,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from sam2long.tools.startup import restore_interrupts
+
+    restore_interrupts()
     sys.exit(main())

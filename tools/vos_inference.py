@@ -15,7 +15,13 @@ scratch; a folder made with other settings stops the run before any work unless
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while importing: one line, not a traceback
+    from sam2long.tools.startup import quiet_interrupts
+
+    quiet_interrupts()
+
 import argparse
+import errno
 import os
 import sys
 import time
@@ -31,7 +37,7 @@ from sam2long.runtime.sharding import PRECEDENCE, resolve_shard, select_shard, s
 from sam2long.runtime.vos_dataset import list_videos
 from sam2long.resources import add_version
 from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float,
-                       run_main, tracker_config)
+                       report_error, run_main, tracker_config)
 
 SAM2_FILL_HOLE_AREA = 8  # what sam2's apply_postprocessing sets (build_sam.py)
 
@@ -126,16 +132,68 @@ def produced_by(args, backend) -> dict:
     }
 
 
-def check_output_root(args):
-    """The output folder: not overlapping an input, writable (one run-level error)."""
-    from sam2long.runtime.output_paths import OutputError, overlaps, probe_writable, remove_stale_partials
+def score_sources(args) -> tuple[str, str | None]:
+    """--score's ground truth and (MOSE) meta.json: given, or derived from --input_mask_dir."""
+    from pathlib import Path
 
-    for flag in ("base_video_dir", "input_mask_dir"):
-        source = getattr(args, flag)
-        if overlaps(args.output_mask_dir, source):
-            raise OutputError(f"--output_mask_dir {args.output_mask_dir} overlaps --{flag} {source}: "
-                              "writing there could destroy inputs; choose a separate folder")
+    masks = Path(args.input_mask_dir).resolve()
+    gt = args.score_gt or str({"davis": masks.parents[1], "lvos": masks.parent}.get(args.score, masks))
+    meta = str(Path(gt).parent / "meta.json") if args.score == "mose" else None
+    return gt, meta
+
+
+def scores_dir(args) -> str:
+    from sam2long.tools.evaluate import default_output_dir
+
+    return default_output_dir(args.output_mask_dir)
+
+
+def run_inputs(args) -> list[str]:
+    """Every file and folder this run reads: no output may be, hold or lie inside one."""
+    from sam2long.tools.cli import model_inputs
+
+    inputs = [args.base_video_dir, args.input_mask_dir, args.video_list_file, *model_inputs(args)]
+    if args.score:
+        inputs += [p for p in score_sources(args) if p]
+    return [p for p in inputs if p]
+
+
+def check_outputs(args, shard: list[str]):
+    """Every output of the run, before the model loads: the output folder and each video's
+    folder in it (links resolved) inside it and apart from every input, --trace_dir and
+    the scores folder likewise, --score's inputs there, and no video being written by
+    another process (one run-level error each)."""
+    from sam2long.runtime.output_paths import (OutputError, OutputLock, check_apart, overlaps, probe_writable,
+                                               remove_stale_partials)
+
+    inputs = run_inputs(args)
+    check_apart(args.output_mask_dir, inputs, "--output_mask_dir")
+    root = os.path.realpath(args.output_mask_dir)
+    for video in shard:
+        folder = os.path.join(args.output_mask_dir, video)
+        real = os.path.realpath(folder)
+        if os.path.dirname(real) != root:
+            raise OutputError(f"--output_mask_dir: the output of video {video!r} would be {real}, "
+                              f"outside {args.output_mask_dir} (a link?); remove {folder}")
+        check_apart(folder, inputs, f"--output_mask_dir: the output of video {video!r},")
+    if args.trace_dir:
+        check_apart(args.trace_dir, inputs, "--trace_dir")
+        if overlaps(args.trace_dir, args.output_mask_dir):
+            raise OutputError(f"--trace_dir {args.trace_dir} and --output_mask_dir {args.output_mask_dir} "
+                              "overlap: finished videos' folders are replaced whole; choose a separate folder")
+        probe_writable(args.trace_dir, "--trace_dir")
+    if args.score:
+        gt, meta = score_sources(args)
+        if not os.path.isdir(gt):
+            raise ConfigError(f"--score {args.score}: the ground truth {gt} is not a folder; pass --score_gt")
+        if meta and not os.path.isfile(meta):
+            raise ConfigError(f"--score mose: {meta} not found (MOSE's meta.json beside the annotation "
+                              "folder); pass --score_gt <the Annotations folder with ../meta.json>")
+        check_apart(scores_dir(args), inputs + [args.output_mask_dir], "the scores folder")
     probe_writable(args.output_mask_dir, "--output_mask_dir")
+    for video in shard:
+        with OutputLock(os.path.join(args.output_mask_dir, video), f"--output_mask_dir: video {video!r} in"):
+            pass  # another process writing it: refused now, not after the model loads
     for path in remove_stale_partials(args.output_mask_dir):
         print(f"removed {path}, left by a killed run")
 
@@ -154,7 +212,7 @@ def plan_videos(args, shard: list[str], identity: dict) -> list[str]:
         except DatasetError:
             todo.append(video)  # it fails, with its message, in the loop
             continue
-        status = video_status(args.output_mask_dir, video, names, identity)
+        status = video_status(args.output_mask_dir, video, names, identity, trace_path(args, video))
         if status.state == "other_settings":
             foreign.append(f"{video}: {status.reason}")
         elif status.state != "complete":
@@ -168,9 +226,30 @@ def plan_videos(args, shard: list[str], identity: dict) -> list[str]:
     return todo
 
 
-def run_video(args, tracker, video: str, identity: dict) -> int:
-    """Track one video into a staging folder that replaces its output folder when whole;
-    returns the number of frames written."""
+def trace_path(args, video: str) -> str | None:
+    return os.path.join(args.trace_dir, f"{video}.npz") if args.trace_dir else None
+
+
+def run_video(args, tracker, video: str, identity: dict) -> int | None:
+    """Track one video into a staging folder that replaces its output folder when whole
+    (this process the only writer of it meanwhile); returns the number of frames written,
+    or None when another run finished it since the plan."""
+    from sam2long.runtime.output_paths import OutputError, OutputLock
+    from sam2long.runtime.vos_dataset import video_status
+
+    with OutputLock(os.path.join(args.output_mask_dir, video), f"--output_mask_dir: video {video!r} in"):
+        if not args.overwrite:  # what the plan saw may have changed while other videos ran
+            names = list_frames(os.path.join(args.base_video_dir, video))
+            status = video_status(args.output_mask_dir, video, names, identity, trace_path(args, video))
+            if status.state == "complete":
+                return None
+            if status.state == "other_settings":
+                raise OutputError(f"another run wrote it meanwhile, {status.reason}; it is kept (pass "
+                                  "--overwrite to redo it)")
+        return _run_video(args, tracker, video, identity)
+
+
+def _run_video(args, tracker, video: str, identity: dict) -> int:
     from sam2long.runtime.mask_writer import MaskWriter
     from sam2long.runtime.output_paths import StagedDir
     from sam2long.runtime.pipeline import track_frames
@@ -183,7 +262,13 @@ def run_video(args, tracker, video: str, identity: dict) -> int:
     frame_names = source.frame_names
     found = load_prompts(args.input_mask_dir, video, frame_names, args.per_obj_png_file,
                          args.track_object_appearing_later_in_video)
+    for obj_id, frame_name in found.later_objects.items():
+        _report(f"WARNING {video}: object {obj_id} first appears on frame {frame_name} of the input masks, "
+                "after the first frame: it is not tracked; pass --track_object_appearing_later_in_video "
+                "to track it from there")
     for obj_id in found.empty_objects:
+        if obj_id in found.later_objects:
+            continue
         _report(f"WARNING {video}: object {obj_id:03d} has no non-empty prompt mask "
                 f"({os.path.join(args.input_mask_dir, video, f'{obj_id:03d}')}); it is not tracked "
                 "and its output masks are empty")
@@ -208,20 +293,22 @@ def run_video(args, tracker, video: str, identity: dict) -> int:
                                    total=len(frame_names), desc=video, unit="frame", leave=False):
             writer.write(frame.name, dict(zip(frame.obj_ids, frame.logits)))
         writer.close()
-        write_completion(staged.path, identity, frame_names, obj_ids, writer.files)
+        if trace is not None:
+            _save_trace(trace_path(args, video), prompts, trace)
+        write_completion(staged.path, identity, frame_names, obj_ids, writer.files, trace_path(args, video))
     except BaseException:
         if writer is not None:
             writer.abandon()
         staged.discard()
         raise
     staged.commit()
-    if trace is not None:
-        _save_trace(args.trace_dir, video, prompts, trace)
     return len(frame_names)
 
 
-def _save_trace(trace_dir: str, video: str, prompts, trace: dict):
-    os.makedirs(trace_dir, exist_ok=True)
+def _save_trace(path: str, prompts, trace: dict):
+    """The video's traces, whole or not at all (the completion record names them)."""
+    from sam2long.runtime.image_io import atomic_write
+
     arrays = {}
     for prompt in prompts:
         rows = trace[prompt.obj_id]
@@ -229,22 +316,18 @@ def _save_trace(trace_dir: str, video: str, prompts, trace: dict):
         for name in ("ious", "obj_scores", "acc"):
             arrays[f"{name}_{prompt.obj_id}"] = np.stack([getattr(r, name) for r in rows]) \
                 if rows else np.zeros((0, 0))
-    np.savez(os.path.join(trace_dir, f"{video}.npz"), **arrays)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def score_own_run(args, videos: list[str], index: int = 0, total: int = 1) -> None:
     """Score the run's videos with the benchmark's official numbers (tools/evaluate.py). A
     sharded run writes into its own `<output_mask_dir>_scores/shard-<i>-of-<n>/`, with the
     per-video scores that `tools/evaluate.py --merge_shards` turns into the whole set's numbers."""
-    from pathlib import Path
-
-    from sam2long.tools.evaluate import default_output_dir
     from sam2long.tools.evaluation import print_summary, score_run, shard_scores_name, write_shard_scores
 
-    masks = Path(args.input_mask_dir).resolve()
-    gt = args.score_gt or str({"davis": masks.parents[1], "lvos": masks.parent}.get(args.score, masks))
-    meta = str(Path(gt).parent / "meta.json") if args.score == "mose" else None
-    folder = default_output_dir(args.output_mask_dir)
+    gt, meta = score_sources(args)
+    folder = scores_dir(args)
     if total > 1:
         folder = os.path.join(folder, shard_scores_name(index, total))
     if not videos:  # an empty shard still reports, so that the merge sees every shard
@@ -258,8 +341,7 @@ def score_own_run(args, videos: list[str], index: int = 0, total: int = 1) -> No
     print_summary(result)
     print(f"scores ({args.score}, {len(videos)} video(s) of this shard) in {', '.join(written)}")
     if total > 1:
-        print(f"when every shard is done: python tools/evaluate.py --merge_shards "
-              f"{default_output_dir(args.output_mask_dir)}")
+        print(f"when every shard is done: python tools/evaluate.py --merge_shards {scores_dir(args)}")
 
 
 def preview_split(args, videos: list[str], why: ValueError) -> int:
@@ -276,6 +358,9 @@ def preview_split(args, videos: list[str], why: ValueError) -> int:
     for i, chunk in enumerate(split_contiguous(sorted(videos), total)):
         print(f"shard {i}: {len(chunk)} videos: {' '.join(chunk)}")
     return 0
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def run(args) -> int:
@@ -305,7 +390,7 @@ def run(args) -> int:
 
     from sam2long.tools.cli import load_backend, make_tracker
 
-    check_output_root(args)
+    check_outputs(args, shard)
     backend = load_backend(args)
     if args.use_vos_optimized_video_predictor and backend.device.type == "cuda" and backend.name != "onnx":
         args.cuda_graphs = True  # sam2's compiled predictor's counterpart: captured frames
@@ -317,20 +402,27 @@ def run(args) -> int:
           f"iou_thre={config.iou_thre} uncertainty={config.uncertainty}; {len(shard) - len(todo)} "
           f"video(s) already complete")
 
-    failed, done = [], 0
+    failed, done, already = [], 0, len(shard) - len(todo)
     start = time.perf_counter()
     for video in bars.progress(todo, desc="videos", unit="video"):
         try:
-            run_video(args, tracker, video, identity)
-            done += 1
+            if run_video(args, tracker, video, identity) is None:
+                already += 1
+            else:
+                done += 1
         except SAM2LongError as e:
             failed.append(video)
             _report(f"FAILED {video}: {e}")
+        except OSError as e:
+            if e.errno in _DISK_ERRORS:
+                raise  # a full or read-only disk fails every video alike: one line, the run ends
+            failed.append(video)
+            _report(f"FAILED {video}: {report_error(e)}")
         except Exception as e:  # keep going: one broken video must not stop a benchmark run
             failed.append(video)
             _report(f"FAILED {video}: {type(e).__name__}: {e}\n{traceback.format_exc()}")
     elapsed = time.perf_counter() - start
-    print(f"done: {done} tracked, {len(shard) - len(todo)} already complete, {len(failed)} failed "
+    print(f"done: {done} tracked, {already} already complete, {len(failed)} failed "
           f"in {elapsed:.1f}s; masks in {args.output_mask_dir}")
     if failed:
         print(f"failed videos: {' '.join(failed)}", file=sys.stderr)
@@ -348,4 +440,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from sam2long.tools.startup import restore_interrupts
+
+    restore_interrupts()
     sys.exit(main())

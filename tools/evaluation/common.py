@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sam2long.runtime.image_io import DatasetError, load_palette_png
+from sam2long.runtime.image_io import DatasetError, atomic_write, load_palette_png
 
 __all__ = ["DatasetError", "EvaluationResult", "read_labels", "list_pngs", "list_dirs",
            "check_same_shape", "map_videos", "csv_text", "print_summary"]
@@ -131,8 +131,8 @@ class EvaluationResult:
         paths = []
         for name, text in self.files.items():
             path = os.path.join(output_dir, name)
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
+            # Replaced, never written through: a link there to another file leaves it intact.
+            atomic_write(path, lambda f, text=text: f.write(text.encode("utf-8")))
             paths.append(path)
         return paths
 
