@@ -55,7 +55,8 @@ def run_video_job(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequen
     validate_prompts(prompts, (info.height, info.width), info.num_frames)
     check_outputs(outputs, source)
     start = time.perf_counter()
-    writer = H264Writer(outputs.video, info.height, info.width, info.fps)
+    writer = H264Writer(outputs.video, info.height, info.width, info.fps,
+                        timestamps=source.timestamps())
     staged = masks = None
     try:
         if outputs.mask_dir:
