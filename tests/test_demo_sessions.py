@@ -243,3 +243,41 @@ def test_served_app_limits_uploads_and_names_our_share_flag(lively_backend, tmp_
     finally:
         blocks.close()
         blocks.sam2long_demo.close()
+
+
+def test_closed_tab_ends_its_session_at_once(lively_backend):
+    """In a real browser: closing the tab runs gradio's unload, which ends the session and
+    removes its folder (not after gradio's hour of grace for closed tabs)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is installed by tools/setup_env.sh")
+    from playwright.sync_api import sync_playwright
+
+    from sam2long.tools.gradio_app import Demo, build_parser, launch
+    from tests.test_gradio_app import CHROMIUM_ARGS, _chromium
+
+    args = build_parser().parse_args(["--port", str(_free_port())])
+    blocks = Demo(lively_backend, None).build()
+    demo = blocks.sam2long_demo
+    launch(blocks, args, block=False)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(blocks.local_url, wait_until="load")
+                page.locator("#use_sample").click()
+                page.wait_for_function(
+                    "() => document.querySelector('#status').innerText.includes('Click the object')",
+                    timeout=60_000)
+                assert demo.sessions == 1
+                (session,) = demo._sessions.values()
+                assert session.first_frame.is_file()
+                page.close()
+                deadline = time.monotonic() + 30
+                while demo.sessions and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert demo.sessions == 0 and not session.folder.exists()
+            finally:
+                browser.close()
+    finally:
+        blocks.close()
+        demo.close()

@@ -169,14 +169,18 @@ class Demo:
             if old is not None:
                 self.end_session(old)
         with self._lock:
+            displaced = self._sessions.pop(key, None)  # a load of this tab's that ran alongside
             if len(self._sessions) >= self.max_sessions:
                 minutes = self.session_timeout / 60
+                if displaced is not None:
+                    self._sessions[key] = displaced
                 return None, (f"The demo is serving {len(self._sessions)} sessions, its limit "
                               f"(--max_sessions {self.max_sessions}). Try again when one ends: a "
                               f"session ends when its tab closes or after {minutes:g} min idle.")
             folder = Path(tempfile.mkdtemp(prefix="session_", dir=self._root))
             session = DemoSession(key, folder, "", "", 0, 0, 0)
             self._sessions[key] = session
+        self.end_session(displaced)
         return session, None
 
     def end_session(self, session: DemoSession | None):
@@ -190,8 +194,16 @@ class Demo:
             session.ended = True
             if session.busy:
                 return  # the event that runs on it removes the folder when it finishes
+        self._release(session)
+
+    @staticmethod
+    def _release(session: DemoSession):
+        """An ended session's files, and its previews: gradio may keep the (now small) state
+        object of a client that never closes its tab."""
         shutil.rmtree(session.folder, ignore_errors=True)
         session.work_dir = None
+        for clicks in session.objects.values():
+            clicks.low_res = None
 
     def end_request(self, request: gr.Request):
         """gradio's unload: the tab closed (or reloaded)."""
@@ -237,8 +249,7 @@ class Demo:
             session.last_used = time.monotonic()
             orphaned = session.ended and not session.busy
         if orphaned:
-            shutil.rmtree(session.folder, ignore_errors=True)
-            session.work_dir = None
+            self._release(session)
 
     def _message(self, e: BaseException, session: DemoSession | None = None, path: str = "",
                  name: str = "") -> str:
@@ -456,7 +467,9 @@ class Demo:
             gr.Markdown("# SAM2Long\nUpload a video, click each object on its first frame "
                         "(**Add object** for the next one), then **Track** them all. Backend: "
                         f"`{self.backend.name}` on `{self.backend.device}`. " + self.note)
-            state = gr.State(None, time_to_live=self.session_timeout, delete_callback=self.end_session)
+            # No time_to_live: gradio would count it from the last event that returned the
+            # state (a Track does not), so the demo's own idle timeout ends sessions.
+            state = gr.State(None, delete_callback=self.end_session)
             with gr.Row():
                 with gr.Column():
                     video_in = gr.Video(label="Input video", sources=["upload"], elem_id="video_in")
