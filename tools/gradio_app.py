@@ -255,7 +255,7 @@ class Demo:
                  name: str = "") -> str:
         paths = {path: name} if path else {}
         if session is not None:
-            paths.update({session.video: session.name, str(session.folder): session.name})
+            paths[session.video] = session.name  # the session's own folder: cut to file names
         return _public(report_error(e), paths)
 
     def _cannot_read(self, e: BaseException, path: str, name: str) -> str:
@@ -273,10 +273,11 @@ class Demo:
         refused = None
         try:
             if self.max_upload_mb and os.path.isfile(path) and os.path.getsize(path) > self.max_upload_mb * MB:
-                refused = (f"{name} is {os.path.getsize(path) / MB:.0f} MB; this demo takes videos up "
+                refused = (f"{name} is {os.path.getsize(path) / MB:.3g} MB; this demo takes videos up "
                            f"to {self.max_upload_mb:g} MB (start it with a larger --max_upload_mb).")
             else:
-                info = VideoSource(path).info
+                source = VideoSource(path)
+                info = source.info
                 if self.max_frames and info.num_frames > self.max_frames:
                     refused = (f"{name} has {info.num_frames} frames; this demo is limited to "
                                f"{self.max_frames} (start it with a larger --max_frames).")
@@ -286,8 +287,9 @@ class Demo:
                                "larger --max_side).")
         except (SAM2LongError, OSError) as e:
             refused = self._cannot_read(e, path, name)
-        if refused:
-            return session, None, refused, self._selector(session)
+        if refused:  # the page no longer shows the session's video: it ends
+            self.end_session(session)
+            return None, None, refused, self._selector(None)
         key = getattr(request, "session_hash", None) or secrets.token_hex(8)
         new, refused = self._open_session(key, session)
         if new is None:
@@ -295,7 +297,11 @@ class Demo:
         new.video, new.name, new.num_frames = path, name, info.num_frames
         new.height, new.width = info.height, info.width
         try:
-            first = next(iter(VideoSource(path).frames()))
+            frames = source.frames()
+            try:
+                first = next(frames)
+            finally:
+                frames.close()
             Image.fromarray(first).save(new.first_frame, compress_level=1)
         except (SAM2LongError, OSError, StopIteration) as e:
             self.end_session(new)
