@@ -206,6 +206,16 @@ def test_resolution_and_size_caps_name_their_limit(lively_backend, tmp_path):
     message = Demo(lively_backend, 10).load_video(SAMPLE)[2]
     assert "24 frames" in message and "limited to 10" in message
 
+    from sam2long.engine.errors import ConfigError
+    from sam2long.tools.gradio_app import build_parser, create_demo
+
+    help_text = build_parser().format_help()
+    for flag in ("--max_side", "--max_upload_mb", "--max_sessions", "--session_timeout"):
+        assert flag in help_text
+    for argv in (["--max_sessions", "0"], ["--session_timeout", "-1"]):
+        with pytest.raises(ConfigError, match=argv[0]):  # before any model loads
+            create_demo(build_parser().parse_args(argv))
+
 
 def _free_port() -> int:
     with socket.socket() as s:
