@@ -15,7 +15,7 @@ import secrets
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sam2long.engine.errors import SAM2LongError
 
@@ -164,10 +164,12 @@ def frame_path(video_dir: str, name: str) -> str:
 
 
 def read_frame_rgb(path: str) -> Image.Image:
-    """Decode one video frame as an RGB image, fully loaded in memory."""
+    """Decode one video frame as an RGB image, fully loaded in memory, as it is displayed:
+    a camera JPEG's EXIF orientation is applied (prompts and masks are in the coordinates
+    the user sees)."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return ImageOps.exif_transpose(img).convert("RGB")
     except _PIL_ERRORS as e:
         raise DatasetError(
             f"cannot read frame image ({e})",

@@ -1,5 +1,11 @@
 """Videos in and out as streams: decode frames one at a time (PyAV/FFmpeg, or a folder of
-images) and encode H.264 on a worker thread, so that browsers play the result."""
+images) and encode H.264 on a worker thread, so that browsers play the result.
+
+Frames are handed out as they are displayed: a phone video's display matrix (or its old
+`rotate` tag) and a JPEG's EXIF orientation are applied on decode, so prompts are in the
+coordinates the user sees and the output video plays upright with no rotation of its own.
+Each frame's timestamp is kept: a variable-frame-rate input gives an output with the same
+timing, not one flattened to its average rate."""
 
 from __future__ import annotations
 
@@ -27,9 +33,81 @@ class VideoError(SAM2LongError, RuntimeError):
 @dataclass(frozen=True)
 class VideoInfo:
     num_frames: int
-    height: int
+    height: int  # as displayed (after the video's rotation)
     width: int
     fps: Fraction
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How a decoded picture becomes the displayed one: a transpose, then flips."""
+
+    transpose: bool = False
+    flip_rows: bool = False  # upside down
+    flip_cols: bool = False  # mirrored left-right
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        if self.transpose:
+            rgb = rgb.transpose(1, 0, 2)
+        if self.flip_rows:
+            rgb = rgb[::-1]
+        if self.flip_cols:
+            rgb = rgb[:, ::-1]
+        return np.ascontiguousarray(rgb)
+
+    def displayed_hw(self, height: int, width: int) -> tuple[int, int]:
+        return (width, height) if self.transpose else (height, width)
+
+
+UPRIGHT = Orientation()
+
+
+def orientation_from_matrix(matrix) -> Orientation:
+    """FFmpeg's display matrix (9 ints, 16.16 fixed point, row-major [a b u; c d v; x y w])
+    maps a decoded pixel (p, q) to the displayed (a*p + c*q, b*p + d*q) plus an offset.
+    Phones only write quarter turns and mirrors, so its 2x2 part is a signed permutation;
+    anything else (a shear, an odd angle) is beyond what a video player shows, and is
+    taken as upright."""
+    a, b, _, c, d = (int(v) for v in matrix[:5])
+    if a == d == 0 and b and c:  # a quarter turn: x' follows y, y' follows x
+        return Orientation(True, b < 0, c < 0)
+    if b == c == 0 and a and d:
+        return Orientation(False, d < 0, a < 0)
+    return UPRIGHT
+
+
+def orientation_from_rotate_tag(tag: str | None) -> Orientation:
+    """The `rotate` metadata tag of older muxers: degrees clockwise."""
+    try:
+        degrees = int(float(tag)) % 360 if tag is not None else 0
+    except ValueError:
+        return UPRIGHT
+    return {90: Orientation(True, False, True), 180: Orientation(False, True, True),
+            270: Orientation(True, True, False)}.get(degrees, UPRIGHT)
+
+
+def _frame_orientation(frame, stream) -> Orientation:
+    import av
+
+    for data in frame.side_data:
+        if data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            return orientation_from_matrix(np.frombuffer(bytes(data), dtype="<i4"))
+    return orientation_from_rotate_tag(stream.metadata.get("rotate"))
+
+
+@dataclass(frozen=True)
+class Timestamps:
+    """Each frame's presentation time as an integer count of `time_base` seconds, the first
+    frame at 0."""
+
+    time_base: Fraction
+    pts: tuple[int, ...]
+
+
+def _av_reason(e: BaseException) -> str:
+    """FFmpeg's words for a failure, without its errno number or the file name (the caller's
+    message names the file once)."""
+    return getattr(e, "strerror", None) or str(e)
 
 
 def check_fps(fps: float) -> Fraction:
@@ -46,6 +124,7 @@ class VideoSource:
         self.path = path
         if not os.path.exists(path):
             raise VideoError(f"video not found: {path}")
+        self._orientation = UPRIGHT
         if os.path.isdir(path):
             self._names = list_frames(path)
             first = read_frame_rgb(frame_path(path, self._names[0]))
@@ -76,11 +155,47 @@ class VideoSource:
                 ctx = stream.codec_context
                 if not count or not ctx.width or not ctx.height:
                     raise VideoError(f"{self.path} has no decodable frames")
-                return VideoInfo(int(count), ctx.height, ctx.width, Fraction(fps))
+            # The display matrix comes with the decoded frames (FFmpeg attaches the stream's
+            # to each one): decode the first from the start of a fresh demuxer.
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                first = next(container.decode(stream), None)
+                if first is not None:
+                    self._orientation = _frame_orientation(first, stream)
+            height, width = self._orientation.displayed_hw(ctx.height, ctx.width)
+            return VideoInfo(int(count), height, width, Fraction(fps))
         except VideoError:
             raise
         except Exception as e:  # av.error.* and friends
-            raise VideoError(f"cannot read video {self.path}: {e}") from e
+            raise VideoError(f"cannot read video {self.path}: {_av_reason(e)}") from e
+
+    def timestamps(self) -> Timestamps | None:
+        """Each frame's presentation time (from the packets, without decoding), or None when
+        the constant rate says it all: a folder of frames, evenly spaced frames, or a file
+        whose packets lack times or do not match its frames one to one."""
+        if self._names is not None:
+            return None
+        import av
+
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                pts = [p.pts for p in container.demux(stream) if p.size]
+                time_base = stream.time_base
+        except Exception as e:
+            raise VideoError(f"cannot read video {self.path}: {_av_reason(e)}") from e
+        if not time_base or any(t is None for t in pts):
+            return None
+        pts.sort()  # packets come in decoding order; frames leave the decoder in time order
+        if len(pts) != self.info.num_frames or len(set(pts)) != len(pts):
+            return None
+        time_base = Fraction(time_base)
+        pts = tuple(t - pts[0] for t in pts)
+        # Evenly spaced frames are written at their rate exactly: a container's coarse clock
+        # (WebM counts milliseconds) would otherwise turn 12 fps into 12.02.
+        if all(abs(t * time_base - i / self.info.fps) <= time_base for i, t in enumerate(pts)):
+            return None
+        return Timestamps(time_base, pts)
 
     def _check_size(self, index: int, height: int, width: int, where: str):
         if (height, width) != (self.info.height, self.info.width):
@@ -107,11 +222,12 @@ class VideoSource:
                     if index == self.info.num_frames:
                         raise VideoError(f"{self.path} holds more frames than the "
                                          f"{self.info.num_frames} its header declares; re-encode it")
-                    self._check_size(index, frame.height, frame.width, self.path)
-                    yield frame.to_ndarray(format="rgb24")
+                    rgb = self._orientation.apply(frame.to_ndarray(format="rgb24"))
+                    self._check_size(index, rgb.shape[0], rgb.shape[1], self.path)
+                    yield rgb
                     index += 1
         except av.error.FFmpegError as e:
-            raise VideoError(f"cannot decode video {self.path} at frame {index}: {e}") from e
+            raise VideoError(f"cannot decode video {self.path} at frame {index}: {_av_reason(e)}") from e
         if index != self.info.num_frames:
             raise VideoError(
                 f"{self.path}: decoded {index} frames, but the file says it has "
@@ -123,10 +239,12 @@ class H264Writer:
 
     yuv420p needs even sides: an odd width or height is padded by one edge pixel.
     The file is written under a temporary name and renamed on `close()`, so a failed
-    run leaves no half-written video behind.
+    run leaves no half-written video behind. With `timestamps`, frame i is shown at
+    timestamps.pts[i] (the input's timing, variable rates included); without, at i / fps.
     """
 
-    def __init__(self, path: str, height: int, width: int, fps: Fraction, crf: int = 20):
+    def __init__(self, path: str, height: int, width: int, fps: Fraction, crf: int = 20,
+                 timestamps: Timestamps | None = None):
         import av
 
         self.path = path
@@ -141,6 +259,10 @@ class H264Writer:
         self._stream.height = height + self._pad[0]
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(crf)}
+        self._timestamps = timestamps
+        if timestamps is not None:
+            self._stream.codec_context.time_base = timestamps.time_base
+        self._written = 0
         self._worker = BackgroundWorker("h264-writer")
 
     def _encode(self, rgb: np.ndarray):
@@ -149,6 +271,10 @@ class H264Writer:
         if any(self._pad):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        if self._timestamps is not None:
+            frame.pts = self._timestamps.pts[self._written]
+            frame.time_base = self._timestamps.time_base
+        self._written += 1
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
 

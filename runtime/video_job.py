@@ -135,7 +135,8 @@ def run_video_job(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequen
 def _run(tracker, source, prompts, outputs, progress) -> float:
     info = source.info
     start = time.perf_counter()
-    writer = H264Writer(outputs.video, info.height, info.width, info.fps)
+    writer = H264Writer(outputs.video, info.height, info.width, info.fps,
+                        timestamps=source.timestamps())
     staged = masks = None
     try:
         if outputs.mask_dir:

@@ -244,7 +244,8 @@ def test_click_previews_and_track_take_turns_on_the_backend(lively_backend, tmp_
     previews = 0
     while worker.is_alive() or previews < 3:
         clicked.objects[1].points, clicked.objects[1].labels = [(30.0 + previews % 50, 50.0)], [1]
-        clicked.objects[1].logits, clicked.feats = None, None
+        clicked.objects[1].low_res = None
+        demo._features.clear()  # the first frame is encoded again too
         demo._preview(clicked)
         previews += 1
     worker.join()
