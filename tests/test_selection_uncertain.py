@@ -55,7 +55,7 @@ def test_the_issue_example_needs_the_uncovered_pathway_rule():
 
 def test_uncertain_branch_matches_the_loop_on_random_inputs():
     gen = torch.Generator().manual_seed(26)
-    topped_up = 0
+    cases: dict[int, list] = {}  # pathway count -> inputs, selected as one batch of objects
     for trial in range(2000):
         num_path = 2 + trial % 5
         levels = 2 + trial % 3  # 2..4 distinct IoU values: the walk often runs short
@@ -68,12 +68,26 @@ def test_uncertain_branch_matches_the_loop_on_random_inputs():
         scores = ((torch.rand(num_path, generator=gen) * 2 - 1) * 1.9).float()  # |s| < 2
         if trial % 3 == 0:
             scores = scores.abs() + 0.01  # one sign only: fewer distinct keys
-        args = (acc.tolist(), ious.tolist(), scores.tolist())
-        want = _loop_selection(*args, 2.0)
-        got, got_score = _tensor_selection(*args, 2.0)
-        assert got == want, (trial, args)
-        for (p, j), s in zip(got, got_score):
-            assert math.isclose(s, args[0][p] + math.log(args[1][p][j] + 1e-5), rel_tol=1e-12)
-        distinct = len({round(v if sc > 0 else -v, 2) for row, sc in zip(args[1], args[2]) for v in row})
-        topped_up += distinct < num_path
+        if trial % 7 == 0:
+            scores[0] = 0.0  # exactly zero counts as absent: the key's sign is minus
+        cases.setdefault(num_path, []).append((acc, ious, scores))
+    topped_up = 0
+    for num_path, batch in cases.items():
+        acc, ious, scores = (torch.stack(x) for x in zip(*batch))
+        sel = select_candidates(acc, ious, scores, 2.0)
+        for row, (a, i, s) in enumerate(batch):
+            args = (a.tolist(), i.tolist(), s.tolist())
+            got = list(zip(sel.parent[row].tolist(), sel.mask_idx[row].tolist()))
+            assert got == _loop_selection(*args, 2.0), args
+            for (p, j), score in zip(got, sel.score[row].tolist()):
+                assert math.isclose(score, args[0][p] + math.log(args[1][p][j] + 1e-5), rel_tol=1e-12)
+            keys = {round(v if sc > 0 else -v, 2) for r, sc in zip(args[1], args[2]) for v in r}
+            topped_up += len(keys) < num_path
     assert topped_up > 300  # the top-up really ran, often
+
+
+def test_an_object_score_of_exactly_zero_signs_the_key_negative():
+    # "+ when its pathway's object score is > 0, else -": 0.0 gives -.90, distinct from +.90.
+    ious = [[0.9, 0.1, 0.1], [0.9, 0.1, 0.1]]
+    assert _tensor_selection([0.0, 0.0], ious, [0.5, 0.0], 2.0)[0] == [(0, 0), (1, 0)]
+    assert _loop_selection([0.0, 0.0], ious, [0.5, 0.0], 2.0) == [(0, 0), (1, 0)]
