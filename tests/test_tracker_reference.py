@@ -5,6 +5,7 @@ s+1"), and the accumulated-score rule read back from the trace. No parity fixtur
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from sam2long.engine.model_loading import load_sam2_model
@@ -51,20 +52,43 @@ def _sam2_points(points=None, labels=None, box=None):
 
 
 @torch.inference_mode()
-def _sam2_first_two_frames(model, start, num_frames, points):
+def _sam2_first_two_frames(model, start, num_frames, points=None, mask=None):
     """sam2's own modules on the prompt frame, then one tracking step with only that frame's
-    memory: the low-res logits of both frames."""
+    memory: the low-res logits of both frames, and the second frame's best predicted IoU
+    and object-score logit."""
     outputs = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    heads = []  # what each call of the SAM heads returned
+    sam_heads = model._forward_sam_heads
+    model._forward_sam_heads = lambda *a, **k: heads.append(sam_heads(*a, **k)) or heads[-1]
     low = []
-    for t, is_prompt in ((start, True), (start + 1, False)):
-        _, feats, pos, sizes = model._prepare_backbone_features(model.forward_image(_image(t)))
-        out = model.track_step(t, is_prompt, feats, pos, sizes, points if is_prompt else None, None,
-                               outputs, num_frames)
-        # SAM2VideoPredictor stores memory features in bfloat16.
-        out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
-        outputs["cond_frame_outputs" if is_prompt else "non_cond_frame_outputs"][t] = out
-        low.append(out["pred_masks"][0, 0].float().numpy())
-    return low
+    try:
+        for t, is_prompt in ((start, True), (start + 1, False)):
+            _, feats, pos, sizes = model._prepare_backbone_features(model.forward_image(_image(t)))
+            out = model.track_step(t, is_prompt, feats, pos, sizes,
+                                   points if is_prompt and mask is None else None,
+                                   mask if is_prompt else None, outputs, num_frames)
+            if is_prompt:  # the video predictor re-encodes the prompt frame's memory from its
+                # low-res output upsampled to the model's size (for mask prompts that differs)
+                high = F.interpolate(out["pred_masks"], size=(SIZE, SIZE), mode="bilinear",
+                                     align_corners=False)
+                out["maskmem_features"], out["maskmem_pos_enc"] = model._encode_new_memory(
+                    feats, sizes, high, out["object_score_logits"], is_mask_from_pts=mask is None)
+            # SAM2VideoPredictor stores memory features in bfloat16.
+            out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
+            outputs["cond_frame_outputs" if is_prompt else "non_cond_frame_outputs"][t] = out
+            low.append(out["pred_masks"][0, 0].float().numpy())
+    finally:
+        del model._forward_sam_heads
+    ious, score = heads[-1][2], heads[-1][6]
+    return low, float(ious.max()), float(score)
+
+
+def _sam2_mask(mask):
+    """A mask prompt as SAM2VideoPredictor.add_new_mask hands it to the model: resized to the
+    model's input with antialiasing, then binarised at 0.5."""
+    m = torch.from_numpy(mask)[None, None].float()
+    return (F.interpolate(m, size=(SIZE, SIZE), mode="bilinear", align_corners=False,
+                          antialias=True) >= 0.5).float()
 
 
 PROMPTS = {
@@ -72,6 +96,7 @@ PROMPTS = {
     "box": (1, dict(box=[15.0, 42.0, 65.0, 78.0])),
     "one click": (0, dict(points=[[40.0, 60.0]])),  # multimask: the best predicted IoU wins
     "box and click": (2, dict(box=[20.0, 40.0, 80.0, 90.0], points=[[50.0, 62.0]])),
+    "mask": (1, dict(mask=True)),  # logits +-10 at the prompt frame, as SAM 2
 }
 
 
@@ -85,17 +110,30 @@ def test_click_and_box_prompts_match_sam2(micro_checkpoints, weights):
     n = 4
     prompts = [ObjectPrompt(i + 1, start, points=None if "points" not in kw else np.array(kw["points"]),
                             labels=None if "labels" not in kw else np.array(kw["labels"]),
-                            box=None if "box" not in kw else np.array(kw["box"]))
+                            box=None if "box" not in kw else np.array(kw["box"]),
+                            mask=synthetic_mask(start) if "mask" in kw else None)
                for i, (start, kw) in enumerate(PROMPTS.values())]
-    out = _track(backend, prompts, n)
-    assert [r.obj_ids for r in out] == [[1, 3], [1, 2, 3], [1, 2, 3, 4], [1, 2, 3, 4]]
+    trace = {}
+    out = _track(backend, prompts, n, trace)
+    assert [r.obj_ids for r in out] == [[1, 3], [1, 2, 3, 5], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]
+    scores = []
     for (name, (start, kw)), prompt in zip(PROMPTS.items(), prompts):
-        want = _sam2_first_two_frames(model, start, n, _sam2_points(**kw))
+        if "mask" in kw:
+            reference = _sam2_first_two_frames(model, start, n, mask=_sam2_mask(synthetic_mask(start)))
+        else:
+            reference = _sam2_first_two_frames(model, start, n, _sam2_points(**kw))
+        want, iou, score = reference
+        first = trace[prompt.obj_id][0]  # the first tracked frame: one slot
+        assert first.frame_idx == start + 1
+        assert abs(first.ious[0] - iou) < 1e-4 and abs(first.obj_scores[0] - score) < 1e-4, name
+        scores.append(score)
         for t, expected in zip((start, start + 1), want):
             got = out[t].low_res_logits[out[t].obj_ids.index(prompt.obj_id)]
             if weights == "plain":
                 assert (expected > 0).sum() > 100 and (expected < 0).sum() > 100, (name, t)
             np.testing.assert_allclose(got, expected, atol=2e-3, err_msg=f"{name}, frame {t}")
+    if weights == "lively":
+        assert min(scores) < 0 < max(scores)  # present and absent objects both checked
 
 
 @pytest.mark.parametrize("fixed_shapes", [False, True], ids=["dedupe", "fixed"])
@@ -126,3 +164,35 @@ def test_accumulated_scores_start_at_zero_and_add_the_kept_log_iou(lively_backen
 def _confident(row):
     return np.nanmax(np.abs(row.obj_scores)) > 2.0
 
+
+
+def test_copies_are_computed_once_and_decided_at_once(lively_backend):
+    """With uncertainty 0 every frame is confident and its P best candidates are copies of
+    one (equal scores, stable order): each frame runs one row, not P, its answer is out before
+    the next frame is read, and it is the one-pathway answer."""
+    rows, consumed = [], []
+    attend = lively_backend.attend_memory
+
+    def counting(feat, memory, *args, **kwargs):
+        rows.append(memory.mem_feats.shape[0])
+        return attend(feat, memory, *args, **kwargs)
+
+    def frames(n):
+        for t in range(n):
+            consumed.append(t)
+            yield _image(t)
+
+    prompts = [ObjectPrompt(1, 0, mask=synthetic_mask(0))]
+    lively_backend.attend_memory = counting
+    try:
+        tracker = SAM2LongTracker(lively_backend, TrackerConfig(3, 0.1, 0.0))
+        out = []
+        for result in tracker.track(frames(6), prompts, 6, HW):
+            assert len(consumed) <= result.frame_idx + 1, result.frame_idx  # decided at once
+            out.append(result)
+    finally:
+        del lively_backend.attend_memory
+    assert rows == [1] * 5
+    single = SAM2LongTracker(lively_backend, TrackerConfig(1, 0.1, 0.0))
+    for a, b in zip(out, single.track((_image(t) for t in range(6)), prompts, 6, HW)):
+        np.testing.assert_array_equal(a.low_res_logits, b.low_res_logits)
