@@ -196,3 +196,23 @@ def test_copies_are_computed_once_and_decided_at_once(lively_backend):
     single = SAM2LongTracker(lively_backend, TrackerConfig(1, 0.1, 0.0))
     for a, b in zip(out, single.track((_image(t) for t in range(6)), prompts, 6, HW)):
         np.testing.assert_array_equal(a.low_res_logits, b.low_res_logits)
+
+
+def test_the_best_predicted_iou_wins_also_when_it_is_not_the_first_mask(micro_checkpoints):
+    """Random weights always rank mask 0 first; here the IoU head is biased towards mask 2,
+    so a one-click prompt and the first tracked frame must pick mask 2, as sam2 does."""
+    from sam2long.engine.torch_backend import TorchBackend
+
+    def biased():
+        model = load_sam2_model(MICRO_CFG, micro_checkpoints["plain"]).model.eval()
+        with torch.no_grad():
+            model.sam_mask_decoder.iou_prediction_head.layers[-1].bias[3] += 5.0  # token 3: mask 2
+        return model
+
+    backend, model = TorchBackend(biased(), "cpu"), biased()
+    prompt = PROMPTS["one click"][1]
+    out = _track(backend, [ObjectPrompt(1, 0, points=np.array(prompt["points"]))], 2)
+    want, iou, _ = _sam2_first_two_frames(model, 0, 2, _sam2_points(**prompt))
+    for t in (0, 1):
+        np.testing.assert_allclose(out[t].low_res_logits[0], want[t], atol=2e-3, err_msg=f"frame {t}")
+    assert iou > 0.9  # the biased mask really won

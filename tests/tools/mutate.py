@@ -93,6 +93,8 @@ MUTANTS = [
     M("tracker_acc0", "runtime/tracker.py",  # issue 26, mutant 3
       "acc = torch.where(first[:, None], 0.0, sel.score)", "acc = sel.score", TRACKER),
     M("tracker_first_best_last", "runtime/tracker.py", "best = torch.argmax(ious[:, 0], dim=1)", "best = torch.argmin(ious[:, 0], dim=1)", TRACKER),
+    M("tracker_first_best_zero", "runtime/tracker.py", "best = torch.argmax(ious[:, 0], dim=1)",
+      "best = torch.zeros_like(torch.argmax(ious[:, 0], dim=1))", TRACKER),
     M("tracker_first_parent", "runtime/tracker.py", "parent = torch.where(first[:, None], 0, sel.parent)", "parent = sel.parent", TRACKER),
     M("tracker_click_scale", "runtime/tracker.py", "torch.tensor([w, h]) * size", "torch.tensor([h, w]) * size", TRACKER),
     M("tracker_one_click_best", "runtime/tracker.py", "best = int(torch.argmax(dec.ious[0]))", "best = 0", TRACKER),
