@@ -39,12 +39,22 @@ def _close(got, want, what):
 
 
 def test_image_encoder_random_and_real_frames(onnx_backend, lively_backend):
-    from tests.conftest import PARITY_DATA
+    import av
 
     images = [torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
-    frames = [ROOT / "samples/shapes/JPEGImages/shapes/00005.jpg"]
-    frames += sorted((PARITY_DATA / "frames16").glob("*.jpg"))[:2]  # real video frames
-    images += [preprocess_frame(Image.open(path), 256) for path in frames]
+    # Real frames that ship with the repository (not ../shared, absent on a plain clone): the
+    # sample clip's JPEGs and frames of its H.264 video, with their compression noise.
+    frames = [Image.open(ROOT / f"samples/shapes/JPEGImages/shapes/{t:05d}.jpg") for t in (0, 5, 17)]
+    with av.open(str(ROOT / "samples/shapes.mp4")) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in (3, 11):
+                frames.append(frame.to_image())
+    assert len(frames) == 5
+    # and two frames of a real video (the parity data's bedroom clip)
+    from tests.conftest import PARITY_DATA
+
+    frames += [Image.open(path) for path in sorted((PARITY_DATA / "frames16").glob("*.jpg"))[:2]]
+    images += [preprocess_frame(frame, 256) for frame in frames]
     for image in images:
         got, want = onnx_backend.encode_image(image), lively_backend.encode_image(image)
         for name in ("feat", "hr0", "hr1"):

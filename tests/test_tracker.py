@@ -72,15 +72,6 @@ def test_pathway_counts(lively_backend, num_pathway):
     assert all(row.acc.shape == (num_pathway,) for row in trace[1])
 
 
-def test_point_and_box_prompts(lively_backend):
-    clicks = ObjectPrompt(1, 0, points=np.array([[40.0, 60.0], [120.0, 20.0]]), labels=np.array([1, 0]))
-    box = ObjectPrompt(2, 1, box=np.array([15.0, 42.0, 65.0, 78.0]))
-    one_click = ObjectPrompt(3, 0, points=np.array([[40.0, 60.0]]))
-    out = _track(lively_backend, [clicks, box, one_click], 4)
-    assert [r.obj_ids for r in out] == [[1, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3]]
-    assert all(np.isfinite(r.low_res_logits).all() for r in out)
-
-
 def test_bad_prompts_are_clear_errors(lively_backend):
     with pytest.raises(PromptError, match="outside"):
         _track(lively_backend, [ObjectPrompt(1, 0, points=np.array([[500.0, 5.0]]))], 2)

@@ -88,11 +88,22 @@ def test_folder_of_frames_and_box(in_tmp):
     for t in range(5):
         Image.fromarray(synthetic_frame(t, 121, 161)).save(folder / f"{t}.jpg")  # odd sides
     rc = video_inference.main(["--video_path", str(folder), "--box", "15", "42", "65", "78",
-                               "--random_weights", "--fps", "10", "--output_video", str(in_tmp / "o.mp4")])
+                               "--random_weights", "--fps", "10", "--output_video", str(in_tmp / "o.mp4"),
+                               "--output_mask_dir", str(in_tmp / "masks")])
     assert rc == 0
     frames, rate, _ = _decode(in_tmp / "o.mp4")
     assert len(frames) == 5 and rate == 10
     assert frames[0].shape == (122, 162, 3)  # yuv420p: odd sides padded by one edge pixel
+    # The box's masks are the in-process tracker's on the same box (tests/cli_reference.py).
+    from tests.cli_reference import assert_same_labels, davis_labels, read_frames, reference_logits
+
+    rgb = read_frames([folder / f"{t}.jpg" for t in range(5)])
+    want = reference_logits(in_tmp / "outputs/checkpoints/micro_random_seed0.pt", rgb,
+                            [ObjectPrompt(1, 0, box=np.array([15.0, 42.0, 65.0, 78.0]))])
+    for t, logits in enumerate(want):
+        labels = davis_labels(logits, (121, 161))
+        assert (labels == 1).sum() > 100, t  # a real mask, not an empty one
+        assert_same_labels(in_tmp / "masks" / f"{t}.png", labels)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -50,6 +50,16 @@ def test_davis_layout_palette_resume_and_overwrite(tmp_path, micro_checkpoints, 
         assert set(np.unique(np.array(image))) <= {0, 1, 2}
     first = np.array(Image.open(outputs[0]))
     assert (first == 1).sum() > 0 and (first == 2).sum() > 0  # prompt frame reproduced
+    # Every frame is the in-process tracker's answer on the same mask prompts.
+    from sam2long.runtime.prompts import ObjectPrompt
+    from tests.cli_reference import assert_same_labels, davis_labels, read_frames, reference_logits
+
+    labels = np.array(Image.open(tmp_path / "Annotations" / "vid" / "00000.png"))
+    rgb = read_frames(sorted((tmp_path / "JPEGImages" / "vid").glob("*.jpg")))
+    want = reference_logits(micro_checkpoints["lively"], rgb,
+                            [ObjectPrompt(obj, 0, mask=labels == obj) for obj in (1, 2)])
+    for path, logits in zip(outputs, want):
+        assert_same_labels(path, davis_labels(logits, (120, 160)))
     capsys.readouterr()
     assert vos_inference.main(args) == 0
     assert "1 already complete" in capsys.readouterr().out
@@ -101,6 +111,18 @@ def test_sav_layout_with_object_appearing_later(tmp_path, micro_checkpoints):
     assert np.array(Image.open(tmp_path / "out" / "v" / "004" / "3.png")).any()
     trace = np.load(tmp_path / "trace" / "v.npz")
     assert int(trace["start_4"]) == 3 and trace["ious_4"].shape == (3, 3)
+    # Each object's PNGs are the in-process tracker's masks (SA-V layout: no non-overlap rule).
+    from sam2long.runtime.prompts import ObjectPrompt
+    from tests.cli_reference import read_frames, reference_logits
+
+    want = reference_logits(micro_checkpoints["lively"], read_frames([video / f"{t}.jpg" for t in range(7)]), [
+        ObjectPrompt(1, 0, mask=synthetic_mask(0)),
+        ObjectPrompt(4, 3, mask=synthetic_mask(3) & (np.arange(160) < 50)[None, :])])
+    for t, logits in enumerate(want):
+        for obj in (1, 4):
+            got = np.array(Image.open(tmp_path / "out" / "v" / f"{obj:03d}" / f"{t}.png")) > 0
+            expected = logits[obj] > 0 if obj in logits else np.zeros((120, 160), bool)
+            assert (got != expected).sum() <= 2, (obj, t)
 
 
 def test_dry_run_shards_without_a_model(tmp_path, capsys, monkeypatch):
