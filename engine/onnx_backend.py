@@ -108,9 +108,8 @@ class OnnxBackend(GraphBackend):
         return torch.cat([super(OnnxBackend, self).attend_memory(feat, memory.select(rows=slice(r, r + rows)))
                           for r in range(0, batch, rows)])
 
-    def _check_batch(self, stage: str, batch: int):
-        if self.profiled:  # the CPU and CUDA providers take any batch
-            super()._check_batch(stage, batch)
+    def row_limit(self) -> int | None:
+        return self.max_batch if self.profiled else None  # the CPU and CUDA providers take any batch
 
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
         session = self.sessions[stage]

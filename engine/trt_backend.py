@@ -40,6 +40,7 @@ from sam2long.engine.errors import SAM2LongError
 
 from sam2long.engine.graph_backend import GraphBackend, check_stage_io
 from sam2long.engine.manifest import STAGES, EngineMismatchError, TrtManifest
+from sam2long.engine.profiles import MAX_CLICKS
 from sam2long.engine.stages import STAGE_SPECS, TORCH_DTYPES, resolve_dims
 
 MIN_TENSORRT = (10, 1)
@@ -170,8 +171,6 @@ class TrtBackend(GraphBackend):
     def reserve_batch(self, rows: int):
         """Size the working memory once for `rows` rows (and the prompt frames' batch of
         one with up to the profile's clicks), before any capture."""
-        from sam2long.engine.profiles import MAX_CLICKS
-
         if capturing():
             return
         self._drop_released()
@@ -197,9 +196,10 @@ class TrtBackend(GraphBackend):
             raise RuntimeError(f"TensorRT could not create an execution context for stage {stage} "
                                "(out of device memory?)")
         for name in self.dynamic[stage]:
-            if not ctx.set_input_shape(name, shapes[name]):
-                raise ValueError(f"stage {stage}: input {name} of shape {shapes[name]} is outside the "
-                                 "engine's optimization profile; rebuild with a larger --max_batch")
+            if not ctx.set_input_shape(name, shapes[name]):  # calls are split and prompts checked: a bug
+                raise RuntimeError(f"stage {stage}: input {name} of shape {shapes[name]} is outside the "
+                                   f"engine's optimization profile (rows 1..{self.max_batch}, clicks "
+                                   f"1..{MAX_CLICKS})")
         return ctx
 
     def _context(self, stage: str, shapes: dict[str, tuple]):
