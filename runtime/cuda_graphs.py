@@ -104,6 +104,7 @@ class GraphCache:
 
     def close(self):
         """Drop the graphs and tell the backend their scopes are gone."""
+        self._scopes += [self.scope(key) for key in self._entries if self.scope(key) not in self._scopes]
         self._entries.clear()
         _release_scopes(self.backend, self._scopes)
 
