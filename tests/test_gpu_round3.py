@@ -118,6 +118,18 @@ def test_every_shape_the_runtime_asks_for_is_inside_its_profile(graphs, fake_trt
         list(tracker.track(_frames(4), _click_prompts(17), 4, HW))
     assert fake_trt.executed == []
 
+    class Video:  # the pipeline refuses them before decoding a frame
+        info = type("Info", (), {"height": HW[0], "width": HW[1], "num_frames": 4})()
+        frame_names = [f"{i:05d}" for i in range(4)]
+
+        def frames(self):
+            raise AssertionError("a frame was decoded")
+
+    from sam2long.runtime.pipeline import track_frames
+
+    with pytest.raises(PromptError, match="17 clicks"):
+        next(track_frames(tracker, Video(), _click_prompts(17)))
+
 
 # -- 5. working memory for the rows run, where TensorRT can ---------------------------------
 def test_working_memory_follows_the_rows_where_the_version_can(graphs, any_trt, cpu_stream):
