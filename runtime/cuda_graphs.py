@@ -54,6 +54,7 @@ class GraphCache:
         # then frees what it kept for them (TensorRT contexts and their working memory).
         self._scopes: list = []
         self._finalizer = weakref.finalize(self, _release_scopes, backend, self._scopes)
+        self._finalizer.atexit = False  # at exit the backend goes too; CUDA may be gone already
 
     def scope(self, key):
         """The token naming key's graph to the backend (unique across caches)."""
