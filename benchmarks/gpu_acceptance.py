@@ -184,7 +184,10 @@ def original_seconds(args, cfg, checkpoint, frames, prompts, num_pathway, out: P
         return None
     from bench_vs_reference import run_side
 
-    side = argparse.Namespace(python=sys.executable, config=cfg, checkpoint=checkpoint, frames=frames,
+    from sam2long.engine.model_loading import resolve_config_path
+
+    side = argparse.Namespace(python=sys.executable, config=str(resolve_config_path(cfg)), checkpoint=checkpoint,
+                              frames=frames,
                               prompts=prompts, num_pathway=num_pathway, iou_thre=0.1, uncertainty=2.0)
     try:
         return run_side(ROOT / "benchmarks" / "reference_runner.py", str(Path(args.reference_repo).resolve()),

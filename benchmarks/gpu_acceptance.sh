@@ -11,7 +11,8 @@
 # it needs beyond that image (hydra-core, omegaconf, antlr4, iopath) travel as wheels in
 # .gpu_carry/wheels (ignored; name it in the device call's `carry`), installed with
 # --no-index under /tmp/site when sam2 is not importable. The original SAM2Long's column
-# needs its repository, carried too (--reference_repo .gpu_carry/SAM2Long).
+# needs its code, carried too: REFERENCE_REPO=path/to/SAM2Long with --prepare copies its
+# .py and .yaml files to .gpu_carry/SAM2Long; then pass --reference_repo .gpu_carry/SAM2Long.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.gpu_carry
@@ -21,6 +22,11 @@ if [ "${1:-}" = --prepare ]; then
   SAM2_BUILD_CUDA=0 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$CARRY/wheels" "sam2==1.1.0"
   "$PYTHON" -m pip wheel -q --no-deps -w "$CARRY/wheels" "hydra-core==1.3.2" "omegaconf==2.3.0" \
     "antlr4-python3-runtime==4.9.3" "iopath==0.1.10"
+  if [ -n "${REFERENCE_REPO:-}" ]; then  # the original's code only (its sam2 fork and configs)
+    rm -rf "$CARRY/SAM2Long" && mkdir -p "$CARRY/SAM2Long"
+    (cd "$REFERENCE_REPO" && find . -path ./.git -prune -o -type f \( -name '*.py' -o -name '*.yaml' \) -print \
+      | tar cf - -T -) | tar xf - -C "$CARRY/SAM2Long"
+  fi
   du -sh "$CARRY"
   exit 0
 fi

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.manifest import CONSTANTS_NAME, EngineMismatchError
 from sam2long.engine.profiles import MAX_CLICKS
-from sam2long.engine.stages import (DYNAMIC_DIMS, SLOT_DIMS, DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry,
-                           STAGE_SPECS, StageBackend, check_feeds, input_names,
-                                    output_names)
+from sam2long.engine.stages import (DYNAMIC_DIMS, SLOT_DIMS, STAGE_SPECS, DecoderOutput, ImageFeatures, MemoryInputs,
+                           ModelGeometry, StageBackend, check_feeds, input_names, output_names)
 
 
 def stage_io_names(stage: str) -> tuple[list[str], list[str]]:
