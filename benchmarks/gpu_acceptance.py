@@ -179,9 +179,10 @@ def checks(args, tmp: Path, lines: list[str]) -> bool:
     return ok
 
 
-def original_seconds(args, cfg, checkpoint, frames, prompts, num_pathway, out: Path) -> float | None:
+def original_seconds(args, cfg, checkpoint, frames, prompts, num_pathway, out: Path) -> float | str:
+    """The original's seconds, or why there are none."""
     if not args.reference_repo:
-        return None
+        return "not run: no --reference_repo"
     from bench_vs_reference import run_side
 
     from sam2long.engine.model_loading import resolve_config_path
@@ -192,9 +193,9 @@ def original_seconds(args, cfg, checkpoint, frames, prompts, num_pathway, out: P
     try:
         return run_side(ROOT / "benchmarks" / "reference_runner.py", str(Path(args.reference_repo).resolve()),
                         side, out, ["--device", args.device, "--no_trace"])
-    except SystemExit as e:
+    except SystemExit as e:  # e.g. the original assumes 1024 px (64 x 64 tokens): not the micro model
         print(f"original: FAILED ({e})", flush=True)
-        return None
+        return "FAILED (its output is above)"
 
 
 def matrix(args, tmp: Path, lines: list[str]):
@@ -216,9 +217,9 @@ def matrix(args, tmp: Path, lines: list[str]):
                 tracked = args.frames * num_objects
                 ref = original_seconds(args, cfg, checkpoint, frames, prompts, num_pathway,
                                        tmp / f"ref_{name}_{num_objects}_{num_pathway}.npz")
-                ref_fps = None if ref is None else tracked / ref
+                ref_fps = tracked / ref if isinstance(ref, float) else None
                 lines.append(f"| {num_pathway} | {num_objects} | original ({'bf16 autocast' if cuda else 'fp32'}) | "
-                             + (f"{ref_fps:.2f} | 1.00 | - | - |" if ref_fps else "not run: no --reference_repo | - | - | - |"))
+                             + (f"{ref_fps:.2f} | 1.00 | - | - |" if ref_fps else f"{ref} | - | - | - |"))
                 for side, precision, graphs in sides:
                     if graphs and not cuda:
                         lines.append(f"| {num_pathway} | {num_objects} | {side} | not run: needs CUDA | - | - | - |")
