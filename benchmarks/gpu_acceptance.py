@@ -170,6 +170,8 @@ def checks(args, tmp: Path, lines: list[str]) -> bool:
         row("peak GPU memory (CUDA graphs)", f"{graph_peak / 2**20:.0f} MiB", "reported", None)
     else:
         row("CUDA graphs on vs off", "not run: needs CUDA", "identical", None)
+    if args.fixture:
+        fixture_check(args, row)
     for precision in ("bf16", "fp16"):
         reduced, _, _, _ = track(torch_backend(MICRO, checkpoint, device, precision), frames, prompts, 3,
                                  fixed_shapes=True)
@@ -177,6 +179,19 @@ def checks(args, tmp: Path, lines: list[str]) -> bool:
         row(f"{precision} vs fp32", f"min IoU {low:.4f}, mean {mean:.4f}", f"min IoU >= {MIN_IOU_REDUCED}",
             low >= MIN_IOU_REDUCED)
     return ok
+
+
+def fixture_check(args, row):
+    """Ours on this device against the original's own outputs in the parity fixture (its
+    lively micro model at 1024 px, P=3), every frame and object, as the parity test does."""
+    folder = Path(args.fixture)
+    backend = torch_backend(str(folder / "micro_sam2.1.yaml"), str(folder / "micro_lively_seed0.pt"), args.device)
+    ours, _, _, _ = track(backend, str(folder / "frames"), str(folder / "prompts.npz"), 3)
+    expected = np.load(folder / "expected_lively_p3_iou0.1_unc2.npz")
+    want = {k: expected[f"logits_{k}"].astype(np.float32) for k in ours}
+    low, mean, _ = agreement(ours, want)
+    row(f"torch {args.device} fp32 vs the original (parity fixture, lively)", f"min IoU {low:.4f}, mean {mean:.4f}",
+        f"min IoU >= {MIN_IOU_FP32}", low >= MIN_IOU_FP32)
 
 
 def original_seconds(args, cfg, checkpoint, frames, prompts, num_pathway, out: Path) -> float | str:
@@ -240,6 +255,8 @@ def main(argv=None) -> int:
     p.add_argument("--dry_run", action="store_true", help="the whole run on the CPU with tiny inputs")
     p.add_argument("--out", required=True, help="markdown report to write")
     p.add_argument("--reference_repo", help="the original SAM2Long repository, for its column of the matrix")
+    p.add_argument("--fixture", help="the parity fixture's folder (../shared/fixtures/sam2long_parity, or its copy "
+                                     "in .gpu_carry): ours against the original's outputs on it")
     p.add_argument("--frames", type=int, default=None, help="frames per video (default 24; 2 with --dry_run)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per cell, median (default 2; 1 dry)")
     args = p.parse_args(argv)

@@ -13,6 +13,8 @@
 # --no-index under /tmp/site when sam2 is not importable. The original SAM2Long's column
 # needs its code, carried too: REFERENCE_REPO=path/to/SAM2Long with --prepare copies its
 # .py and .yaml files to .gpu_carry/SAM2Long; then pass --reference_repo .gpu_carry/SAM2Long.
+# FIXTURE=../shared/fixtures/sam2long_parity with --prepare copies the parity fixture's
+# lively case to .gpu_carry/sam2long_parity; pass --fixture .gpu_carry/sam2long_parity.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.gpu_carry
@@ -26,6 +28,11 @@ if [ "${1:-}" = --prepare ]; then
     rm -rf "$CARRY/SAM2Long" && mkdir -p "$CARRY/SAM2Long"
     (cd "$REFERENCE_REPO" && find . -path ./.git -prune -o -type f \( -name '*.py' -o -name '*.yaml' \) -print \
       | tar cf - -T -) | tar xf - -C "$CARRY/SAM2Long"
+  fi
+  if [ -n "${FIXTURE:-}" ]; then  # the parity fixture's lively case (about 30 MB)
+    mkdir -p "$CARRY/sam2long_parity"
+    cp -r "$FIXTURE"/{micro_sam2.1.yaml,micro_lively_seed0.pt,frames,prompts.npz,expected_lively_p3_iou0.1_unc2.npz} \
+      "$CARRY/sam2long_parity/"
   fi
   du -sh "$CARRY"
   exit 0

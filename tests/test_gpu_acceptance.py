@@ -38,3 +38,18 @@ def test_the_full_run_refuses_a_machine_without_cuda(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_acceptance.py"), "--out",
                            str(tmp_path / "r.md")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "needs a CUDA GPU" in done.stderr
+
+
+def test_the_fixture_check_agrees_with_the_original(parity_dir):
+    """--fixture: ours against the original's own outputs on the parity fixture (on the CPU
+    here; on the GPU machine with CUDA), through the acceptance run's own code."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_acceptance
+
+    rows = []
+    gpu_acceptance.fixture_check(argparse.Namespace(fixture=str(parity_dir), device="cpu"),
+                                 lambda *cells: rows.append(cells))
+    (name, value, gate, passed), = rows
+    assert passed and "parity fixture" in name, value
