@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -11,11 +12,53 @@ from sam2long.engine.model_loading import load_sam2_model
 from sam2long.engine.stages import PRECISIONS, StageBackend
 
 BACKENDS = ("torch", "onnx", "trt")
+_ANNOUNCED: set[str] = set()
 
 
-def resolve_device(device: str) -> torch.device:
+def local_process(environ=None) -> tuple[int, int | None, str] | None:
+    """(index of this process on its node, processes on the node or None, what said so) under
+    a launcher that starts one process per GPU: torchrun's LOCAL_RANK / LOCAL_WORLD_SIZE, or
+    an srun step's SLURM_LOCALID (only inside a step: a batch script inherits no task)."""
+    environ = os.environ if environ is None else environ
+
+    def number(name):
+        value = environ.get(name, "").strip()
+        return int(value) if value.isdigit() else None
+
+    local = number("LOCAL_RANK")
+    if local is not None:
+        return local, number("LOCAL_WORLD_SIZE"), f"torchrun LOCAL_RANK={local}"
+    local = number("SLURM_LOCALID")
+    if local is not None and (number("SLURM_STEP_ID") is not None or number("SLURM_STEPID") is not None):
+        per_node = environ.get("SLURM_STEP_TASKS_PER_NODE", environ.get("SLURM_TASKS_PER_NODE", ""))
+        head = per_node.split("(")[0].split(",")[0]
+        return local, int(head) if head.isdigit() else None, f"srun SLURM_LOCALID={local}"
+    return None
+
+
+def _rank_gpu(count: int, environ=None) -> tuple[int, str] | None:
+    """The GPU of this process when a launcher started several per node: the node's
+    local index among the visible GPUs. A launcher that gives each task its own GPU
+    (SLURM's --gpus-per-task, or CUDA_VISIBLE_DEVICES set per process) leaves one visible:
+    that one. More processes than GPUs is an error, not a pile-up on cuda:0."""
+    found = local_process(environ)
+    if found is None:
+        return None
+    local, per_node, source = found
+    if count == 1:
+        return 0, f"{source}: the one GPU visible to this process"
+    if local >= count:
+        raise ConfigError(f"{source}, but this node has {count} visible CUDA devices: start at most "
+                          f"{count} processes per node (one per GPU)")
+    return local, f"{source} of {per_node if per_node is not None else '?'} on this node"
+
+
+def resolve_device(device: str, environ=None) -> torch.device:
+    """`auto` and `cuda` are the CUDA device of this process: under torchrun or srun, the
+    GPU of its local rank (each process its own, and it says which); an explicit cuda:N that
+    is not that GPU is refused."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
@@ -25,8 +68,20 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {device}: this machine has {count} CUDA device(s)")
+        rank = _rank_gpu(count, environ)
+        if rank is not None:
+            index, why = rank
+            if dev.index is not None and dev.index != index:
+                raise ConfigError(f"--device {device} clashes with the launcher: {why} is cuda:{index}; "
+                                  "leave --device auto (each process takes its own GPU)")
+            dev = torch.device("cuda", index)
+            note = f"NOTE: this process runs on cuda:{index} ({why})"
+            if note not in _ANNOUNCED:  # once, though the CLI resolves the device twice
+                _ANNOUNCED.add(note)
+                print(note, flush=True)
     return dev
 
 

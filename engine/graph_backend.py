@@ -11,9 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.manifest import CONSTANTS_NAME, EngineMismatchError
-from sam2long.engine.stages import (DYNAMIC_DIMS, SLOT_DIMS, DecoderOutput, ImageFeatures, MemoryInputs, ModelGeometry,
-                           StageBackend, check_feeds, input_names, output_names)
+from sam2long.engine.profiles import MAX_CLICKS
+from sam2long.engine.stages import (DYNAMIC_DIMS, SLOT_DIMS, STAGE_SPECS, DecoderOutput, ImageFeatures, MemoryInputs,
+                           ModelGeometry, StageBackend, check_feeds, input_names, output_names)
 
 
 def stage_io_names(stage: str) -> tuple[list[str], list[str]]:
@@ -37,6 +39,10 @@ def _geometry(constants) -> ModelGeometry:
     geo = {k[len("geometry_"):]: constants[k].tolist() for k in constants.files if k.startswith("geometry_")}
     geo["feat_hw"], geo["multimask_points"] = tuple(geo["feat_hw"]), tuple(geo["multimask_points"])
     return ModelGeometry(**geo)
+
+
+class ProfileError(SAM2LongError, ValueError):
+    """A prompt beyond what the engines' profiles take (more clicks than MAX_CLICKS)."""
 
 
 class GraphBackend(StageBackend):
@@ -71,15 +77,30 @@ class GraphBackend(StageBackend):
     slot_dynamic_stages: frozenset = frozenset()
 
     def _call(self, stage: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """One stage call of any number of rows: split into calls of at most the engines'
+        rows (`row_limit`), each inside the profile, and the outputs joined. The runtime
+        asks for objects x pathways rows, which no profile can bound (a video may have any
+        number of objects)."""
         dims = DYNAMIC_DIMS + SLOT_DIMS if stage in self.slot_dynamic_stages else DYNAMIC_DIMS
         batch = check_feeds(stage, feeds, self.geometry, self.device, dims)
-        self._check_batch(stage, batch)
-        return self._run(stage, feeds, batch)
+        limit = self.row_limit()
+        if limit is None or batch <= limit:
+            return self._run(stage, feeds, batch)
+        spec = STAGE_SPECS[stage]
+        per_row = {t.name for t in spec.inputs if t.dims[0] == "B"}
+        parts = [self._run(stage, {name: value[start:start + limit] if name in per_row else value
+                                   for name, value in feeds.items()}, min(limit, batch - start))
+                 for start in range(0, batch, limit)]
+        return [torch.cat(outs) for outs in zip(*parts)]  # every output of a batched stage is per row
 
-    def _check_batch(self, stage: str, batch: int):
-        if batch > self.max_batch:
-            raise ValueError(f"stage {stage}: batch {batch} exceeds the engines' --max_batch "
-                             f"{self.max_batch}; rebuild with a larger --max_batch")
+    def row_limit(self) -> int | None:
+        """The most rows one engine call takes (the profiles' --max_batch); None: any."""
+        return self.max_batch
+
+    @property
+    def max_clicks(self) -> int | None:
+        """The most clicks (a box counts as two) a decoder call takes; None: any."""
+        return None if self.row_limit() is None else MAX_CLICKS
 
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
         # The one conversion at the API boundary (a frame from the host); the tracker
@@ -91,6 +112,9 @@ class GraphBackend(StageBackend):
 
     def decode_masks(self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None):
         b, low = pix_feat.shape[0], self.geometry.low_res
+        if point_coords is not None and self.max_clicks is not None and point_coords.shape[1] > self.max_clicks:
+            raise ProfileError(f"{point_coords.shape[1]} clicks on one object: the {self.name} engines take at "
+                               f"most {self.max_clicks} (a box counts as two); give fewer clicks or a mask")
         if point_coords is None:  # no clicks: SAM 2's single padding point
             point_coords = pix_feat.new_zeros(b, 1, 2)
             point_labels = torch.full((b, 1), -1, dtype=torch.int32, device=self.device)

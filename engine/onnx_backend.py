@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.graph_backend import GraphBackend, check_stage_io
 from sam2long.engine.manifest import STAGES, EngineMismatchError, Manifest
 from sam2long.engine.profiles import ort_trt_profile_options
@@ -52,7 +53,29 @@ def _providers(stage: str, device: torch.device, engine_dir: Path, geo: ModelGeo
         f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu")
 
 
-ATTENTION_SCORE_BYTES = 2 << 30  # per memory-attention call on the CPU
+def graph_file(manifest: Manifest, stage: str, tensorrt: bool) -> str:
+    """The graph a stage's session runs. ONNX Runtime's TensorRT provider gets the graphs
+    TensorRT engines are built from (standard ops, fixed slots): it takes them whole, so its
+    one subgraph's inputs are the graph's, all profiled. The fused MultiHeadAttention of the
+    other graph is not TensorRT's, splits the graph, and leaves subgraph inputs that no
+    profile names (ONNX Runtime then fails asking for their shapes)."""
+    return manifest.trt_source(stage) if tensorrt else manifest.files[stage]
+
+
+class OnnxRuntimeError(SAM2LongError, RuntimeError):
+    """ONNX Runtime failed to prepare or run a stage (its message, in one line)."""
+
+
+def _from_onnxruntime(e: BaseException) -> bool:
+    return type(e).__module__.startswith("onnxruntime")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+ATTENTION_SCORE_BYTES = 2 << 30  # per memory-attention call
 
 
 class OnnxBackend(GraphBackend):
@@ -75,16 +98,20 @@ class OnnxBackend(GraphBackend):
         self.profiled = False  # the TensorRT provider's profiles cap the batch
         for stage in STAGES:
             providers = _providers(stage, self.device, self.engine_dir, self.geometry, manifest.max_batch)
-            self.profiled |= any(p[0] == "TensorrtExecutionProvider" for p in providers if isinstance(p, tuple))
-            path = self.engine_dir / manifest.files[stage]
+            tensorrt = any(p[0] == "TensorrtExecutionProvider" for p in providers if isinstance(p, tuple))
+            self.profiled |= tensorrt
+            path = self.engine_dir / graph_file(manifest, stage, tensorrt)
             try:
                 session = ort.InferenceSession(str(path), options, providers=providers)
             except Exception as e:
-                if type(e).__name__ not in UNREADABLE_GRAPH:
-                    raise
-                raise EngineMismatchError(
-                    f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:200]}); rebuild the "
-                    f"engines with export/build_engines.py --force") from None
+                if type(e).__name__ in UNREADABLE_GRAPH:
+                    raise EngineMismatchError(
+                        f"ONNX Runtime cannot load {path} ({_first_line(e)}); rebuild the "
+                        f"engines with export/build_engines.py --force") from None
+                if _from_onnxruntime(e):
+                    raise OnnxRuntimeError(f"ONNX Runtime could not prepare stage {stage} from {path} on "
+                                           f"{self.device} ({_first_line(e)})") from None
+                raise
             check_stage_io(stage, [i.name for i in session.get_inputs()],
                            [o.name for o in session.get_outputs()])
             self.sessions[stage] = session
@@ -95,36 +122,47 @@ class OnnxBackend(GraphBackend):
             self.slot_dynamic_stages = frozenset({"memory_attention"})
 
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
-        """On the CPU, slots empty in every row are left out (early frames cost what they
-        need) and rows go in groups whose attention scores fit ATTENTION_SCORE_BYTES (the
-        fused kernel holds a row's scores at once: memory stays flat in the object count)."""
-        if "memory_attention" not in self.slot_dynamic_stages or self.device.type != "cpu":
-            return super().attend_memory(feat, memory)
-        used_frames, used_ptrs = memory.used_slots()
-        memory = memory.select(frames=used_frames, pointers=used_ptrs)
+        """Rows go in groups whose attention scores fit ATTENTION_SCORE_BYTES, on every
+        device (a fused kernel holds a row's scores at once, an unfused one two copies):
+        memory stays flat in the object count. On the CPU, slots empty in every row are
+        left out too (early frames cost what they need); on a GPU that would wait for the
+        device, and the slots stay."""
+        if "memory_attention" in self.slot_dynamic_stages and self.device.type == "cpu":
+            used_frames, used_ptrs = memory.used_slots()
+            memory = memory.select(frames=used_frames, pointers=used_ptrs)
         row_bytes = self.geometry.attention_score_bytes(4, memory.mem_feats.shape[1], memory.ptrs.shape[1])
         rows = max(1, ATTENTION_SCORE_BYTES // row_bytes)
         batch = memory.mem_feats.shape[0]
+        if batch <= rows:
+            return super().attend_memory(feat, memory)
         return torch.cat([super(OnnxBackend, self).attend_memory(feat, memory.select(rows=slice(r, r + rows)))
                           for r in range(0, batch, rows)])
 
-    def _check_batch(self, stage: str, batch: int):
-        if self.profiled:  # the CPU and CUDA providers take any batch
-            super()._check_batch(stage, batch)
+    def row_limit(self) -> int | None:
+        return self.max_batch if self.profiled else None  # the CPU and CUDA providers take any batch
 
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
+        try:
+            return self._run_session(stage, feeds, batch)
+        except Exception as e:
+            if not _from_onnxruntime(e):
+                raise
+            raise OnnxRuntimeError(f"ONNX Runtime failed to run stage {stage} with {batch} row(s) on "
+                                   f"{self.device} ({_first_line(e)})") from None
+
+    def _run_session(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
         session = self.sessions[stage]
         if self.device.type == "cpu":
             outputs = session.run(output_names(stage), {k: v.contiguous().numpy() for k, v in feeds.items()})
             return [torch.from_numpy(o) for o in outputs]
         # GPU: bind torch device tensors in and out, no host copies. The provider's stream
-        # is not the caller's: wait until the caller's stream has written the inputs.
+        # is not the caller's: wait until the caller's stream has written the inputs, and
+        # the dense copies of any strided ones, which are queued on it too.
+        feeds = {name: value.contiguous() for name, value in feeds.items()}  # alive until the run returns
         torch.cuda.current_stream(self.device).synchronize()
         binding = session.io_binding()
         device_id = self.device.index or 0
         for name, value in feeds.items():
-            value = value.contiguous()
-            feeds[name] = value  # keep alive until the run returns
             binding.bind_input(name, "cuda", device_id, TORCH_TO_NUMPY[value.dtype],
                                list(value.shape), value.data_ptr())
         outputs = []

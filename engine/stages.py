@@ -277,6 +277,8 @@ class StageBackend(ABC):
     # [C] added to the frame features of a point-prompted first frame (SAM 2's
     # `no_mem_embed`): that frame has no memory to attend to.
     no_mem_embed: torch.Tensor
+    # The most clicks (a box counts as two) one object's prompt may have; None: any.
+    max_clicks: int | None = None
 
     # -- optional hooks for the runtime's CUDA-graph cache (runtime/cuda_graphs.py) --------
     def graph_scope(self, scope):

@@ -87,7 +87,8 @@ class FusedAttention(torch.autograd.Function):
     an additive key bias [B, Nk] (0 or -inf; None for none). It runs as SDPA, and exports as
     ONNX Runtime's fused `com.microsoft.MultiHeadAttention` (the graphs `--backend onnx`
     runs). The bias rides in one extra channel of the queries (a constant 1) and keys (the
-    bias): the kernel then needs no mask, and ONNX Runtime's CPU kernel runs masked
+    bias), zero channels after it making the head size a multiple of 8: the kernel then
+    needs no mask, and ONNX Runtime's CPU kernel runs masked
     attention as fast as unmasked (a key-padding mask takes it to a slower path). The
     TensorRT graphs keep the standard MatMul-Add-Softmax-MatMul that TensorRT fuses."""
 
@@ -111,6 +112,14 @@ class FusedAttention(torch.autograd.Function):
             column_shape = g.op("Concat", g.op("Slice", g.op("Shape", k), const([0]), const([3])),
                                 const([1]), axis_i=0)
             k = g.op("Concat", k, g.op("Expand", column, column_shape), axis_i=3)
+            # Zero channels up to a head size divisible by 8: ONNX Runtime's CUDA
+            # memory-efficient attention (the fused kernel for fp32) needs one; with the
+            # bias channel alone (257) it falls back to the unfused kernel.
+            zeros = (-(head_dim + 1)) % 8
+            if zeros:
+                zeros_last = const([0, 0, 0, 0, 0, 0, 0, zeros])
+                q = g.op("Pad", q, zeros_last, const(0.0, torch.float32))
+                k = g.op("Pad", k, zeros_last, const(0.0, torch.float32))
         out = g.op("com.microsoft::MultiHeadAttention", merge(q), merge(k), merge(v),
                    num_heads_i=heads, scale_f=float(head_dim) ** -0.5)
         split = g.op("Reshape", out, const([0, 0, heads, head_dim]))

@@ -40,6 +40,7 @@ from sam2long.engine.errors import SAM2LongError
 
 from sam2long.engine.graph_backend import GraphBackend, check_stage_io
 from sam2long.engine.manifest import STAGES, EngineMismatchError, TrtManifest
+from sam2long.engine.profiles import MAX_CLICKS
 from sam2long.engine.stages import STAGE_SPECS, TORCH_DTYPES, resolve_dims
 
 MIN_TENSORRT = (10, 1)
@@ -157,23 +158,29 @@ class TrtBackend(GraphBackend):
             self._scope, self._calls = outer
 
     def release_graph_scope(self, scope):
-        # Only marked here: this may run while another graph is being captured, when
-        # destroying a context (which frees TensorRT resources) is not allowed.
+        # Freed now unless another graph is being captured, when destroying a context
+        # (which frees TensorRT resources) is not allowed: then at the next safe point.
         self._released.add(scope)
+        with self._on_device():
+            self._drop_released()
 
     def _drop_released(self):
         if self._released and not capturing():
             self.contexts = {k: v for k, v in self.contexts.items() if k[0] not in self._released}
             self._released.clear()
+            if self.scratch is not None and not self.contexts:
+                self.scratch = None  # the next context sizes its own
 
     # -- contexts and working memory ----------------------------------------------------------
     def reserve_batch(self, rows: int):
         """Size the working memory once for `rows` rows (and the prompt frames' batch of
         one with up to the profile's clicks), before any capture."""
-        from sam2long.engine.profiles import MAX_CLICKS
-
         if capturing():
             return
+        with self._on_device():
+            self._reserve(rows)
+
+    def _reserve(self, rows: int):
         self._drop_released()
         rows = max(1, min(rows, self.max_batch))
         needed = 0
@@ -197,9 +204,10 @@ class TrtBackend(GraphBackend):
             raise RuntimeError(f"TensorRT could not create an execution context for stage {stage} "
                                "(out of device memory?)")
         for name in self.dynamic[stage]:
-            if not ctx.set_input_shape(name, shapes[name]):
-                raise ValueError(f"stage {stage}: input {name} of shape {shapes[name]} is outside the "
-                                 "engine's optimization profile; rebuild with a larger --max_batch")
+            if not ctx.set_input_shape(name, shapes[name]):  # calls are split and prompts checked: a bug
+                raise RuntimeError(f"stage {stage}: input {name} of shape {shapes[name]} is outside the "
+                                   f"engine's optimization profile (rows 1..{self.max_batch}, clicks "
+                                   f"1..{MAX_CLICKS})")
         return ctx
 
     def _context(self, stage: str, shapes: dict[str, tuple]):
@@ -225,7 +233,18 @@ class TrtBackend(GraphBackend):
         return ctx
 
     # -- one engine call -----------------------------------------------------------------------
+    def _on_device(self):
+        """TensorRT makes contexts and runs on the current CUDA device: make it this
+        backend's (a demo preview on --device cuda:1 runs outside the tracker's stream)."""
+        if self.device.type != "cuda" or self.device.index is None:
+            return contextlib.nullcontext()
+        return torch.cuda.device(self.device)
+
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
+        with self._on_device():
+            return self._run_here(stage, feeds, batch)
+
+    def _run_here(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
         # Feeds are checked against the spec (GraphBackend._call): dtypes and device are
         # the engine's; TensorRT needs dense tensors at 256-byte aligned addresses.
         bound = {name: _dense(value) for name, value in feeds.items()}  # alive until queued

@@ -55,6 +55,13 @@ def build_stage_engine(trt, logger, onnx_path: Path, profile_shapes: dict, timin
     tf32 = getattr(trt.BuilderFlag, "TF32", None)
     if precision == "fp32" and tf32 is not None:
         config.clear_flag(tf32)  # TensorRT allows TF32 by default: fp32 engines mean fp32
+    # Without this preview feature (10.10 and newer), whether the working memory an
+    # execution context asks for shrinks with the shapes really run depends on the plan:
+    # it may stay at the profile's --max_batch (about 26 GiB for hiera-large at 10 objects x
+    # 3 pathways). Older versions lack it and keep the profile maximum.
+    resize = getattr(trt.PreviewFeature, "RUNTIME_ACTIVATION_RESIZE_10_10", None)
+    if resize is not None:
+        config.set_preview_feature(resize, True)
     cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -48,6 +49,12 @@ class GraphCache:
         self._id = next(_cache_ids)
         self._entries: dict = {}
         self.captured = 0  # graphs captured so far (for reports and tests)
+        # Scopes are released when the cache is closed or, failing that, collected (a
+        # tracker that is simply dropped, as the demo does after each Track): the backend
+        # then frees what it kept for them (TensorRT contexts and their working memory).
+        self._scopes: list = []
+        self._finalizer = weakref.finalize(self, _release_scopes, backend, self._scopes)
+        self._finalizer.atexit = False  # at exit the backend goes too; CUDA may be gone already
 
     def scope(self, key):
         """The token naming key's graph to the backend (unique across caches)."""
@@ -66,6 +73,7 @@ class GraphCache:
         entry = self._entries.get(key)
         if entry is None:
             self._entries[key] = _WARM
+            self._scopes.append(self.scope(key))
             with self._in_scope(key):
                 return fn(**inputs)
         if entry is _WARM:
@@ -97,7 +105,13 @@ class GraphCache:
 
     def close(self):
         """Drop the graphs and tell the backend their scopes are gone."""
-        if self.backend is not None:
-            for key in self._entries:
-                self.backend.release_graph_scope(self.scope(key))
+        self._scopes += [self.scope(key) for key in self._entries if self.scope(key) not in self._scopes]
         self._entries.clear()
+        _release_scopes(self.backend, self._scopes)
+
+
+def _release_scopes(backend, scopes: list):
+    if backend is not None:
+        for scope in scopes:
+            backend.release_graph_scope(scope)
+    scopes.clear()

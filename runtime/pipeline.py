@@ -41,7 +41,8 @@ def track_frames(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequenc
     low-resolution pixels (sam2's post-processing); memory never sees it, as in sam2."""
     info = source.info
     video_hw = (info.height, info.width)
-    validate_prompts(prompts, video_hw, info.num_frames)  # before any frame is decoded
+    # Before any frame is decoded; with the clicks the backend's engines take.
+    validate_prompts(prompts, video_hw, info.num_frames, getattr(tracker.backend, "max_clicks", None))
     names = source.frame_names
     size = tracker.geo.image_size
     frames = prefetch(source.frames(), lambda rgb: preprocess_frame(Image.fromarray(rgb), size))

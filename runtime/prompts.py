@@ -77,8 +77,10 @@ class ObjectPrompt:
         return np.concatenate(coords), np.concatenate(labels)
 
 
-def validate_prompts(prompts: Sequence[ObjectPrompt], video_hw: tuple[int, int], num_frames: int) -> None:
-    """Every prompt checked against the video, and the object ids unique."""
+def validate_prompts(prompts: Sequence[ObjectPrompt], video_hw: tuple[int, int], num_frames: int,
+                     max_clicks: int | None = None) -> None:
+    """Every prompt checked against the video, and the object ids unique; with
+    `max_clicks` (what a backend's engines take), no prompt has more clicks."""
     if not prompts:
         raise PromptError("nothing to track: no object prompts")
     ids = [p.obj_id for p in prompts]
@@ -87,6 +89,11 @@ def validate_prompts(prompts: Sequence[ObjectPrompt], video_hw: tuple[int, int],
         raise PromptError(f"object id(s) {repeated} given more than once: each object needs its own id")
     for prompt in prompts:
         prompt.validate(video_hw, num_frames)
+        if max_clicks is not None and prompt.mask is None:
+            clicks = len(prompt.click_inputs(video_hw)[1])
+            if clicks > max_clicks:
+                raise PromptError(f"object {prompt.obj_id}: {clicks} clicks (a box counts as two), but the "
+                                  f"engines take at most {max_clicks} per object; give fewer clicks or a mask")
 
 
 def click_prompt(obj_id: int, frame_idx: int, points=None, labels=None, box=None) -> ObjectPrompt:

@@ -164,7 +164,7 @@ class SAM2LongTracker:
         Yields one FrameResult per frame, in order, as soon as every started object's
         mask for it is decided. Pass a dict as `trace` to collect TraceRows per object id.
         """
-        validate_prompts(prompts, video_hw, num_frames)
+        validate_prompts(prompts, video_hw, num_frames, getattr(self.backend, "max_clicks", None))
         session = self._new_session(prompts, num_frames, trace)
         try:
             for frame_idx, image in enumerate(frames):

@@ -50,6 +50,17 @@ class HostWaitChecker(TorchDispatchMode):
             indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
             if any(torch.is_tensor(i) and i.dtype == torch.bool for i in indices or ()):
                 raise HostWait(f"{func} with a boolean mask: data-dependent shape (nonzero)")
+        # Kernels that read a value back themselves: masked_fill with a tensor value
+        # (value.item() on the device), index_put with accumulate=True (sorts the indices
+        # and sizes its launch on the host).
+        if packet in (aten.masked_fill, aten.masked_fill_) and len(args) > 2 and torch.is_tensor(args[2]):
+            raise HostWait(f"{func} with a tensor value: the kernel reads it back (.item()); "
+                           "pass a Python number or use torch.where")
+        if packet in INDEXING and packet not in (aten.index, aten._unsafe_index):
+            accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+            if accumulate:
+                raise HostWait(f"{func} with accumulate=True: the kernel waits for the device "
+                               "(sorts the indices); use scatter_add_")
         if packet is aten.repeat_interleave:
             repeats = args[0] if func is aten.repeat_interleave.Tensor else (args[1] if len(args) > 1 else None)
             if torch.is_tensor(repeats) and kwargs.get("output_size") is None:

@@ -135,8 +135,10 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
     trt = _Module("tensorrt")
     used: set = set()
     trt.__dict__.update(__version__=api["tensorrt_version"], used=used, builds=[], parse_errors=[],
-                        fail_build=False, capturing=lambda: False, executed=[], _sessions={})
-    trt.__dict__["_fake_names"] = {"used", "builds", "parse_errors", "fail_build", "capturing", "executed"}
+                        fail_build=False, capturing=lambda: False, executed=[], _sessions={},
+                        shapes_set=[], contexts_alive=0)
+    trt.__dict__["_fake_names"] = {"used", "builds", "parse_errors", "fail_build", "capturing", "executed",
+                                   "shapes_set", "contexts_alive"}
     trt.__dict__["_api_names"] = set(api["classes"]) | set(api["module"]) | {e for e in api["enums"] if "." not in e}
 
     enums = {qual: _make_enum(qual, members, used) for qual, members in api["enums"].items()
@@ -236,6 +238,7 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
     class Config(_Bound):
         def __init__(self):
             self._pools, self._cache, self._ignore_mismatch, self._profiles = {}, None, None, []
+            self._preview = set()
             self._flags = {enums["BuilderFlag"].__members__["TF32"]}  # TensorRT's default
 
         def clear_flag(self, flag):
@@ -246,6 +249,9 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
 
         def get_flag(self, flag):
             return flag in self._flags
+
+        def set_preview_feature(self, feature, enable):
+            (self._preview.add if enable else self._preview.discard)(feature)
 
         def set_memory_pool_limit(self, pool, pool_size):
             self._pools[pool] = pool_size
@@ -282,11 +288,14 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
             cache_in = config._cache._data
             config._cache._data = cache_in + f"<timings of {network._source.name}>".encode()  # the build learns
             engine = None if trt.__dict__["fail_build"] else json.dumps(
-                {"io": network._io, "source": str(network._source)}).encode()
+                {"io": network._io, "source": str(network._source),
+                 "profiles": [{n: list(map(list, v)) for n, v in p._shapes.items()} for p in config._profiles],
+                 "preview": sorted(int(f) for f in config._preview)}).encode()
             trt.__dict__["builds"].append(dict(flags=network._flags, source=network._source, io=network._io,
                                    profiles=[p._shapes for p in config._profiles], pools=config._pools,
                                    cache_in=cache_in, cache_out=config._cache._data,
                                    ignore_mismatch=config._ignore_mismatch, engine=engine,
+                                   preview={enums["PreviewFeature"](f).name for f in config._preview},
                                    tf32=enums["BuilderFlag"].__members__["TF32"] in config._flags))
             return None if engine is None else HostMemory(engine)
 
@@ -306,8 +315,13 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
 
         def set_input_shape(self, name, shape):
             self._check_frozen("set_input_shape")
-            graph_shape = self._engine._io[name]["shape"]  # inside the profile: only -1 dims vary
+            graph_shape = self._engine._io[name]["shape"]  # only -1 dims vary, inside the profile
             ok = len(shape) == len(graph_shape) and all(g in (-1, d) for g, d in zip(graph_shape, shape))
+            bounds = self._engine._profile.get(name)
+            if ok and bounds is not None:
+                low, _, high = bounds
+                ok = all(lo <= d <= hi for lo, d, hi in zip(low, shape, high))
+            trt.__dict__["shapes_set"].append((name, tuple(shape), ok))
             if ok:
                 self._shapes[name] = tuple(shape)
             return ok
@@ -326,7 +340,13 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
             return SCRATCH_BASE + SCRATCH_PER_ROW * rows
 
         def update_device_memory_size_for_shapes(self):
-            return self._needed()
+            # Without RUNTIME_ACTIVATION_RESIZE_10_10 the working memory may stay at the
+            # profile maximum (it depends on the plan): the fake assumes the worst.
+            resize = enums["PreviewFeature"].__members__.get("RUNTIME_ACTIVATION_RESIZE_10_10")
+            if resize is not None and int(resize) in self._engine._preview:
+                return self._needed()
+            rows = max([hi[0] for _, _, hi in self._engine._profile.values()] or [1])
+            return max(self._needed(), SCRATCH_BASE + SCRATCH_PER_ROW * rows)
 
         def set_tensor_address(self, name, memory):
             self._check_frozen("set_tensor_address")
@@ -359,8 +379,10 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
 
     @bound("ICudaEngine")
     class Engine(_Bound):
-        def __init__(self, io, source):
+        def __init__(self, io, source, profiles=(), preview=()):
             self._io, self._source = {t["name"]: t for t in io}, source
+            self._profile = profiles[0] if profiles else {}  # input -> (min, opt, max)
+            self._preview = set(preview)
 
         def _session(self):
             import onnxruntime as ort
@@ -411,7 +433,7 @@ def make_fake_trt(version: str = "10.13") -> types.ModuleType:
         def deserialize_cuda_engine(self, serialized_engine):
             try:  # a real runtime returns None for another GPU / version or a damaged file
                 blob = json.loads(bytes(serialized_engine))
-                return Engine(blob["io"], blob["source"])
+                return Engine(blob["io"], blob["source"], blob.get("profiles", ()), blob.get("preview", ()))
             except (ValueError, KeyError, TypeError):
                 return None
 

@@ -114,3 +114,35 @@ def graph_problems(model: onnx.ModelProto, versions: dict | None = None) -> list
                 if decode.get("antialias", 0) and not entry["antialias"]:
                     problems.append(f"{where}: antialias")
     return problems
+
+
+def unfolded(model: onnx.ModelProto) -> list[str]:
+    """What constant folding (export/onnx_fold.py) leaves nothing of, found directly: a
+    Constant node, a Shape of a tensor whose shape is static, shape arithmetic (an int64
+    result) computed only from constants, and a Resize of a constant (the trunk's
+    positional embedding, resized on every frame unless folded)."""
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              if v.type.tensor_type.HasField("shape") else None
+              for v in (*graph.input, *graph.output, *graph.value_info)}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.output, *graph.value_info)}
+    constant = {i.name for i in graph.initializer}
+    problems = []
+    for node in graph.node:
+        where = f"{node.op_type} {node.name or node.output[0]}"
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Constant":
+            problems.append(f"{where}: a Constant node")
+            constant |= set(node.output)
+            continue
+        if node.op_type == "Shape" and shapes.get(node.input[0]) is not None and None not in shapes[node.input[0]]:
+            problems.append(f"{where}: the shape of {node.input[0]}, which is static {shapes[node.input[0]]}")
+            constant |= set(node.output)
+            continue
+        if node.op_type == "Resize" and node.input[0] in constant:
+            problems.append(f"{where}: a resize of the constant {node.input[0]}")
+        if inputs and all(i in constant for i in inputs):
+            if any(types.get(o) == TensorProto.INT64 for o in node.output):
+                problems.append(f"{where}: shape arithmetic on constants")
+            constant |= set(node.output)
+    return problems

@@ -30,4 +30,8 @@ if [ -n "$slurm_missing" ]; then
     echo "SLURM is not installed and apt-get is not usable here: the real-SLURM test will skip"
   fi
 fi
+# NVIDIA's TensorRT bindings wheels (about 1.2 MB each; only their extension module is kept,
+# in .venv/trt-bindings/): tests/test_trt_bindings_binary.py reads the names they register.
+.venv/bin/python -m tests.trt_bindings .venv/trt-bindings \
+  || echo "could not fetch the TensorRT bindings wheels: their test will say why it skips"
 exec .venv/bin/python -m pytest -q tests "$@"
