@@ -111,6 +111,7 @@ class SAM2LongVideoPredictor:
         if normalize_coords:
             pts = pts / torch.tensor([s.video_width, s.video_height])
         pts = pts * self.image_size
+        self._check_tree_prompt(s, obj_id, frame_idx)
         obj = self._object(s, obj_id, create=True)
         if not clear_old_points and frame_idx in obj.points:
             old_pts, old_lab = obj.points[frame_idx]
@@ -138,25 +139,30 @@ class SAM2LongVideoPredictor:
         if m.shape[-2:] != (size, size):
             m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             m = (m >= 0.5).float()
+        self._check_tree_prompt(s, obj_id, frame_idx)
         obj = self._object(s, obj_id, create=True)
         obj.masks[frame_idx] = m
         obj.points.pop(frame_idx, None)
         return self._prompted(s, obj, frame_idx, points=False)
 
+    def _check_tree_prompt(self, s: InferenceSession, obj_id, frame_idx: int):
+        """Mode sam2long's limits, checked before the session changes."""
+        obj = s.objects.get(obj_id)
+        if self.mode != "sam2long" or obj is None:
+            return
+        if frame_idx in obj.tracked:
+            raise SessionError(f"mode 'sam2long' takes one prompt frame per object and no corrections "
+                               f"on tracked frames yet (object {obj_id}, frame {frame_idx}); "
+                               "use mode='sam2' for corrections")
+        others = (set(obj.cond) | set(obj.temp_cond)) - {frame_idx}
+        if others:
+            raise SessionError(f"mode 'sam2long' takes one prompt frame per object: object "
+                               f"{obj_id} already has one on frame {min(others)}; "
+                               "use mode='sam2' for prompts on several frames")
+
     def _prompted(self, s: InferenceSession, obj: ObjectTrack, frame_idx: int, points: bool):
         is_init = frame_idx not in obj.tracked
         reverse = obj.tracked.get(frame_idx, False)
-        if self.mode == "sam2long" and not is_init:
-            raise SessionError(f"mode 'sam2long' takes one prompt frame per object and no corrections "
-                               f"on tracked frames yet (object {obj.obj_id}, frame {frame_idx}); "
-                               "use mode='sam2' for corrections")
-        if self.mode == "sam2long":
-            others = set(obj.cond) | set(obj.temp_cond)
-            others.discard(frame_idx)
-            if others:
-                raise SessionError(f"mode 'sam2long' takes one prompt frame per object: object "
-                                   f"{obj.obj_id} already has one on frame {min(others)}; "
-                                   "use mode='sam2' for prompts on several frames")
         is_cond = is_init or self._sam2.rules.add_all_frames_to_correct_as_cond
         temp = obj.temp_cond if is_cond else obj.temp_non_cond
         if points:
