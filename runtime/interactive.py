@@ -20,7 +20,7 @@ from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.stages import DecoderOutput, ImageFeatures, StageBackend
 from sam2long.engine.torch_stages import NO_OBJ_SCORE
 from sam2long.runtime.frames import IMAGENET_MEAN, IMAGENET_STD
-from sam2long.runtime.memory_bank import Sam2Rules, StoredFrame, sam2_memory, stack_sam2_memory
+from sam2long.runtime.memory_bank import Sam2Rules, StoredFrame, memory_key, sam2_memory, stack_sam2_memory
 from sam2long.runtime.tracker import PROMPT_LOGIT
 
 PREV_LOGIT_CLAMP = 32.0  # SAM 2 clamps a previous mask's logits before feeding them back
@@ -73,6 +73,13 @@ class InferenceSession:
     objects: OrderedDict[int, ObjectTrack] = field(default_factory=OrderedDict)
     features: OrderedDict[int, ImageFeatures] = field(default_factory=OrderedDict)
     frames_computed: int = 0  # tracking steps run (frames x objects), for tests and benchmarks
+    last_serial: int = 0
+
+    def stamp(self, out: StoredFrame, inputs: tuple | None = None) -> StoredFrame:
+        """A new output gets the session's next serial (and what it was computed from)."""
+        self.last_serial += 1
+        out.serial, out.inputs = self.last_serial, inputs
+        return out
 
     @property
     def num_frames(self) -> int:
@@ -124,7 +131,7 @@ class Sam2Stepper:
                                         mask_logits=prev_logits)
         lo, hi = self.geo.multimask_points
         masks, ptr = self._pick(dec, multimask=lo <= len(labels) <= hi)
-        return StoredFrame(self._fill_holes(masks), ptr[0], dec.obj_score[:1])
+        return s.stamp(StoredFrame(self._fill_holes(masks), ptr[0], dec.obj_score[:1]))
 
     def prompt_mask(self, s: InferenceSession, frame_idx: int, mask: torch.Tensor) -> StoredFrame:
         """A mask prompt is the output as it is (logits +-10); the pointer comes from the
@@ -138,7 +145,7 @@ class Sam2Stepper:
             raise ValueError("an empty mask prompt is not supported: clear the frame's prompts instead")
         dec = self.backend.decode_masks(feats.feat, feats, mask_input=mask)
         score = torch.full((1,), PROMPT_LOGIT, device=self.backend.device)
-        return StoredFrame(self._fill_holes(low), dec.single_ptr[0], score)
+        return s.stamp(StoredFrame(self._fill_holes(low), dec.single_ptr[0], score))
 
     def encode_prompted(self, s: InferenceSession, frame_idx: int, out: StoredFrame):
         """A prompted frame's memory, from the mask the user saw (run before propagating)."""
@@ -150,20 +157,35 @@ class Sam2Stepper:
     def track(self, s: InferenceSession, objs: list[ObjectTrack], frame_idx: int,
               reverse: bool) -> list[StoredFrame]:
         """One frame for several objects, batched: memory attention, the decoder's best
-        of three candidates, memory encoding of the chosen masks."""
+        of three candidates, memory encoding of the chosen masks. An object whose stored
+        output on the frame was tracked from the same memory keeps it: computing it again
+        would give the same numbers (after a correction on frame t, frames before it)."""
+        rows = self._rows(s, objs, frame_idx, reverse)
+        keys = [memory_key(row, reverse) for row in rows]
+        outs = [o.non_cond.get(frame_idx) for o in objs]
+        todo = [i for i, (out, key) in enumerate(zip(outs, keys)) if out is None or out.inputs != key]
+        if not todo:
+            return outs
         feats = self.features(s, frame_idx)
-        pix = self._attend(s, objs, frame_idx, reverse, feats)
+        pix = self._attend_rows([rows[i] for i in todo], [objs[i] for i in todo], frame_idx, feats)
         dec = self.backend.decode_masks(pix, feats)
         masks, ptrs = self._pick(dec, multimask=True)
         mem = self.backend.encode_memory(feats.feat, masks, dec.obj_score)
         mem = mem.flatten(2).transpose(1, 2).to(torch.bfloat16)
-        s.frames_computed += len(objs)
-        return [StoredFrame(self._fill_holes(masks[i:i + 1]), ptrs[i], dec.obj_score[i:i + 1], mem[i])
-                for i in range(len(objs))]
+        s.frames_computed += len(todo)
+        for j, i in enumerate(todo):
+            outs[i] = s.stamp(StoredFrame(self._fill_holes(masks[j:j + 1]), ptrs[j], dec.obj_score[j:j + 1],
+                                          mem[j]), keys[i])
+        return outs
+
+    def _rows(self, s, objs, frame_idx, reverse):
+        return [sam2_memory(o.cond, o.non_cond, frame_idx, reverse, s.num_frames, self.geo, self.rules)
+                for o in objs]
 
     def _attend(self, s, objs, frame_idx, reverse, feats) -> torch.Tensor:
-        rows = [sam2_memory(o.cond, o.non_cond, frame_idx, reverse, s.num_frames, self.geo, self.rules)
-                for o in objs]
+        return self._attend_rows(self._rows(s, objs, frame_idx, reverse), objs, frame_idx, feats)
+
+    def _attend_rows(self, rows, objs, frame_idx, feats) -> torch.Tensor:
         memory = stack_sam2_memory(rows, self.geo, self.backend.device)
         if self.backend.name != "torch" and (memory.mem_feats.shape[1] > self.geo.num_maskmem
                                              or memory.ptrs.shape[1] > self.geo.max_obj_ptrs):

@@ -200,6 +200,8 @@ class StoredFrame:
     ptr: torch.Tensor  # [C] object pointer
     score: torch.Tensor  # [1] object-score logit
     feat: torch.Tensor | None = None  # [HW, Cm] bfloat16 memory; None until encoded
+    serial: int = 0  # unique per stored output of a session: names it in `inputs`
+    inputs: tuple | None = None  # what a tracked frame was computed from (`memory_key`)
 
 
 @dataclass(frozen=True)
@@ -239,14 +241,14 @@ def closest_cond_frames(frame_idx: int, cond_frames, max_cond: int) -> tuple[lis
 
 def sam2_memory(cond: dict[int, StoredFrame], non_cond: dict[int, StoredFrame], frame_idx: int,
                 reverse: bool, num_frames: int, geo: ModelGeometry, rules: Sam2Rules):
-    """SAM 2's memory for one object on `frame_idx`: ([(features [HW, Cm], temporal-encoding
-    index)], [(pointer [C], signed distance)], pointer distance normaliser). Every selected
+    """SAM 2's memory for one object on `frame_idx`: ([(stored frame, temporal-encoding
+    index)], [(stored frame, its pointer's distance)], pointer distance normaliser). Every selected
     conditioning frame, then the last num_maskmem - 1 frames (tracking order), then pointers
     of past conditioning frames and of the last max_obj_ptrs - 1 frames."""
     M = geo.num_maskmem
     selected, unselected = closest_cond_frames(frame_idx, cond, rules.max_cond_frames_in_attn)
     spare = {t: cond[t] for t in unselected}
-    frames = [(cond[t].feat, M - 1) for t in selected]  # t_pos 0
+    frames = [(cond[t], M - 1) for t in selected]  # t_pos 0
     stride = rules.memory_temporal_stride_for_eval
     sign = -1 if reverse else 1
     for t_pos in range(1, M):
@@ -259,11 +261,11 @@ def sam2_memory(cond: dict[int, StoredFrame], non_cond: dict[int, StoredFrame], 
             prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
         entry = non_cond.get(prev, spare.get(prev))
         if entry is not None:
-            frames.append((entry.feat, M - t_pos - 1))
+            frames.append((entry, M - t_pos - 1))
     max_ptrs = min(num_frames, geo.max_obj_ptrs)
     in_past = (lambda t: t >= frame_idx) if reverse else (lambda t: t <= frame_idx)
     ptr_frames = [t for t in selected if in_past(t) or not rules.only_obj_ptrs_in_the_past_for_eval]
-    ptrs = [(cond[t].ptr, (frame_idx - t) * sign if rules.use_signed_tpos_enc_to_obj_ptrs
+    ptrs = [(cond[t], (frame_idx - t) * sign if rules.use_signed_tpos_enc_to_obj_ptrs
              else abs(frame_idx - t)) for t in ptr_frames]
     for t_diff in range(1, max_ptrs):
         t = frame_idx - sign * t_diff
@@ -271,8 +273,15 @@ def sam2_memory(cond: dict[int, StoredFrame], non_cond: dict[int, StoredFrame], 
             break
         entry = non_cond.get(t, spare.get(t))
         if entry is not None:
-            ptrs.append((entry.ptr, t_diff))
+            ptrs.append((entry, t_diff))
     return frames, ptrs, max_ptrs - 1
+
+
+def memory_key(rows_entry, reverse: bool) -> tuple:
+    """What one `sam2_memory` row is made of: equal keys, equal memory (and so an equal
+    tracked output, which needs no recomputing)."""
+    frames, ptrs, _ = rows_entry
+    return (reverse, tuple((e.serial, tpos) for e, tpos in frames), tuple((e.serial, d) for e, d in ptrs))
 
 
 def stack_sam2_memory(rows, geo: ModelGeometry, device: torch.device) -> MemoryInputs:
@@ -290,12 +299,12 @@ def stack_sam2_memory(rows, geo: ModelGeometry, device: torch.device) -> MemoryI
     ptr_valid = torch.zeros(b, k, dtype=torch.bool, device=device)
     ptr_pos = torch.zeros(b, k, device=device)
     for i, (frames, row_ptrs, t_diff_max) in enumerate(rows):
-        for j, (feat, tpos) in enumerate(frames):
-            mem_feats[i, j] = feat.to(device).float()
+        for j, (entry, tpos) in enumerate(frames):
+            mem_feats[i, j] = entry.feat.to(device).float()
             mem_valid[i, j] = True
             mem_tpos[i, j] = tpos
         if row_ptrs:
-            ptrs[i, :len(row_ptrs)] = torch.stack([p.to(device) for p, _ in row_ptrs])
+            ptrs[i, :len(row_ptrs)] = torch.stack([e.ptr.to(device) for e, _ in row_ptrs])
             ptr_valid[i, :len(row_ptrs)] = True
             # int64 distances / an int, as SAM 2 computes them
             ptr_pos[i, :len(row_ptrs)] = torch.tensor([d for _, d in row_ptrs]) / t_diff_max

@@ -98,8 +98,8 @@ def test_frames_and_pointers_are_sam2s(model, case, monkeypatch):
         cond_d = {t: _entry(t, geo) for t in cond}  # in prompting order
         non_cond_d = {t: _entry(t, geo) for t in tracked if t not in cond}
         frames, ptrs, t_diff_max = sam2_memory(cond_d, non_cond_d, frame_idx, reverse, num_frames, geo, rules)
-        ours = (sorted((int(f[0, 0]), tpos) for f, tpos in frames),
-                sorted((int(p[0]), d) for p, d in ptrs))
+        ours = (sorted((int(e.feat[0, 0]), tpos) for e, tpos in frames),
+                sorted((int(e.ptr[0]), d) for e, d in ptrs))
         assert t_diff_max == min(num_frames, geo.max_obj_ptrs) - 1
         assert ours == sam2_picks(model, cond, non_cond_d, frame_idx, reverse, num_frames, rules,
                                   monkeypatch), rules

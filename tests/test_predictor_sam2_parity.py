@@ -117,11 +117,12 @@ def session_script(video_dir, several_prompt_frames=True):
     return [step for step in steps if several_prompt_frames or "second prompt frame" not in step[0]]
 
 
-def compare_sessions(reference, candidate, video_dir, atol=1e-3, several_prompt_frames=True):
+def compare_sessions(reference, candidate, video_dir, atol=1e-3, several_prompt_frames=True, script=None,
+                     our_state=None):
     ref_state = reference.init_state(video_path=video_dir)
-    our_state = candidate.init_state(video_path=video_dir)
+    our_state = our_state or candidate.init_state(video_path=video_dir)
     checked = 0
-    for name, call in session_script(video_dir, several_prompt_frames):
+    for name, call in script or session_script(video_dir, several_prompt_frames):
         with torch.inference_mode():
             expected = call(reference, ref_state)
         got = call(candidate, our_state)
@@ -176,3 +177,35 @@ def test_plain_mode_on_onnx_runtime_equals_sam2(micro_checkpoints, video_dir, tm
                                ours(checkpoint, False, backend="onnx", engine_dir=str(engines)),
                                video_dir, several_prompt_frames=False)
     assert checked > 15
+
+
+def test_re_propagation_after_a_correction_recomputes_only_the_frames_from_it(micro_checkpoints, video_dir):
+    """After a correction on frame 3, propagating again from the first prompt frame (what
+    sam2 does by default) yields sam2's masks for every frame but computes frames 3.. of the
+    corrected object only: the other frames' memory is unchanged, so their stored masks are
+    the answer."""
+    checkpoint = micro_checkpoints["lively"]
+    candidate = ours(checkpoint, False)
+    state = candidate.init_state(video_path=video_dir)
+    counts = []
+
+    def count(call):
+        def run(p, s):
+            out = call(p, s)
+            if p is candidate:
+                counts.append(s.frames_computed)
+            return out
+        return run
+
+    script = [(name, count(call)) for name, call in [
+        ("click obj 1 on frame 0", lambda p, s: [p.add_new_points_or_box(s, 0, 1, points=[[60, 60]], labels=[1])]),
+        ("mask obj 2 on frame 1", lambda p, s: [p.add_new_mask(s, 1, 2, synthetic_mask(1))]),
+        ("propagate", lambda p, s: list(p.propagate_in_video(s))),
+        ("correct obj 1 on frame 3", lambda p, s: [p.add_new_points_or_box(
+            s, 3, 1, points=[[30, 50]], labels=[0], clear_old_points=False)]),
+        ("propagate again", lambda p, s: list(p.propagate_in_video(s))),
+    ]]
+    compare_sessions(sam2_reference(checkpoint, False), candidate, video_dir, script=script, our_state=state)
+    frames_after_prompts = (NUM_FRAMES - 1) + (NUM_FRAMES - 1)  # each object on every other frame
+    assert counts == [0, 0, frames_after_prompts, frames_after_prompts,
+                      frames_after_prompts + (NUM_FRAMES - 3)]  # frames 3.. of object 1; object 2 is untouched
