@@ -89,6 +89,15 @@ class InferenceSession:
     def obj_ids(self) -> list[int]:
         return list(self.objects)
 
+    # Notebooks written for sam2 read a few entries of its state dict; those read the same.
+    DICT_KEYS = ("num_frames", "video_height", "video_width", "obj_ids", "device")
+
+    def __getitem__(self, key: str):
+        if key not in self.DICT_KEYS:
+            raise KeyError(f"{key!r}: this session is typed (sam2long.runtime.interactive."
+                           f"InferenceSession); as a dict it reads only {list(self.DICT_KEYS)}")
+        return getattr(self, key)
+
 
 class Sam2Stepper:
     """Plain SAM 2's steps on one backend: a prompt on a frame, a batch of tracked frames,

@@ -115,6 +115,9 @@ def test_plain_mode_checks_its_inputs_before_any_work(micro_checkpoints, video_d
     p = build_sam2long_video_predictor(MICRO_CFG, str(micro_checkpoints["plain"]), mode="sam2")
     state = p.init_state(video_path=video_dir)
     assert state.num_frames == NUM_FRAMES and (state.video_height, state.video_width) == HW
+    assert (state["num_frames"], state["video_height"], state["video_width"]) == (NUM_FRAMES, *HW)
+    with pytest.raises(KeyError, match="as a dict it reads only"):
+        state["output_dict_per_obj"]
     with pytest.raises(Exception, match="frame -1 is beyond the video"):
         p.add_new_mask(state, -1, 1, synthetic_mask(0))
     _, ids, masks = p.add_new_points_or_box(state, 3, 2, box=[15.0, 42.0, 65.0, 78.0])
