@@ -110,7 +110,8 @@ class GraphBackend(StageBackend):
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
         return self._call("memory_attention", {"feat": feat, **vars(memory)})[0]
 
-    def decode_masks(self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None):
+    def decode_masks(self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None,
+                     mask_logits=None):
         b, low = pix_feat.shape[0], self.geometry.low_res
         if point_coords is not None and self.max_clicks is not None and point_coords.shape[1] > self.max_clicks:
             raise ProfileError(f"{point_coords.shape[1]} clicks on one object: the {self.name} engines take at "
@@ -120,7 +121,9 @@ class GraphBackend(StageBackend):
             point_labels = torch.full((b, 1), -1, dtype=torch.int32, device=self.device)
         else:  # prompt frames: the API takes clicks of any float / integer dtype
             point_coords, point_labels = point_coords.float(), point_labels.int()
-        if mask_input is None:
+        if mask_logits is not None:  # already at the prompt encoder's size: taken as is
+            mask_prompt, mask_valid = mask_logits.float(), pix_feat.new_ones(b)
+        elif mask_input is None:
             mask_prompt, mask_valid = pix_feat.new_zeros(b, 1, low, low), pix_feat.new_zeros(b)
         else:  # SAM 2's learned 4x4 mask downsampling, applied here with its weights
             mask_prompt = F.conv2d(mask_input.float(), self._downsample_w, self._downsample_b, stride=4)

@@ -312,9 +312,12 @@ class StageBackend(ABC):
         point_coords: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
         mask_input: torch.Tensor | None = None,
+        mask_logits: torch.Tensor | None = None,
     ) -> DecoderOutput:
         """pix_feat [B, C, H, W] (+ points [B, N, 2] in image-size pixels with labels
-        [B, N], or a binary mask [B, 1, S, S]) -> DecoderOutput."""
+        [B, N], or a binary mask [B, 1, S, S], or low-res logits [B, 1, S/4, S/4] that the
+        prompt encoder takes as they are: SAM 2's previous mask under refinement clicks)
+        -> DecoderOutput."""
 
     @abstractmethod
     def encode_memory(

@@ -83,10 +83,12 @@ class TorchBackend(StageBackend):
 
     @torch.inference_mode()
     def decode_masks(
-        self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None
+        self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None, mask_logits=None
     ) -> DecoderOutput:
         with self._autocast():
             mask_prompt = None if mask_input is None else self.mask_decoder.mask_downsample(mask_input.float())
+            if mask_logits is not None:
+                mask_prompt = mask_logits.float()
             outputs = self.mask_decoder(
                 pix_feat, image.hr0, image.hr1, point_coords, point_labels, mask_prompt
             )

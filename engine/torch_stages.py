@@ -278,7 +278,8 @@ class MemoryAttentionStage(nn.Module):
         tpos = self.maskmem_tpos_enc[:, 0, 0, :][mem_tpos]  # [B, M, Cm]
         frame_pos = self.mem_pos[:, None] + tpos[:, :, None, :]  # [B, M, HW, Cm]
         k = ptrs.shape[1]
-        ptr_tokens = ptrs.reshape(b, k * self.tokens_per_ptr, -1)
+        # An explicit width: a batch with no pointer slot at all (k = 0) must reshape too.
+        ptr_tokens = ptrs.reshape(b, k * self.tokens_per_ptr, ptrs.shape[2] // self.tokens_per_ptr)
         if self.add_tpos_enc_to_obj_ptrs:
             from sam2.modeling.sam2_utils import get_1d_sine_pe
 
@@ -311,6 +312,10 @@ class MemoryAttentionStage(nn.Module):
         cross_rope = (self.cross_cos, self.cross_sin)
         # The first m frames' rows (m < M when the backend dropped empty slots).
         cross_rope_k = (self.cross_cos_k[: m * hw], self.cross_sin_k[: m * hw])
+        if m * hw > self.cross_cos_k.shape[0]:
+            # More frames than the model's M (SAM 2 with several conditioning frames): the
+            # same table once per frame (rope_k_repeat). Never traced: exports use M.
+            cross_rope_k = (self.cross_cos.repeat(m, 1), self.cross_sin.repeat(m, 1))
         tgt = feat.flatten(2).transpose(1, 2)  # [1, HW, C]: the same for every row
         if self.attention.pos_enc_at_input:
             tgt = tgt + 0.1 * self.curr_pos

@@ -188,3 +188,126 @@ class PathwayBank:
             ptrs=ptr_tokens, ptr_valid=ptr_valid, ptr_pos=ptr_pos.float(), ptr_weight=ptr_weight,
         )
         return memory, mem_ids
+
+
+# -- plain SAM 2 ("mode sam2"): what SAM 2's own video predictor attends to --------------------
+@dataclass
+class StoredFrame:
+    """One object's output on one frame, kept for later frames' memory (SAM 2's per-frame
+    output, typed)."""
+
+    masks: torch.Tensor  # [1, 1, S/4, S/4] float32 low-res logits (what the frame shows)
+    ptr: torch.Tensor  # [C] object pointer
+    score: torch.Tensor  # [1] object-score logit
+    feat: torch.Tensor | None = None  # [HW, Cm] bfloat16 memory; None until encoded
+    serial: int = 0  # unique per stored output of a session: names it in `inputs`
+    inputs: tuple | None = None  # what a tracked frame was computed from (`memory_key`)
+
+
+@dataclass(frozen=True)
+class Sam2Rules:
+    """The model-config settings that decide SAM 2's memory (SAM2Base's defaults)."""
+
+    max_cond_frames_in_attn: int = -1  # -1: every conditioning frame
+    memory_temporal_stride_for_eval: int = 1
+    only_obj_ptrs_in_the_past_for_eval: bool = False
+    use_signed_tpos_enc_to_obj_ptrs: bool = False
+    # The video predictor's: a prompt on a tracked frame makes it a conditioning frame too
+    # (off: the correction shows, and the next propagation through the frame recomputes it).
+    add_all_frames_to_correct_as_cond: bool = False
+
+    @classmethod
+    def from_model_config(cls, model_cfg) -> "Sam2Rules":
+        """From a config's `model:` mapping (anything with .get)."""
+        return cls(**{f: type(getattr(cls, f))(model_cfg.get(f, getattr(cls, f)))
+                      for f in cls.__dataclass_fields__})
+
+
+def closest_cond_frames(frame_idx: int, cond_frames, max_cond: int) -> tuple[list[int], list[int]]:
+    """(selected, unselected) conditioning frames: all of them, or at most `max_cond`: the
+    closest before `frame_idx`, the closest at or after it, then the temporally closest;
+    equally close ones in the order they became conditioning frames (`cond_frames`'
+    order), as sam2 breaks ties."""
+    frames = list(cond_frames)
+    if max_cond == -1 or len(frames) <= max_cond:
+        return frames, []
+    before = [t for t in frames if t < frame_idx]
+    after = [t for t in frames if t >= frame_idx]
+    chosen = ([max(before)] if before else []) + ([min(after)] if after else [])
+    rest = sorted((t for t in frames if t not in chosen), key=lambda t: abs(t - frame_idx))
+    chosen += rest[:max_cond - len(chosen)]
+    return chosen, [t for t in frames if t not in chosen]
+
+
+def sam2_memory(cond: dict[int, StoredFrame], non_cond: dict[int, StoredFrame], frame_idx: int,
+                reverse: bool, num_frames: int, geo: ModelGeometry, rules: Sam2Rules):
+    """SAM 2's memory for one object on `frame_idx`: ([(stored frame, temporal-encoding
+    index)], [(stored frame, its pointer's distance)], pointer distance normaliser). Every selected
+    conditioning frame, then the last num_maskmem - 1 frames (tracking order), then pointers
+    of past conditioning frames and of the last max_obj_ptrs - 1 frames."""
+    M = geo.num_maskmem
+    selected, unselected = closest_cond_frames(frame_idx, cond, rules.max_cond_frames_in_attn)
+    spare = {t: cond[t] for t in unselected}
+    frames = [(cond[t], M - 1) for t in selected]  # t_pos 0
+    stride = rules.memory_temporal_stride_for_eval
+    sign = -1 if reverse else 1
+    for t_pos in range(1, M):
+        t_rel = M - t_pos  # frames before this one, in tracking order
+        if t_rel == 1:
+            prev = frame_idx - sign
+        elif not reverse:
+            prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+        else:
+            prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+        entry = non_cond.get(prev, spare.get(prev))
+        if entry is not None:
+            frames.append((entry, M - t_pos - 1))
+    max_ptrs = min(num_frames, geo.max_obj_ptrs)
+    in_past = (lambda t: t >= frame_idx) if reverse else (lambda t: t <= frame_idx)
+    ptr_frames = [t for t in selected if in_past(t) or not rules.only_obj_ptrs_in_the_past_for_eval]
+    ptrs = [(cond[t], (frame_idx - t) * sign if rules.use_signed_tpos_enc_to_obj_ptrs
+             else abs(frame_idx - t)) for t in ptr_frames]
+    for t_diff in range(1, max_ptrs):
+        t = frame_idx - sign * t_diff
+        if t < 0 or t >= num_frames:
+            break
+        entry = non_cond.get(t, spare.get(t))
+        if entry is not None:
+            ptrs.append((entry, t_diff))
+    return frames, ptrs, max_ptrs - 1
+
+
+def memory_key(rows_entry, reverse: bool) -> tuple:
+    """What one `sam2_memory` row is made of: equal keys, equal memory (and so an equal
+    tracked output, which needs no recomputing)."""
+    frames, ptrs, _ = rows_entry
+    return (reverse, tuple((e.serial, tpos) for e, tpos in frames), tuple((e.serial, d) for e, d in ptrs))
+
+
+def stack_sam2_memory(rows, geo: ModelGeometry, device: torch.device) -> MemoryInputs:
+    """Rows of `sam2_memory` as one batch: slots padded to the model's M frames and K
+    pointers (what fixed-shape engines take) or to the longest row, and marked invalid (a
+    masked key adds nothing); key weights 1 (plain SAM 2 has none)."""
+    b = len(rows)
+    m = max(geo.num_maskmem, max(len(frames) for frames, _, _ in rows))
+    k = max(geo.max_obj_ptrs, max(len(ptrs) for _, ptrs, _ in rows))
+    hw, cm, c = geo.mem_tokens, geo.mem_dim, geo.hidden_dim
+    mem_feats = torch.zeros(b, m, hw, cm, device=device)
+    mem_valid = torch.zeros(b, m, dtype=torch.bool, device=device)
+    mem_tpos = torch.zeros(b, m, dtype=torch.int64, device=device)
+    ptrs = torch.zeros(b, k, c, device=device)
+    ptr_valid = torch.zeros(b, k, dtype=torch.bool, device=device)
+    ptr_pos = torch.zeros(b, k, device=device)
+    for i, (frames, row_ptrs, t_diff_max) in enumerate(rows):
+        for j, (entry, tpos) in enumerate(frames):
+            mem_feats[i, j] = entry.feat.to(device).float()
+            mem_valid[i, j] = True
+            mem_tpos[i, j] = tpos
+        if row_ptrs:
+            ptrs[i, :len(row_ptrs)] = torch.stack([e.ptr.to(device) for e, _ in row_ptrs])
+            ptr_valid[i, :len(row_ptrs)] = True
+            # int64 distances / an int, as SAM 2 computes them
+            ptr_pos[i, :len(row_ptrs)] = torch.tensor([d for _, d in row_ptrs]) / t_diff_max
+    return MemoryInputs(mem_feats=mem_feats, mem_valid=mem_valid, mem_tpos=mem_tpos,
+                        mem_weight=torch.ones(b, m, device=device), ptrs=ptrs, ptr_valid=ptr_valid,
+                        ptr_pos=ptr_pos, ptr_weight=torch.ones(b, k, device=device))

@@ -16,3 +16,13 @@ __version__ = "0.1.0"
 _checkout = _Path(__file__).resolve().parent.parent
 if (_checkout / "pyproject.toml").is_file() and (_checkout / "runtime" / "__init__.py").is_file():
     __path__.append(str(_checkout))  # type: ignore[name-defined]  # noqa: F821
+
+
+def __getattr__(name: str):
+    # The predictor pulls in torch and the engine: loaded on first use, so `import sam2long`
+    # stays light (the tools import their subpackages directly).
+    if name in ("build_sam2long_video_predictor", "SAM2LongVideoPredictor"):
+        from sam2long import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module 'sam2long' has no attribute {name!r}")
