@@ -39,7 +39,7 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 from bench_cpu import LIVELY, build_onnx, clip, model_files, run_side  # noqa: E402
-from bench_vs_reference import FIXTURE  # noqa: E402
+from parity_data import fixture_dir  # noqa: E402
 
 MICRO_CFG = str(ROOT / "configs" / "micro_sam2.1_256.yaml")
 
@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--models", nargs="+", default=["micro", "tiny"], choices=["micro", "tiny", "b+"])
-    p.add_argument("--frames", default=str(FIXTURE / "frames16"), help="folder of JPEG frames")
-    p.add_argument("--prompts", default=str(FIXTURE / "prompts.npz"), help="npz with mask_1, frame_1")
+    p.add_argument("--frames", help="folder of JPEG frames (default: the parity fixture's frames16/)")
+    p.add_argument("--prompts", help="npz with mask_1, frame_1 (default: the parity fixture's)")
     p.add_argument("--num_frames", type=int, default=32, help="frames of the clip to track")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs of each side first")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side (median)")
@@ -126,7 +126,11 @@ def main(argv=None) -> int:
     elif args.engine_dir and len(args.models) > 1:
         print("error: --engine_dir holds one model's graphs: give one --models", file=sys.stderr)
         return 2
-    elif not Path(args.frames).is_dir() or not Path(args.prompts).is_file():
+    if not args.dry_run and (args.frames is None or args.prompts is None):
+        # Found (or unpacked from tests/data/parity) only when needed: see parity_data.py.
+        args.frames = args.frames or str(fixture_dir() / "frames16")
+        args.prompts = args.prompts or str(fixture_dir() / "prompts.npz")
+    if not args.dry_run and (not Path(args.frames).is_dir() or not Path(args.prompts).is_file()):
         print(f"error: no frames at {args.frames} or prompts at {args.prompts} (the parity fixture's; "
               "give --frames and --prompts)", file=sys.stderr)
         return 2
