@@ -21,6 +21,7 @@ from sam2long.engine.stages import DecoderOutput, ImageFeatures, StageBackend
 from sam2long.engine.torch_stages import NO_OBJ_SCORE
 from sam2long.runtime.frames import IMAGENET_MEAN, IMAGENET_STD
 from sam2long.runtime.memory_bank import Sam2Rules, StoredFrame, memory_key, sam2_memory, stack_sam2_memory
+from sam2long.runtime.postprocess import fill_small_holes
 from sam2long.runtime.tracker import PROMPT_LOGIT
 
 PREV_LOGIT_CLAMP = 32.0  # SAM 2 clamps a previous mask's logits before feeding them back
@@ -226,31 +227,6 @@ class Sam2Stepper:
         if self.post.fill_hole_area <= 0:
             return masks
         return fill_small_holes(masks, self.post.fill_hole_area)
-
-
-def fill_small_holes(masks: torch.Tensor, max_area: int) -> torch.Tensor:
-    """sam2's `fill_holes_in_mask_scores` without its CUDA extension: every 8-connected
-    background region (logit <= 0) of at most `max_area` pixels becomes 0.1.
-
-    A region of n pixels is at most n - 1 steps across, so after max_area - 1 rounds of
-    "take the smallest label among the 8 neighbours" each small region holds one label; a
-    label whose pixels border another label is part of a larger region still spreading."""
-    background = masks <= 0  # [B, 1, h, w]
-    b, _, h, w = masks.shape
-    index = torch.arange(1, h * w + 1, dtype=torch.float32, device=masks.device).view(1, 1, h, w)
-    none = torch.tensor(float("-inf"), device=masks.device)
-    label = torch.where(background, -index, none)  # max-pooling the negated labels: the smallest
-    for _ in range(max_area - 1):
-        label = torch.where(background, F.max_pool2d(label, 3, 1, 1), none)
-    highest = F.max_pool2d(label, 3, 1, 1)
-    lowest = -F.max_pool2d(torch.where(background, -label, none), 3, 1, 1)
-    open_pixel = background & ((highest != label) | (lowest != label))
-    ids = torch.where(background, -label, 0).long().view(b, -1)  # 0: foreground
-    area = torch.zeros(b, h * w + 1, device=masks.device).scatter_add_(1, ids, background.view(b, -1).float())
-    open_label = torch.zeros(b, h * w + 1, device=masks.device).scatter_reduce_(
-        1, ids, open_pixel.view(b, -1).float(), "amax")
-    hole = background.view(b, -1) & (area.gather(1, ids) <= max_area) & (open_label.gather(1, ids) == 0)
-    return torch.where(hole.view_as(masks), 0.1, masks)
 
 
 def video_res(masks: torch.Tensor, s: InferenceSession) -> torch.Tensor:

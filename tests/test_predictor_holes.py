@@ -6,7 +6,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from sam2long.runtime.interactive import fill_small_holes
+from sam2long.runtime.postprocess import fill_small_holes
 
 
 def components_bfs(background: np.ndarray):
