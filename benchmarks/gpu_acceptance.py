@@ -188,7 +188,10 @@ def fixture_check(args, row):
     backend = torch_backend(str(folder / "micro_sam2.1.yaml"), str(folder / "micro_lively_seed0.pt"), args.device)
     ours, _, _, _ = track(backend, str(folder / "frames"), str(folder / "prompts.npz"), 3)
     expected = np.load(folder / "expected_lively_p3_iou0.1_unc2.npz")
-    want = {k: expected[f"logits_{k}"].astype(np.float32) for k in ours}
+    # A full fixture has the original's logits; the project's compact copy (tests/data/parity)
+    # its masks only, which is all the IoU bar needs.
+    want = {k: expected[f"logits_{k}"].astype(np.float32) if f"logits_{k}" in expected
+            else np.where(expected[f"masks_{k}"], 1.0, -1.0).astype(np.float32) for k in ours}
     low, mean, _ = agreement(ours, want)
     row(f"torch {args.device} fp32 vs the original (parity fixture, lively)", f"min IoU {low:.4f}, mean {mean:.4f}",
         f"min IoU >= {MIN_IOU_FP32}", low >= MIN_IOU_FP32)

@@ -289,7 +289,9 @@ def dataset(cluster) -> Path:
 
 
 def _vos_args(dataset: Path, checkpoint: Path, out: Path) -> list[str]:
-    return ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(checkpoint), "--device", "cpu",
+    # --backend torch: `auto` times the backends per process, and --export=NONE drops the
+    # test's cache settings, so tasks could pick differently and the layouts' bytes differ.
+    return ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(checkpoint), "--device", "cpu", "--backend", "torch",
             "--base_video_dir", str(dataset / "JPEGImages"),
             "--input_mask_dir", str(dataset / "Annotations"), "--output_mask_dir", str(out)]
 

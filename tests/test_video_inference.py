@@ -98,7 +98,9 @@ def test_folder_of_frames_and_box(in_tmp):
     from tests.cli_reference import assert_same_labels, davis_labels, read_frames, reference_logits
 
     rgb = read_frames([folder / f"{t}.jpg" for t in range(5)])
-    want = reference_logits(in_tmp / "outputs/checkpoints/micro_random_seed0.pt", rgb,
+    from sam2long.tools.cli import random_checkpoint
+
+    want = reference_logits(random_checkpoint(), rgb,
                             [ObjectPrompt(1, 0, box=np.array([15.0, 42.0, 65.0, 78.0]))])
     for t, logits in enumerate(want):
         labels = davis_labels(logits, (121, 161))
