@@ -28,6 +28,8 @@ from typing import Callable
 
 import torch
 
+from sam2long.engine.cpu_speed import best_seconds
+
 PROBE_VERSION = 1  # bump when the probe changes what it measures: old timings are then ignored
 PROBE_ROWS = 3  # one object x the default 3 pathways
 STAGES = ("image", "attention", "decoder", "memory")
@@ -123,16 +125,8 @@ def probe_stage_seconds(backend, rows: int = PROBE_ROWS, repeats: int = 2) -> di
             "decoder": lambda: backend.decode_masks(pix, feats),
             "memory": lambda: backend.encode_memory(feats.feat, low, dec.obj_score),
         }
-        return {stage: _best(call, repeats) for stage, call in calls.items()}
-
-
-def _best(call, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
+        # The frame above was every stage's warm-up.
+        return {stage: best_seconds(call, repeats, warmup=False) for stage, call in calls.items()}
 
 
 # -- the decision ------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ SIDE = 1536
 REPEATS = 3
 
 
-def best_seconds(run, repeats: int = REPEATS) -> float:
-    """The fastest of `repeats` timed calls of `run`, after one untimed warm-up."""
-    run()  # warm-up: thread pools, first-touch allocations
+def best_seconds(run, repeats: int = REPEATS, warmup: bool = True) -> float:
+    """The fastest of `repeats` timed calls of `run`, after one untimed warm-up (skip it with
+    warmup=False where the caller has warmed up already)."""
+    if warmup:
+        run()  # thread pools, first-touch allocations
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
