@@ -93,6 +93,29 @@ def synthetic_mask(t: int, height: int = 120, width: int = 160) -> np.ndarray:
 H, W = 4, 6
 
 
+def model_args(checkpoint) -> list[str]:
+    """The CLI flags of the random micro model on the torch backend, on the CPU."""
+    return ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(checkpoint), "--device", "cpu", "--backend", "torch"]
+
+
+def write_frames(folder: Path, count: int, **jpeg) -> Path:
+    """`count` synthetic frames as <index:05d>.jpg in `folder` (`jpeg`: PIL's save options)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(count):
+        Image.fromarray(synthetic_frame(t)).save(folder / f"{t:05d}.jpg", **jpeg)
+    return folder
+
+
+def write_dataset(root: Path, names=("v1", "v2"), frames: int = 3) -> list[str]:
+    """A DAVIS-layout set under `root` (one object on frame 0) -> the dataset tool's folder flags."""
+    for name in names:
+        write_frames(root / "JPEGImages" / name, frames)
+        (root / "Annotations" / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(synthetic_mask(0).astype(np.uint8)).save(root / "Annotations" / name / "00000.png")
+    return ["--base_video_dir", str(root / "JPEGImages"), "--input_mask_dir", str(root / "Annotations"),
+            "--output_mask_dir", str(root / "out")]
+
+
 def write_png(path: Path, arr: np.ndarray, palette=None) -> Path:
     from sam2long.runtime.image_io import DAVIS_PALETTE
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
+from tests.conftest import MICRO_CFG, ROOT, synthetic_mask
+from tests.conftest import model_args as _model, write_dataset as _dataset
 from sam2long.tools import evaluate, video_inference, vos_inference
 
 SAMPLE = ROOT / "samples" / "shapes.mp4"
@@ -32,24 +33,6 @@ def _refuse_work(*args, **kwargs):
     raise Loaded()
 
 
-def _model(checkpoint):
-    return ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(checkpoint), "--device", "cpu", "--backend", "torch"]
-
-
-def _frames(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for t in range(count):
-        Image.fromarray(synthetic_frame(t)).save(folder / f"{t:05d}.jpg")
-    return folder
-
-
-def _dataset(root: Path, names=("v1", "v2"), frames=3) -> list[str]:
-    for name in names:
-        _frames(root / "JPEGImages" / name, frames)
-        (root / "Annotations" / name).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(synthetic_mask(0).astype(np.uint8)).save(root / "Annotations" / name / "00000.png")
-    return ["--base_video_dir", str(root / "JPEGImages"), "--input_mask_dir", str(root / "Annotations"),
-            "--output_mask_dir", str(root / "out")]
 
 
 def _lines(err: str) -> list[str]:

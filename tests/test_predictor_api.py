@@ -16,7 +16,7 @@ from sam2long.runtime.frames import preprocess_frame
 from sam2long.runtime.postprocess import to_video_resolution
 from sam2long.runtime.prompts import ObjectPrompt
 from sam2long.runtime.tracker import SAM2LongTracker
-from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
+from tests.conftest import MICRO_CFG, ROOT, synthetic_mask, write_frames
 
 NUM_FRAMES = 7
 HW = (120, 160)
@@ -24,10 +24,7 @@ HW = (120, 160)
 
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("video")
-    for t in range(NUM_FRAMES):
-        Image.fromarray(synthetic_frame(t)).save(folder / f"{t:05d}.jpg", quality=95)
-    return str(folder)
+    return str(write_frames(tmp_path_factory.mktemp("video"), NUM_FRAMES, quality=95))
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from tests.conftest import MICRO_CFG, synthetic_frame, synthetic_mask
+from tests.conftest import MICRO_CFG, synthetic_mask, write_frames
 
 NUM_FRAMES = 6
 HW = (120, 160)
@@ -24,10 +23,7 @@ HW = (120, 160)
 
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("video")
-    for t in range(NUM_FRAMES):
-        Image.fromarray(synthetic_frame(t)).save(folder / f"{t:05d}.jpg", quality=95)
-    return str(folder)
+    return str(write_frames(tmp_path_factory.mktemp("video"), NUM_FRAMES, quality=95))
 
 
 def _promote_stored_memory(predictor):

@@ -8,10 +8,9 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sam2long.runtime.postprocess import HOLE_SCORE, fill_holes
@@ -22,29 +21,10 @@ SAMPLE = ROOT / "samples" / "shapes"
 
 
 def flood_fill_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
-    """The definition, slowly: 8-connected background regions of at most max_area pixels."""
-    h, w = mask.shape
-    out = mask.copy()
-    seen = np.zeros((h, w), bool)
-    for y in range(h):
-        for x in range(w):
-            if seen[y, x] or mask[y, x] > 0:
-                continue
-            region, queue = [], deque([(y, x)])
-            seen[y, x] = True
-            while queue:
-                cy, cx = queue.popleft()
-                region.append((cy, cx))
-                for dy in (-1, 0, 1):
-                    for dx in (-1, 0, 1):
-                        ny, nx = cy + dy, cx + dx
-                        if 0 <= ny < h and 0 <= nx < w and not seen[ny, nx] and mask[ny, nx] <= 0:
-                            seen[ny, nx] = True
-                            queue.append((ny, nx))
-            if len(region) <= max_area:
-                for cy, cx in region:
-                    out[cy, cx] = HOLE_SCORE
-    return out
+    """The definition, slowly (the breadth-first labelling of tests/test_predictor_holes.py)."""
+    from tests.test_predictor_holes import fill_reference
+
+    return fill_reference(torch.from_numpy(mask)[None, None], max_area)[0, 0].numpy()
 
 
 @pytest.mark.parametrize("density", [0.35, 0.5, 0.65])
