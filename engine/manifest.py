@@ -7,8 +7,10 @@ never wrong masks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,21 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_sha256(path: str | Path) -> str:
+    """file_sha256 of a model file (config, checkpoint), computed once per process: one run
+    asks for the checkpoint's hash up to three times (--backend auto's cache key, the engine
+    manifest's check, the completion records), a second each for a large checkpoint. Keyed
+    by the file's identity, so a replaced file (new inode, size or time) is hashed again.
+    Not for outputs checked right after they are written: their times may not move."""
+    st = os.stat(path)
+    return _model_sha256(os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _model_sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 class _JsonManifest:
@@ -147,8 +164,8 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
         manifest = Manifest.load(folder)
     except FileNotFoundError:
         raise EngineMismatchError(f"no engines in {folder} (no {MANIFEST_NAME}); build them with: {rebuild}") from None
-    wanted = {"config_sha256": file_sha256(config_path),
-              "checkpoint_sha256": file_sha256(checkpoint_path), "precision": precision}
+    wanted = {"config_sha256": model_sha256(config_path),
+              "checkpoint_sha256": model_sha256(checkpoint_path), "precision": precision}
     wrong = [k for k, v in wanted.items() if manifest.identity()[k] != v]
     if wrong:
         raise EngineMismatchError(
