@@ -30,11 +30,11 @@ Output npz keys, per object id k:
 - `start_k`; plus `num_frames` and `seconds` (wall time of `init_state` and all
   objects' prompting + propagation; model build and npz writing excluded).
 
-`--frame_times FILE` writes each frame's seconds: its prompt (`add_new_mask`), the
-propagation's consolidation of the prompt frame, and each `_run_single_frame_inference` of
-the propagation loop, summed over the objects (which the original tracks one after
-another); `init_state`'s loading of every frame and the final resize of all masks are
-not per frame (they are in `seconds`).
+`--frame_times FILE` writes each frame's seconds: frame 0's image features (computed by
+`init_state`), the prompt (`add_new_mask`), the propagation's consolidation of the prompt
+frame, and each `_run_single_frame_inference` of the propagation loop, summed over the
+objects (which the original tracks one after another); `init_state`'s loading of every
+frame and the final resize of all masks are not per frame (they are in `seconds`).
 
 `reference_runner.py --vos_inference REPO/tools/vos_inference.py ARGS...` runs the
 original's own dataset script with ARGS, unchanged except that its model builder is given
@@ -102,7 +102,9 @@ def time_frames(predictor, clock):
     def frame_of(*a, **k):
         return k["frame_idx"] if "frame_idx" in k else a[1]
 
-    for name in ("add_new_mask", "_consolidate_temp_output_across_obj", "_run_single_frame_inference"):
+    # _get_image_feature: init_state encodes frame 0 ahead of the prompt, which reuses it.
+    for name in ("_get_image_feature", "add_new_mask", "_consolidate_temp_output_across_obj",
+                 "_run_single_frame_inference"):
         setattr(predictor, name, clock.wrap(getattr(predictor, name), frame_of))
 
 
