@@ -7,9 +7,10 @@ Three parts (--parts):
 1. `steady`: time against frame index. Each side tracks --num_frames frames (the parity
    fixture's bedroom clip played forwards and backwards, as bench_cpu.py --memory does) at
    P=--num_pathway with each --objects count, and its runner records every frame's seconds
-   (--frame_times; ours: the tracker's step of that frame; the original: its prompt,
-   consolidation and `_run_single_frame_inference` of that frame, summed over the objects it
-   tracks one after another). Per side: the steady state (frames --steady_from..N: median
+   (--frame_times; ours: the tracker's step of that frame, while a background thread
+   decodes the next frames; the original: that frame's image features, prompt,
+   consolidation and `_run_single_frame_inference`, summed over the objects it tracks one
+   after another; see the runners' docstrings). Per side: the steady state (frames --steady_from..N: median
    ms/frame and frames/s) and the whole run (the runner's timed span, frame loading and the
    original's final mask resize included) separately, each as a ratio over the original of
    the same run; flatness after the memory slots fill (late/early: the median of the last
@@ -25,6 +26,7 @@ Three parts (--parts):
 3. `startup`: time from process start to the first tracked frame, broken down (interpreter
    start, imports, model load, ONNX Runtime session creation, tracker setup, the prompt
    frame, the first frame with memory attention) from engine_runner.py --startup_breakdown.
+   For `auto` the model load includes its choice (read from its cache, or measured).
 
 Every measurement runs --warmup untimed rounds, then --repeats timed rounds in alternating
 side order; medians are reported. `auto` keeps its choice in a cache of this run
