@@ -29,6 +29,17 @@ Output npz keys, per object id k:
   stored; missing slots are NaN);
 - `start_k`; plus `num_frames` and `seconds` (wall time of `init_state` and all
   objects' prompting + propagation; model build and npz writing excluded).
+
+`--frame_times FILE` writes each frame's seconds: frame 0's image features (computed by
+`init_state`), the prompt (`add_new_mask`), the propagation's consolidation of the prompt
+frame, and each `_run_single_frame_inference` of the propagation loop, summed over the
+objects (which the original tracks one after another); `init_state`'s loading of every
+frame and the final resize of all masks are not per frame (they are in `seconds`).
+
+`reference_runner.py --vos_inference REPO/tools/vos_inference.py ARGS...` runs the
+original's own dataset script with ARGS, unchanged except that its model builder is given
+device="cpu" (the script has no device flag and builds on CUDA) and finds a `--sam2_cfg`
+given as a YAML path (the script passes it to hydra as a config name).
 """
 
 import os
@@ -85,14 +96,65 @@ def read_traces(inference_state, start, num_frames, num_pathway):
     return traces
 
 
+def time_frames(predictor, clock):
+    """Time the original's per-frame work as spans of `clock` (a call inside another, such
+    as add_new_mask's own inference, counts once, in the outer span)."""
+    def frame_of(*a, **k):
+        return k["frame_idx"] if "frame_idx" in k else a[1]
+
+    # _get_image_feature: init_state encodes frame 0 ahead of the prompt, which reuses it.
+    for name in ("_get_image_feature", "add_new_mask", "_consolidate_temp_output_across_obj",
+                 "_run_single_frame_inference"):
+        setattr(predictor, name, clock.wrap(getattr(predictor, name), frame_of))
+
+
+def run_vos_inference(script, argv):
+    """The original's tools/vos_inference.py on the CPU (see the module docstring)."""
+    import runpy
+    from pathlib import Path
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    check_fork()
+    import sam2.build_sam as build_sam
+
+    build = build_sam.build_sam2_video_predictor
+
+    def on_cpu(config_file, ckpt_path=None, device="cuda", *a, **k):
+        path = Path(config_file)
+        if path.suffix == ".yaml" and path.is_file():
+            GlobalHydra.instance().clear()
+            initialize_config_dir(config_dir=str(path.resolve().parent), version_base="1.2")
+            config_file = path.name  # as sam2 names its own configs: with .yaml
+        return build(config_file, ckpt_path, "cpu", *a, **k)
+
+    build_sam.build_sam2_video_predictor = on_cpu  # the script imports it by name: patched first
+    sys.argv = [script, *argv]
+    runpy.run_path(script, run_name="__main__")
+
+
+def check_fork():
+    import sam2
+    from sam2.modeling.sam2_base import SAM2Base
+
+    if not hasattr(SAM2Base, "track_step") or "mem_pick_index" not in \
+            SAM2Base.track_step.__code__.co_varnames:
+        raise SystemExit(f"`sam2` resolves to {sam2.__file__}, not the SAM2Long fork; "
+                         "put the original repo first on PYTHONPATH")
+
+
 def run(args):
     import contextlib
 
-    from runner_cli import FrameStore, GpuMemory, peak_rss, stage_report, time_modules
+    from runner_cli import FrameClock, FrameStore, GpuMemory, peak_rss, stage_report, time_modules
 
     memory = GpuMemory(args.device)
     predictor = build_predictor(args.config, args.checkpoint, args.device)
     stages = {} if memory.cuda else time_modules(predictor)
+    clock = FrameClock()
+    if args.frame_times:
+        time_frames(predictor, clock)
     prompts = load_prompts(args.prompts)
     results = {}
     # On CUDA the original's own script runs everything under bf16 autocast.
@@ -100,6 +162,7 @@ def run(args):
     memory.start()
 
     t0 = time.perf_counter()
+    clock.start()
     with torch.inference_mode(), autocast:
         state = predictor.init_state(video_path=args.frames, async_loading_frames=False)
         state["num_pathway"] = args.num_pathway
@@ -135,6 +198,8 @@ def run(args):
         out[f"start_{obj_id}"] = np.int64(start)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.savez_compressed(args.out, **out)
+    if args.frame_times:
+        clock.write(args.frame_times, int(num_frames), backend="original")
     print(f"wrote {args.out}: {num_frames} frames, objects {list(results)}, "
           f"{seconds:.2f}s", file=sys.stderr)
 
@@ -142,16 +207,14 @@ def run(args):
 def main(argv=None):
     from runner_cli import runner_parser
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--vos_inference"]:
+        if len(argv) < 2:
+            raise SystemExit("--vos_inference needs the original's tools/vos_inference.py, then its arguments")
+        return run_vos_inference(argv[1], argv[2:])
     p = runner_parser(__doc__.split("\n\n")[0])
     args = p.parse_args(argv)
-
-    import sam2
-    from sam2.modeling.sam2_base import SAM2Base
-
-    if not hasattr(SAM2Base, "track_step") or "mem_pick_index" not in \
-            SAM2Base.track_step.__code__.co_varnames:
-        raise SystemExit(f"`sam2` resolves to {sam2.__file__}, not the SAM2Long fork; "
-                         "put the original repo first on PYTHONPATH")
+    check_fork()
     run(args)
 
 

@@ -26,7 +26,58 @@ def runner_parser(description: str) -> argparse.ArgumentParser:
                    help="hold each frame's output as a bit-packed mask instead of float16 logits "
                         "(peak-memory runs: what the IoU needs, without the runner's own storage "
                         "growing by a video-sized array); logits_<id> are then written as +1/-1")
+    p.add_argument("--frame_times", default=None,
+                   help="write a JSON of each frame's tracking seconds and when it ended "
+                        "(benchmarks/bench_steady.py: time against frame index)")
     return p
+
+
+class FrameClock:
+    """Per-frame wall time inside a runner, on the CPU (calls are synchronous there): each
+    piece of a frame's work is timed with `span(frame_idx)` and summed per frame (the original
+    tracks objects one after another, so one frame has one span per object). Written by
+    `write` as {"frame_seconds": [per frame index, null where nothing ran], "frame_end":
+    [when the frame's last span ended, seconds after `start()`], **extra}."""
+
+    def __init__(self):
+        import time
+
+        self._now = time.perf_counter
+        self.origin = self._now()
+        self.seconds: dict[int, float] = {}
+        self.ends: dict[int, float] = {}
+        self._depth = 0
+
+    def start(self):
+        self.origin = self._now()
+
+    def add(self, frame_idx: int, began: float, ended: float) -> None:
+        self.seconds[frame_idx] = self.seconds.get(frame_idx, 0.0) + ended - began
+        self.ends[frame_idx] = ended - self.origin
+
+    def wrap(self, fn, frame_of):
+        """`fn` timed as a span of frame `frame_of(*args, **kwargs)`; a wrapped call inside
+        another is part of the outer span, not counted twice."""
+        def timed(*a, **k):
+            if self._depth:
+                return fn(*a, **k)
+            self._depth += 1
+            began = self._now()
+            try:
+                result = fn(*a, **k)
+            finally:
+                self._depth -= 1
+            self.add(frame_of(*a, **k), began, self._now())
+            return result
+        return timed
+
+    def write(self, path: str, num_frames: int, **extra) -> None:
+        import json
+
+        report = {"frame_seconds": [self.seconds.get(t) for t in range(num_frames)],
+                  "frame_end": [self.ends.get(t) for t in range(num_frames)], **extra}
+        with open(path, "w") as f:
+            json.dump(report, f)
 
 
 class FrameStore:
