@@ -174,3 +174,20 @@ def test_help_shows_mode_and_several_frames(capsys):
     out = capsys.readouterr().out
     assert "--mode {sam2long,sam2}" in out and "a second frame:" in out
     assert "prompts on several frames" in out
+
+
+@pytest.mark.parametrize("flags,chosen", [(FLAGS, "torch"), (FLAGS[:12], "auto")])
+def test_auto_backend_is_torch_for_several_prompt_frames(tmp_path, clip, micro_checkpoints, monkeypatch, capsys,
+                                                         flags, chosen):
+    """The ONNX / TensorRT graphs hold one prompt frame's memory per object: --backend auto
+    does not pick them for an object with prompts on several frames."""
+    from sam2long.engine.errors import ConfigError
+
+    def record(choice, *_, **__):
+        raise ConfigError(f"chose {choice}")
+
+    monkeypatch.setattr(video_inference, "build_chosen_backend", record)
+    rc = video_inference.main(["--video_path", clip, *flags, "--mode", "sam2", "--output_video",
+                               str(tmp_path / "o.mp4"), "--sam2_cfg", MICRO_CFG, "--sam2_checkpoint",
+                               str(micro_checkpoints["lively"]), "--device", "cpu"])
+    assert rc == 2 and f"chose {chosen}" in capsys.readouterr().err
