@@ -101,13 +101,13 @@ def test_flags_errors_before_the_model(tmp_path, monkeypatch, capsys, argv, mess
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def _predictor_labels(checkpoint, video, prompts_in_order) -> tuple[list[np.ndarray], int]:
+def _predictor_labels(checkpoint, video, prompts_in_order, mode="sam2") -> tuple[list[np.ndarray], int]:
     """The predictor driven directly: the prompts in order, one propagation from the
     earliest; each frame's labels with objects from their first prompt frame on, and the
     mask pixels the predictor gave objects before their first prompt frame."""
     from sam2long import build_sam2long_video_predictor
 
-    predictor = build_sam2long_video_predictor(MICRO_CFG, str(checkpoint), mode="sam2",
+    predictor = build_sam2long_video_predictor(MICRO_CFG, str(checkpoint), mode=mode,
                                                apply_postprocessing=False)
     state = predictor.init_state(video)
     for frame, obj, kwargs in prompts_in_order:
@@ -147,15 +147,28 @@ def test_mode_sam2_several_frames_is_the_predictor(tmp_path, clip, micro_checkpo
     assert sum(int(((alone[t] == 1) != (got[t] == 1)).sum()) for t in range(6, 12)) > 50
 
 
-def test_mode_sam2long_several_frames_is_one_line_and_writes_nothing(tmp_path, clip, micro_checkpoints, capsys):
+def test_mode_sam2long_several_frames_follows_the_predictor(tmp_path, clip, micro_checkpoints, capsys):
+    """Where the predictor's mode sam2long refuses prompts on several frames of one object,
+    the tool's refusal is one line and nothing is written; once it takes them, the tool
+    writes the predictor's masks, as in mode sam2."""
+    from sam2long.predictor import SessionError
+
     out, masks = tmp_path / "o.mp4", tmp_path / "masks"
     rc = video_inference.main(["--video_path", clip, *FLAGS, "--output_video", str(out),
                                "--output_mask_dir", str(masks), *model_args(micro_checkpoints["lively"])])
     err = capsys.readouterr().err
-    assert rc == 2
-    line = [x for x in err.splitlines() if x.startswith("error:")]
-    assert len(line) == 1 and "takes one prompt frame per object" in line[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]  # no video, masks, records or partials
+    try:
+        want, _ = _predictor_labels(micro_checkpoints["lively"], clip, PREDICTOR_CALLS, mode="sam2long")
+    except SessionError as refusal:
+        assert rc == 2
+        line = [x for x in err.splitlines() if x.startswith("error:")]
+        assert line == [f"error: {refusal}"], err
+        assert "takes one prompt frame per object" in line[0]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]  # no video, masks, records or partials
+        return
+    assert rc == 0, err
+    for t, got in enumerate(_pngs(masks)):
+        assert int((got != want[t]).sum()) <= 2, t
 
 
 def test_mode_sam2long_one_frame_per_object_keeps_the_batch_tracker(tmp_path, clip, micro_checkpoints, monkeypatch):
