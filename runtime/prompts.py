@@ -1,5 +1,5 @@
-"""Object prompts (a mask, or clicks and/or a box, on the object's start frame), and the
-prompts file that gives several objects at once."""
+"""Object prompts (a mask, or clicks and/or a box, on one frame of an object; an object may
+have prompts on several frames), and the prompts file that gives them all at once."""
 
 from __future__ import annotations
 
@@ -78,15 +78,25 @@ class ObjectPrompt:
 
 
 def validate_prompts(prompts: Sequence[ObjectPrompt], video_hw: tuple[int, int], num_frames: int,
-                     max_clicks: int | None = None) -> None:
-    """Every prompt checked against the video, and the object ids unique; with
+                     max_clicks: int | None = None, several_frames: bool = False) -> None:
+    """Every prompt checked against the video, and the object ids unique (with
+    `several_frames`, an object may have prompts on several frames, one per frame); with
     `max_clicks` (what a backend's engines take), no prompt has more clicks."""
     if not prompts:
         raise PromptError("nothing to track: no object prompts")
-    ids = [p.obj_id for p in prompts]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise PromptError(f"object id(s) {repeated} given more than once: each object needs its own id")
+    if several_frames:
+        seen = set()
+        for prompt in prompts:
+            key = (prompt.obj_id, prompt.frame_idx)
+            if key in seen:
+                raise PromptError(f"object {prompt.obj_id} has two prompts on frame {prompt.frame_idx}: give one "
+                                  "prompt per object and frame (its clicks and box together)")
+            seen.add(key)
+    else:
+        ids = [p.obj_id for p in prompts]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise PromptError(f"object id(s) {repeated} given more than once: each object needs its own id")
     for prompt in prompts:
         prompt.validate(video_hw, num_frames)
         if max_clicks is not None and prompt.mask is None:
@@ -94,6 +104,19 @@ def validate_prompts(prompts: Sequence[ObjectPrompt], video_hw: tuple[int, int],
             if clicks > max_clicks:
                 raise PromptError(f"object {prompt.obj_id}: {clicks} clicks (a box counts as two), but the "
                                   f"engines take at most {max_clicks} per object; give fewer clicks or a mask")
+
+
+def first_prompt_frames(prompts: Sequence[ObjectPrompt]) -> dict[int, int]:
+    """Object id -> its first prompt frame (where it starts), in the order the objects
+    first appear among `prompts`."""
+    starts: dict[int, int] = {}
+    for prompt in prompts:
+        starts[prompt.obj_id] = min(starts.get(prompt.obj_id, prompt.frame_idx), prompt.frame_idx)
+    return starts
+
+
+def one_frame_per_object(prompts: Sequence[ObjectPrompt]) -> bool:
+    return len({p.obj_id for p in prompts}) == len(prompts)
 
 
 def click_prompt(obj_id: int, frame_idx: int, points=None, labels=None, box=None) -> ObjectPrompt:
@@ -118,12 +141,14 @@ def click_prompt(obj_id: int, frame_idx: int, points=None, labels=None, box=None
 
 
 PROMPT_FILE_HELP = """\
-A prompts file is JSON: a list of objects (or {"objects": [...]}), each
+A prompts file is JSON: a list of prompts (or {"objects": [...]}), each
   {"id": 1, "frame": 0, "points": [[x, y], ...], "labels": [1, 0, ...], "box": [x0, y0, x1, y1],
    "mask": "path/to/mask.png"}
 with "points" and/or "box", or "mask" (a PNG whose non-zero pixels are the object; a path
-relative to the file's folder). "frame" (default 0) is the frame the object starts on;
-"labels" default to positive clicks."""
+relative to the file's folder). "frame" (default 0) is the frame the prompt is on;
+"labels" default to positive clicks. An object may have prompts on several frames: one
+entry per frame, with the same "id" (then every entry needs its "id"); the object starts
+on its first prompt frame."""
 
 
 def load_prompt_file(path: str) -> list[ObjectPrompt]:
@@ -138,7 +163,7 @@ def load_prompt_file(path: str) -> list[ObjectPrompt]:
     items = data.get("objects") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise PromptError(f"prompts file {path}: expected a non-empty list of objects.\n{PROMPT_FILE_HELP}")
-    prompts = []
+    prompts, implicit = [], []
     for index, item in enumerate(items):
         where = f"prompts file {path}, object #{index + 1}"
         if not isinstance(item, dict):
@@ -146,6 +171,8 @@ def load_prompt_file(path: str) -> list[ObjectPrompt]:
         unknown = sorted(set(item) - {"id", "frame", "points", "labels", "box", "mask"})
         if unknown:
             raise PromptError(f"{where}: unknown keys {unknown}.\n{PROMPT_FILE_HELP}")
+        if "id" not in item:
+            implicit.append(index)
         try:
             obj_id, frame = int(item.get("id", index + 1)), int(item.get("frame", 0))
         except (TypeError, ValueError) as e:
@@ -162,6 +189,13 @@ def load_prompt_file(path: str) -> list[ObjectPrompt]:
             if isinstance(e, PromptError):
                 raise PromptError(f"prompts file {path}: {e}") from e
             raise PromptError(f"{where}: malformed numbers ({e})") from e
+    ids = [p.obj_id for p in prompts]
+    for index in implicit:
+        # An entry's default id (its position) must not silently join another entry's object.
+        if ids.count(ids[index]) > 1:
+            raise PromptError(f"prompts file {path}, object #{index + 1}: it has no \"id\" and its default id "
+                              f"{ids[index]} is another entry's too; when an object has prompts on several "
+                              "frames, give every entry its \"id\"")
     return prompts
 
 

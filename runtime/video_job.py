@@ -27,8 +27,8 @@ from sam2long.runtime.mask_writer import MaskWriter, apply_non_overlap, check_ob
 from sam2long.runtime.output_paths import (OutputError, OutputLock, StagedDir, check_output_dir, check_output_file,
                                            overlaps, remove_stale_partials)
 from sam2long.runtime.overlay import overlay_masks
-from sam2long.runtime.pipeline import track_frames
-from sam2long.runtime.prompts import ObjectPrompt, validate_prompts
+from sam2long.runtime.pipeline import predictor_frames, track_frames
+from sam2long.runtime.prompts import ObjectPrompt, first_prompt_frames, validate_prompts
 from sam2long.runtime.records import changed_file, describe_files, visible_files
 from sam2long.runtime.tracker import SAM2LongTracker
 from sam2long.runtime.video_io import H264Writer, VideoSource
@@ -123,16 +123,29 @@ def overlay_frame(rgb, obj_ids, logits):
 
 def run_video_job(tracker: SAM2LongTracker, source: VideoSource, prompts: Sequence[ObjectPrompt],
                   outputs: VideoOutputs, progress: Callable = lambda iterable, **_: iterable) -> float:
-    """Track `prompts` through `source` into `outputs`; `progress` wraps the frame stream
-    (tqdm-like). Returns frames per second."""
+    """Track `prompts` (one per object) through `source` into `outputs`; `progress` wraps
+    the frame stream (tqdm-like). Returns frames per second."""
     info = source.info
     validate_prompts(prompts, (info.height, info.width), info.num_frames)
     obj_ids = [p.obj_id for p in prompts]
     with claim_outputs(outputs, source, obj_ids):
-        return _run(tracker, source, prompts, outputs, progress)
+        return _run(lambda: track_frames(tracker, source, prompts, keep_frames=True), source, obj_ids,
+                    outputs, progress)
 
 
-def _run(tracker, source, prompts, outputs, progress) -> float:
+def run_predictor_job(predictor, source: VideoSource, prompts: Sequence[ObjectPrompt], outputs: VideoOutputs,
+                      progress: Callable = lambda iterable, **_: iterable) -> float:
+    """As run_video_job, through a video predictor (sam2long.predictor): plain SAM 2, or
+    objects with prompts on several frames (runtime/pipeline.py `predictor_frames`)."""
+    info = source.info
+    validate_prompts(prompts, (info.height, info.width), info.num_frames, several_frames=True)
+    obj_ids = list(first_prompt_frames(prompts))
+    with claim_outputs(outputs, source, obj_ids):
+        return _run(lambda: predictor_frames(predictor, source, prompts, keep_frames=True), source, obj_ids,
+                    outputs, progress)
+
+
+def _run(make_frames: Callable, source, obj_ids, outputs, progress) -> float:
     info = source.info
     start = time.perf_counter()
     writer = H264Writer(outputs.video, info.height, info.width, info.fps,
@@ -142,8 +155,8 @@ def _run(tracker, source, prompts, outputs, progress) -> float:
         if outputs.mask_dir:
             staged = StagedDir(outputs.mask_dir)
             masks = MaskWriter(staged.path, outputs.per_obj_png_file, None, info.height, info.width,
-                               [p.obj_id for p in prompts], name=outputs.mask_dir)
-        frames = track_frames(tracker, source, prompts, keep_frames=True)
+                               obj_ids, name=outputs.mask_dir)
+        frames = make_frames()
         for frame in progress(frames, total=info.num_frames, unit="frame", desc="tracking"):
             writer.write(overlay_frame(frame.rgb, frame.obj_ids, frame.logits))
             if masks is not None:

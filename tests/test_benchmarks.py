@@ -194,3 +194,29 @@ def test_memory_table_compares_medians_and_shows_the_runs_range():
                                   "onnx": {20: [1000.0], 200: [1010.0]}})
     assert rows[-2] == "| torch | 850 (800-880) | 890 (880-900) | +4.7% |"
     assert rows[-1] == "| onnx | 1000 | 1010 | +1.0% |"
+
+
+def test_interactive_bench_smoke(tmp_path, micro_checkpoints):
+    """bench_interactive.py on the micro model, 3 frames: plain SAM 2 beside sam2's own
+    predictor (same masks), and a correction on frame 1 whose re-propagation from it computes
+    only frame 2; mode sam2long's refusal of the correction is a row, not a crash. (Torch
+    only, to stay quick: --backends torch onnx passes too, at twice the time.)"""
+    frames, prompts = write_clip(tmp_path, 3)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_interactive.py"), "--model", MICRO_CFG,
+         str(micro_checkpoints["lively"]), "--frames", str(frames), "--prompts", str(prompts),
+         "--backends", "torch", "--plain_frames", "3", "--num_frames", "3", "--warmup", "0", "--repeats", "1",
+         "--markdown", str(tmp_path / "bench.md"), "--json", str(tmp_path / "bench.json")],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    table = (tmp_path / "bench.md").read_text()
+    assert "| custom | sam2 SAM2VideoPredictor | 3 |" in table and "| custom | torch | 3 |" in table
+    numbers = json.loads((tmp_path / "bench.json").read_text())
+    plain = numbers["custom_plain"]["torch"]
+    assert plain["x_sam2"] > 0 and plain["min_iou_vs_sam2"] > 0.99
+    correction = numbers["custom_correction"]
+    sam2 = correction["torch_sam2"]
+    assert sam2["from_t_full_frames_computed"] == 2  # frames 1 and 2 after the prompt on frame 0
+    assert sam2["from_t_frames_computed"] == 1 and sam2["from_t_attention_calls"] == 1  # only frame 2
+    assert sam2["from_t_seconds"] > 0 and sam2["from_start_seconds"] > 0
+    assert "refused" in correction["torch_sam2long"] or correction["torch_sam2long"]["from_t_frames_computed"] >= 1

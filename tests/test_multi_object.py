@@ -161,7 +161,7 @@ def test_overlay_colours_outlines_and_tags():
     (["--object", "1", "--points", "70", "120", "--object", "2", "--points", "5", "5", "--frame", "99"],
      "object 2: prompt frame 99 is outside the video's frames 0..7"),
     (["--object", "4", "--points", "70", "120", "--object", "4", "--box", "1", "1", "9", "9"],
-     "object id(s) [4] given more than once"),
+     "object 4 has two prompts on frame 0"),  # the same id on another frame is a second prompt
     (["--points", "70", "120", "--object", "2", "--points", "5", "5"],
      "start every object's prompt flags with --object ID"),
     (["--object", "1", "--points", "70", "120", "--points", "1", "1"], "given twice for --object 1"),

@@ -4,7 +4,9 @@
 Prompt each object on its start frame with clicks (--points, positive or negative via
 --labels) and/or a box (--box). One object needs no --object; for several, start each
 object's prompt group with --object ID (its --points/--labels/--box/--frame follow it), or
-give them all in a --prompts file. All objects are tracked together in one pass.
+give them all in a --prompts file. An object may have prompts on several frames (one
+group per frame, the same ID); it starts on its first prompt frame. All objects are
+tracked together in one pass, with SAM2Long's memory tree or (--mode sam2) plain SAM 2.
 
 The input is any video FFmpeg opens (mp4, mov, avi, webm, ...) or a folder of frames,
 decoded as a stream. The output is an H.264 MP4 of the same size and frame rate with each
@@ -27,12 +29,15 @@ from pathlib import Path
 from sam2long.engine.errors import ConfigError
 from sam2long.resources import add_version, sample_file
 from sam2long.runtime.progress import progress
-from sam2long.runtime.prompts import PROMPT_FILE_HELP, click_prompt, load_prompt_file
+from sam2long.runtime.prompts import (PROMPT_FILE_HELP, click_prompt, first_prompt_frames, load_prompt_file,
+                                      one_frame_per_object)
 from sam2long.runtime.video_io import VideoSource
-from sam2long.runtime.video_job import VideoOutputs, run_video_job
-from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args, finite_float, load_backend,
-                       make_tracker, model_inputs, positive_float, run_main)
+from sam2long.runtime.video_job import VideoOutputs, run_predictor_job, run_video_job
+from sam2long.tools.cli import (HelpFormatter, add_backend_args, add_model_args, add_tracker_args,
+                                build_chosen_backend, finite_float, load_backend, make_tracker, model_files,
+                                model_inputs, positive_float, run_main, tracker_config)
 
+MODES = ("sam2long", "sam2")
 FIRST_OBJECT_ID = 1
 SAMPLE_CLICK = (70, 120)
 _GROUP_FIELDS = ("points", "labels", "box", "frame")
@@ -42,6 +47,7 @@ examples:
   one object:      --points 420 300 600 100 --labels 1 0
   three objects:   --object 1 --points 420 300 --object 2 --box 10 20 200 180 \\
                    --object 3 --points 50 60 --frame 40
+  a second frame:  --object 1 --points 420 300 --object 1 --points 400 310 --frame 30
   from a file:     --prompts prompts.json
 
 {PROMPT_FILE_HELP}
@@ -65,7 +71,7 @@ class _GroupField(argparse.Action):
         group = namespace.objects[-1]
         if self.dest in group:
             parser.error(f"{option_string} given twice for {group['flag']}: start the next object "
-                         "with --object ID")
+                         "with --object ID (the same ID again for a prompt on another frame)")
         group[self.dest] = values
 
 
@@ -91,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--box", type=finite_float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                          action=_GroupField, help="box around the object in video pixels")
     prompts.add_argument("--frame", type=int, action=_GroupField,
-                         help="frame the object's prompt is on, where its tracking starts (default 0)")
+                         help="frame the prompt is on (default 0); an object starts on its first "
+                              "prompt frame")
     prompts.add_argument("--prompts", default=None, metavar="FILE",
-                         help="JSON file with every object's prompt (instead of the flags above)")
+                         help="JSON file with every object's prompts (instead of the flags above)")
     out = p.add_argument_group("outputs")
     out.add_argument("--output_video", default=None,
                      help="output MP4 (default: outputs/<video name>_sam2long.mp4); a rerun replaces what "
@@ -112,13 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model and backend")
     add_model_args(model)
     add_backend_args(model)
-    tree = p.add_argument_group("SAM2Long memory tree")
+    tree = p.add_argument_group("tracking")
+    tree.add_argument("--mode", default="sam2long", choices=MODES,
+                      help="sam2long: SAM2Long's memory tree (the flags below); sam2: plain SAM 2, the "
+                           "masks of sam2's SAM2VideoPredictor for the same prompts (without its "
+                           "post-processing, as sam2's vos_inference)")
     add_tracker_args(tree)
     return p
 
 
 def object_prompts(args) -> list:
-    """The prompts the flags (or the prompts file) give, one per object."""
+    """The prompts the flags (or the prompts file) give: one per object and prompt frame."""
     if args.prompts:
         if args.objects:
             raise ConfigError("give the objects either with --prompts or with --points/--box/--object, not both")
@@ -146,6 +157,32 @@ def use_sample(args) -> None:
         args.objects.append({"id": None, "flag": "the sample's object", "points": list(SAMPLE_CLICK)})
 
 
+def make_predictor(args, several_frames: bool):
+    """The interactive predictor (sam2long.predictor) over the backend the flags ask for,
+    without sam2's post-processing, so its masks are the batch tools' kind. With prompts on
+    several frames of an object, --backend auto is torch: the ONNX and TensorRT graphs hold
+    the memory of one prompt frame per object."""
+    from omegaconf import OmegaConf
+
+    from sam2long.engine.model_loading import resolve_config_path
+    from sam2long.predictor import SAM2LongVideoPredictor
+    from sam2long.runtime.memory_bank import Sam2Rules
+
+    if args.cuda_graphs:
+        raise ConfigError("--cuda_graphs is for the batch tracker: --mode sam2long with one prompt frame "
+                          "per object")
+    cfg, checkpoint = model_files(args)
+    choice = args.backend
+    if choice == "auto" and several_frames:
+        print("NOTE: --backend auto: torch (an object has prompts on several frames, and the graphs hold "
+              "the memory of one prompt frame per object)")
+        choice = "torch"
+    backend = build_chosen_backend(choice, cfg, checkpoint, args.device, args.engine_dir, args.precision,
+                                   build_graphs=not args.no_build_graphs)
+    rules = Sam2Rules.from_model_config(OmegaConf.load(resolve_config_path(cfg)).model)
+    return SAM2LongVideoPredictor(backend, rules, args.mode, tracker_config(args))
+
+
 def run(args) -> int:
     if args.sample:
         use_sample(args)
@@ -158,15 +195,27 @@ def run(args) -> int:
     inputs = [*(prompt_file_inputs(args.prompts) if args.prompts else []), *model_inputs(args)]
     outputs = VideoOutputs(args.output_video or default_output(args.video_path), args.output_mask_dir,
                            args.per_obj_png_file, args.overwrite, tuple(inputs))
-    validate_prompts(prompts, (info.height, info.width), info.num_frames)
+    validate_prompts(prompts, (info.height, info.width), info.num_frames, several_frames=True)
+    obj_ids = list(first_prompt_frames(prompts))
+    # The batch tracker is the fast path (streamed, flat memory); the predictor takes plain
+    # SAM 2 and prompts on several frames of one object.
+    batch = args.mode == "sam2long" and one_frame_per_object(prompts)
     # Checked and locked before the model loads: a bad path or a second writer costs nothing.
-    with claim_outputs(outputs, source, [p.obj_id for p in prompts]):
-        backend = load_backend(args)
-        tracker = make_tracker(args, backend)
+    with claim_outputs(outputs, source, obj_ids):
+        if batch:
+            backend = load_backend(args)
+            tracker = make_tracker(args, backend)
+        else:
+            predictor = make_predictor(args, several_frames=not one_frame_per_object(prompts))
+            backend = predictor.backend
+        several = "" if one_frame_per_object(prompts) else f", {len(prompts)} prompt frames"
         print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
-              f"{float(info.fps):.2f} fps; {len(prompts)} object(s); backend {backend.name} "
-              f"({args.precision}) on {backend.device}")
-        fps = run_video_job(tracker, source, prompts, outputs, progress=progress)
+              f"{float(info.fps):.2f} fps; {len(obj_ids)} object(s){several}; mode {args.mode}; backend "
+              f"{backend.name} ({args.precision}) on {backend.device}")
+        if batch:
+            fps = run_video_job(tracker, source, prompts, outputs, progress=progress)
+        else:
+            fps = run_predictor_job(predictor, source, prompts, outputs, progress=progress)
     masks = f" and masks in {outputs.mask_dir}" if outputs.mask_dir else ""
     print(f"wrote {outputs.video}{masks} ({info.num_frames} frames, {fps:.2f} frames/s)")
     return 0
