@@ -30,7 +30,7 @@ import torch
 
 from sam2long.engine.cpu_speed import best_seconds
 
-PROBE_VERSION = 1  # bump when the probe changes what it measures: old timings are then ignored
+PROBE_VERSION = 2  # bump when the probe changes what it measures: old timings are then ignored
 PROBE_ROWS = 3  # one object x the default 3 pathways
 STAGES = ("image", "attention", "decoder", "memory")
 # ONNX Runtime costs more memory (issue 24: about 2x torch's RSS): take it only for a clear gain.
@@ -67,8 +67,10 @@ def machine_identity() -> dict:
 
 
 def choice_key(machine: dict, config_sha256: str, checkpoint_sha256: str) -> str:
+    from sam2long.engine.manifest import GRAPH_FORMAT
+
     ident = {**machine, "config": config_sha256, "checkpoint": checkpoint_sha256,
-             "rows": PROBE_ROWS, "probe": PROBE_VERSION}
+             "rows": PROBE_ROWS, "probe": PROBE_VERSION, "graphs": GRAPH_FORMAT}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -105,7 +107,13 @@ def probe_inputs(geo, rows: int = PROBE_ROWS):
                           torch.ones(rows, m), torch.randn(rows, k, geo.hidden_dim, generator=gen),
                           torch.ones(rows, k, dtype=torch.bool), torch.rand(rows, k, generator=gen),
                           torch.ones(rows, k))
-    return image, memory, torch.arange(rows * m).view(rows, m)  # every stored entry distinct
+    # Entry ids as a tracked video has them once its pathways have parted: every row holds
+    # the conditioning frame and all but its newest two frames in common (lineages meet a
+    # few frames back; micro's steady state shares 5 of 12 frame slots, this 4). The torch
+    # backend attends to a shared frame once in layer one; the graphs attend to every slot.
+    ids = torch.arange(m).repeat(rows, 1)
+    ids[:, max(m - 2, 1):] += torch.arange(1, rows + 1)[:, None] * m
+    return image, memory, ids
 
 
 def probe_stage_seconds(backend, rows: int = PROBE_ROWS, repeats: int = 2) -> dict[str, float]:
@@ -189,7 +197,7 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
     """The faster CPU backend for this model here, built; timings measured once and cached.
     `probe` (default probe_stage_seconds): a backend's seconds per stage."""
     from sam2long.engine.factory import build_backend
-    from sam2long.engine.manifest import EngineMismatchError, model_sha256
+    from sam2long.engine.manifest import GRAPH_FORMAT, EngineMismatchError, Manifest, model_sha256
     from sam2long.engine.model_loading import resolve_config_path
 
     cache = cache or ChoiceCache()
@@ -203,8 +211,12 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
         stale = False
         try:
             if (graphs / "manifest.json").is_file():
-                return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
-            if engine_dir:
+                # Ours, by an older exporter: rebuilt when allowed (same numbers, faster).
+                older = not engine_dir and Manifest.load(graphs).graph_format < GRAPH_FORMAT
+                if not (older and allow_build):
+                    return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
+                stale = True
+            elif engine_dir:
                 return None, f"--engine_dir {engine_dir} has no graphs"
         except EngineMismatchError as e:
             if engine_dir or not allow_build:

@@ -116,6 +116,11 @@ def verify_files(folder: Path, records: dict, required, rebuild: str):
                                       f"rebuild with: {rebuild} --force")
 
 
+# What the exported graphs compute is unchanged between formats; later ones are faster.
+# 2: the memory cross-attention attends to the 64-channel memory and projects afterwards.
+GRAPH_FORMAT = 2
+
+
 @dataclass
 class Manifest(_JsonManifest):
     FILE_NAME = MANIFEST_NAME
@@ -137,6 +142,9 @@ class Manifest(_JsonManifest):
     trt_sources: dict = field(default_factory=dict)
     # every file the graphs need (graphs, weight side files, constants.npz) -> size, sha256
     file_records: dict = field(default_factory=dict)
+    # GRAPH_FORMAT of the exporter that wrote the graphs (1: before the field existed); a
+    # rebuild with the same inputs redoes older ones
+    graph_format: int = 1
 
     def required_files(self) -> list[str]:
         return [*self.files.values(), *self.trt_sources.values(), CONSTANTS_NAME]

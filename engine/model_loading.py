@@ -6,6 +6,7 @@ users never see a traceback from deep inside hydra or torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,31 @@ def resolve_config_path(sam2_cfg: str) -> Path:
     )
 
 
-def _instantiate_model(config_path: Path) -> torch.nn.Module:
+# torch.nn.init's in-place initialisers. The model is built only to be overwritten by a
+# strict checkpoint load (every parameter and persistent buffer), so drawing random
+# weights first is wasted start-up time (about a second for hiera tiny on two cores).
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_",
+                 "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+                 "orthogonal_")
+
+
+@contextlib.contextmanager
+def _no_weight_init():
+    """Within: torch.nn.init's initialisers leave tensors as allocated. Only for building a
+    model whose weights a strict load then sets (load_checkpoint_strict)."""
+    saved = {name: getattr(torch.nn.init, name) for name in _INITIALISERS}
+    try:
+        for name in _INITIALISERS:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def _instantiate_model(config_path: Path, init_weights: bool = True) -> torch.nn.Module:
+    """The config's model; `init_weights=False` skips drawing its random weights (for a
+    strict checkpoint load right after)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -67,7 +92,8 @@ def _instantiate_model(config_path: Path) -> torch.nn.Module:
     cfg.model["_target_"] = "sam2.modeling.sam2_base.SAM2Base"
     try:
         OmegaConf.resolve(cfg)
-        model = instantiate(cfg.model, _recursive_=True)
+        with contextlib.nullcontext() if init_weights else _no_weight_init():
+            model = instantiate(cfg.model, _recursive_=True)
     except Exception as e:
         raise ModelLoadError(f"cannot build the model of config {config_path}: {e}") from e
     return model
@@ -122,7 +148,10 @@ def load_checkpoint_strict(model: torch.nn.Module, checkpoint_path: Path, config
             + "; ".join(parts)
             + ". Pass the config the checkpoint was trained with (--sam2_cfg)."
         )
-    model.load_state_dict(state, strict=True)
+    # The loaded tensors become the parameters (assign): no second copy of the weights.
+    # Cast first where the checkpoint's dtype differs, as a copying load would.
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
 
 
 def _check_supported(model, config_path: Path):
@@ -168,7 +197,7 @@ def load_sam2_model(sam2_cfg: str, sam2_checkpoint: str | os.PathLike, device="c
     checkpoint_path = Path(sam2_checkpoint).expanduser()
     if not checkpoint_path.is_file():
         raise ModelLoadError(f"checkpoint not found: {checkpoint_path}. {CHECKPOINT_HELP}")
-    model = _instantiate_model(config_path)
+    model = _instantiate_model(config_path, init_weights=False)
     _check_supported(model, config_path)
     load_checkpoint_strict(model, checkpoint_path, config_path)
     model = model.to(device).eval()

@@ -77,6 +77,20 @@ def _first_line(e: BaseException) -> str:
 
 ATTENTION_SCORE_BYTES = 2 << 30  # per memory-attention call
 
+_SHARED_ARENA = False
+
+
+def share_cpu_arena(ort) -> None:
+    """Register one CPU arena in ONNX Runtime's process-wide environment (once), which
+    sessions opting in with `session.use_env_allocators` then share."""
+    global _SHARED_ARENA
+    if _SHARED_ARENA:
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    # kSameAsRequested: grow by each request, not to the next power of two.
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+    _SHARED_ARENA = True
+
 
 class OnnxBackend(GraphBackend):
     name = "onnx"
@@ -92,6 +106,13 @@ class OnnxBackend(GraphBackend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: shape-merge notes are noise
+        if self.device.type == "cpu":
+            # One arena for the four sessions, grown by what is asked: each session's own
+            # arena kept its largest call's buffers, so the process held the sum of the
+            # four stages' peaks (2.3x the torch backend's peak resident memory on micro,
+            # 1.3x shared); shared, it holds the largest one.
+            share_cpu_arena(ort)
+            options.add_session_config_entry("session.use_env_allocators", "1")
         if self.device.type != "cpu":
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         self.sessions = {}

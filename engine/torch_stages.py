@@ -122,7 +122,7 @@ class FusedAttention(torch.autograd.Function):
                 k = g.op("Pad", k, zeros_last, const(0.0, torch.float32))
         out = g.op("com.microsoft::MultiHeadAttention", merge(q), merge(k), merge(v),
                    num_heads_i=heads, scale_f=float(head_dim) ** -0.5)
-        split = g.op("Reshape", out, const([0, 0, heads, head_dim]))
+        split = g.op("Reshape", out, const([0, 0, heads, -1]))  # v's head size may differ
         return g.op("Transpose", split, perm_i=[0, 2, 1, 3])
 
 
@@ -141,17 +141,30 @@ def rope_attention(
     rope_k_repeat); later keys (object pointers) are not rotated. `bias` [B, Nk] is added to
     the attention scores (`key_bias`). `fused`: as FusedAttention (the same numbers; it
     exports as ONNX Runtime's fused attention)."""
-    q = _split_heads(attn.q_proj(q_in), attn.num_heads)
-    k = _split_heads(attn.k_proj(k_in), attn.num_heads)
-    v = _split_heads(attn.v_proj(v_in), attn.num_heads)
+    heads = attn.num_heads
+    head_dim = attn.internal_dim // heads
+    q = _split_heads(attn.q_proj(q_in), heads)
+    k = _split_heads(attn.k_proj(k_in), heads)
     q = apply_rope(q, *rope)
     num_k_rope = rope_k[0].shape[0]
     k_rot = apply_rope(k[:, :, :num_k_rope], *rope_k)
     k = torch.cat((k_rot, k[:, :, num_k_rope:]), dim=2)
-    if fused:
-        out = FusedAttention.apply(q, k, v, bias, attn.num_heads, attn.internal_dim // attn.num_heads)
+    if fused and v_in.shape[-1] < head_dim:
+        # The value projection is affine and every softmax row sums to one, so attending
+        # to the unprojected values and projecting the result is the same product: with
+        # the memory's 64 channels against a 256-wide head, a quarter of the
+        # probability-times-value multiplications (ONNX Runtime's fused kernel takes a
+        # narrower value head; torch's CPU flash kernel does not, so only the graphs do).
+        v = v_in[:, None].expand(-1, heads, -1, -1)  # every head reads the same inputs
+        out = FusedAttention.apply(q, k, v, bias, heads, head_dim)  # [B, h, Nq, Cv]
+        weight = attn.v_proj.weight.reshape(heads, head_dim, -1).transpose(1, 2)  # [h, Cv, d]
+        out = torch.matmul(out, weight) + attn.v_proj.bias.reshape(heads, 1, head_dim)
     else:
-        out = biased_attention(q, k, v, bias)
+        v = _split_heads(attn.v_proj(v_in), heads)
+        if fused:
+            out = FusedAttention.apply(q, k, v, bias, heads, head_dim)
+        else:
+            out = biased_attention(q, k, v, bias)
     return attn.out_proj(_merge_heads(out))
 
 

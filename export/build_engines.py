@@ -31,7 +31,7 @@ import torch
 from sam2long.runtime.progress import progress
 
 from sam2long.engine.graph_backend import load_geometry
-from sam2long.engine.manifest import (CONSTANTS_NAME, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, build_command,
+from sam2long.engine.manifest import (CONSTANTS_NAME, GRAPH_FORMAT, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, build_command,
                              model_sha256, record_files, verify_files)
 from sam2long.engine.model_loading import ModelLoadError, load_sam2_model
 from sam2long.engine.profiles import DEFAULT_OPT_BATCH
@@ -188,7 +188,7 @@ def _build_onnx(sam2_cfg: str, sam2_checkpoint: str, out: Path, max_batch: int, 
         versions={"torch": torch.__version__, "onnx": onnx.__version__,
                   "onnxruntime": onnxruntime.__version__},
         files={stage: f"{stage}.onnx" for stage in STAGES},
-        trt_sources=dict(TRT_SOURCES),
+        trt_sources=dict(TRT_SOURCES), graph_format=GRAPH_FORMAT,
     )
     steps.update()
     if _reusable(out, manifest, force, build_command(sam2_cfg, sam2_checkpoint, out_dir)):

@@ -3,6 +3,7 @@ per machine and model, graphs built once into the user cache unless told not to.
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,37 @@ def test_a_failed_graph_build_falls_back_to_torch(tmp_path, micro_checkpoints, m
     choice = choose_cpu_backend(MICRO_CFG, str(micro_checkpoints["plain"]), "cpu", None, build=True,
                                 cache=ChoiceCache(tmp_path / "c.json"), say=lambda line: None)
     assert choice.name == "torch" and "failed" in choice.reason and "No space left" in choice.reason
+
+
+def test_graphs_from_an_older_exporter_are_rebuilt_in_the_cache(real_choice, micro_checkpoints, tmp_path,
+                                                                 monkeypatch):
+    """auto's own graphs written by an older exporter (same numbers, slower) are rebuilt
+    when building is allowed, and still serve when it is not."""
+    from sam2long.export import build_engines
+
+    manifest = next((auto_backend.cache_root() / "graphs").glob("*/manifest.json"))
+    original = manifest.read_text()
+    older = json.loads(original)
+    del older["graph_format"]  # as written before the field existed
+    built = []
+
+    def fake_build(cfg, ckpt, out, force=False, **kwargs):
+        built.append(force)
+        manifest.write_text(original)
+        return Path(out)
+
+    def fake_probe(backend):
+        return _stages(40 if backend.name == "onnx" else 100)
+
+    monkeypatch.setattr(build_engines, "build_onnx", fake_build)
+    lively = str(micro_checkpoints["lively"])
+    try:
+        manifest.write_text(json.dumps(older))
+        kept = choose_cpu_backend(MICRO_CFG, lively, "cpu", None, build=False,
+                                  cache=ChoiceCache(tmp_path / "a.json"), probe=fake_probe)
+        assert kept.name == "onnx" and built == []
+        rebuilt = choose_cpu_backend(MICRO_CFG, lively, "cpu", None, cache=ChoiceCache(tmp_path / "b.json"),
+                                     probe=fake_probe)
+        assert rebuilt.name == "onnx" and built == [True]
+    finally:
+        manifest.write_text(original)

@@ -241,3 +241,41 @@ def test_onnx_runtime_runs_fused_attention_over_the_used_slots(engines, onnx_bac
     monkeypatch.setattr(onnx_module, "ATTENTION_SCORE_BYTES", 1)  # one row per call
     _close(onnx_backend.attend_memory(feat, mem), want, "one row per call")
     assert [c[1][:2] for c in calls] == [(1, geo.num_maskmem - 1)] * 5
+
+
+def test_fused_cross_attention_reads_the_narrow_memory(engines, onnx_backend, lively_backend):
+    """The graphs' cross-attention attends to the memory's own channels (mem_dim) and applies
+    the value projection afterwards (a quarter of the value products at SAM 2's 64 against
+    256); self-attention keeps its projected values. Same numbers as torch's order."""
+    import onnx
+
+    from sam2long.engine.manifest import GRAPH_FORMAT, Manifest
+
+    manifest = Manifest.load(engines)
+    assert manifest.graph_format == GRAPH_FORMAT
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(engines / manifest.files["memory_attention"])),
+                                              data_prop=True)
+    widths = {v.name: v.type.tensor_type.shape.dim[-1].dim_value
+              for v in model.graph.value_info if v.type.tensor_type.shape.dim}
+    geo = onnx_backend.geometry
+    value_widths = sorted(widths[n.input[2]] for n in model.graph.node if n.op_type == "MultiHeadAttention")
+    layers = len(lively_backend.memory_attention.attention.layers)
+    assert value_widths == [geo.mem_dim] * layers + [geo.hidden_dim] * layers
+
+
+def test_graphs_of_an_older_format_are_rebuilt(engines, micro_checkpoints, capsys):
+    """A build over graphs an older exporter wrote redoes them (they run, only slower)."""
+    import json
+
+    from sam2long.engine.manifest import MANIFEST_NAME
+    from sam2long.export.build_engines import main as build_main
+
+    path = engines / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    del data["graph_format"]  # as manifests before the field
+    path.write_text(json.dumps(data))
+    stamp = (engines / "memory_attention.onnx").stat().st_mtime_ns
+    args = ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(micro_checkpoints["lively"]), "--out_dir", str(engines)]
+    assert build_main(args) == 0
+    assert "up to date" not in capsys.readouterr().out
+    assert (engines / "memory_attention.onnx").stat().st_mtime_ns != stamp
