@@ -16,9 +16,9 @@ from sam2long.engine.stages import DYNAMIC_DIMS, SLOT_DIMS, STAGE_SPECS, ModelGe
 
 MAX_CLICKS = 16  # decoder point inputs: boxes count as two
 # Conditioning (prompt) frames per object beyond the first that the TensorRT profiles take:
-# 9 prompt frames per object in all. More would cost every engine call nothing, but an
-# engine's working memory may be sized for the profile's largest shape (TensorRT before
-# 10.10), where the attention scores grow with the frame slots.
+# 9 prompt frames per object in all. Not more: an engine's working memory may be sized for
+# the profile's largest shape (TensorRT before 10.10), and an unfused attention's scores
+# grow with the frame slots (M + 8 is about twice M's for SAM 2.1).
 EXTRA_SLOTS = 8
 DEFAULT_OPT_BATCH = 3
 PROFILE_KINDS = ("min", "opt", "max")

@@ -135,7 +135,7 @@ def rope_attention(
     rope_k: tuple[torch.Tensor, torch.Tensor],
     bias: torch.Tensor | None = None,
     fused: bool = False,
-    rope_k_blocks=1,
+    rope_k_blocks: int = 1,
 ) -> torch.Tensor:
     """SAM 2's RoPEAttention with real RoPE. `rope` (cos, sin [Nq, D/2]) rotates the
     queries, `rope_k` (cos, sin [n, D/2]) the first `rope_k_blocks` blocks of n keys, the
