@@ -197,7 +197,7 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
     """The faster CPU backend for this model here, built; timings measured once and cached.
     `probe` (default probe_stage_seconds): a backend's seconds per stage."""
     from sam2long.engine.factory import build_backend
-    from sam2long.engine.manifest import GRAPH_FORMAT, EngineMismatchError, Manifest, model_sha256
+    from sam2long.engine.manifest import EngineMismatchError, model_sha256
     from sam2long.engine.model_loading import resolve_config_path
 
     cache = cache or ChoiceCache()
@@ -211,17 +211,13 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
         stale = False
         try:
             if (graphs / "manifest.json").is_file():
-                # Ours, by an older exporter: rebuilt when allowed (same numbers, faster).
-                older = not engine_dir and Manifest.load(graphs).graph_format < GRAPH_FORMAT
-                if not (older and allow_build):
-                    return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
-                stale = True
-            elif engine_dir:
+                return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
+            if engine_dir:
                 return None, f"--engine_dir {engine_dir} has no graphs"
         except EngineMismatchError as e:
             if engine_dir or not allow_build:
                 return None, f"the graphs in {graphs} cannot be used ({str(e).splitlines()[0]})"
-            stale = True  # ours, from other versions: rebuilt
+            stale = True  # ours, from other versions (older graph formats too): rebuilt
         if not allow_build:
             return None, (f"no ONNX graphs for this model yet (building them is off: "
                           f"--no_build_graphs or {NO_BUILD_ENV})")

@@ -42,7 +42,18 @@ def _geometry(constants) -> ModelGeometry:
 
 
 class ProfileError(SAM2LongError, ValueError):
-    """A prompt beyond what the engines' profiles take (more clicks than MAX_CLICKS)."""
+    """A prompt beyond what the engines' profiles take (more clicks than MAX_CLICKS, more
+    prompt frames per object than the memory attention's slots allow)."""
+
+
+def slot_error(backend: str, geo: ModelGeometry, frames: int, pointers: int, limits: dict[str, int]) -> str:
+    """Why a memory of `frames` frame slots and `pointers` pointer slots is beyond `limits`."""
+    extra = limits["M"] - geo.num_maskmem
+    return (f"a memory of {frames} frames and {pointers} object pointers: the {backend} engines' memory "
+            f"attention takes at most {limits['M']} frames and {limits['K']} pointers (the model's "
+            f"{geo.num_maskmem} and {geo.max_obj_ptrs}, and {extra} more for prompt frames beyond an "
+            f"object's first; prompt frames per object: at most {extra + 1}); clear some prompt frames "
+            f"or use backend torch")
 
 
 class GraphBackend(StageBackend):
@@ -73,8 +84,21 @@ class GraphBackend(StageBackend):
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
         """Run one graph on checked feeds; outputs in the stage spec's order, on `self.device`."""
 
-    # Stages whose graphs take fewer memory / pointer slots than the model has.
+    # Stages whose graphs take other memory / pointer slot counts than the model's M / K.
     slot_dynamic_stages: frozenset = frozenset()
+
+    def slot_limits(self) -> dict[str, int] | None:
+        """The most frame slots ("M") and pointer slots ("K") one memory-attention call
+        takes (the profile's); None: any."""
+        return None
+
+    def check_slots(self, memory: MemoryInputs):
+        """A memory beyond `slot_limits` is a ProfileError naming the limits, before any
+        engine runs (else: TensorRT's refusal of the shape, in the middle of a frame)."""
+        limits = self.slot_limits()
+        frames, pointers = memory.mem_feats.shape[1], memory.ptrs.shape[1]
+        if limits is not None and (frames > limits["M"] or pointers > limits["K"]):
+            raise ProfileError(slot_error(self.name, self.geometry, frames, pointers, limits))
 
     def _call(self, stage: str, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """One stage call of any number of rows: split into calls of at most the engines'
@@ -108,6 +132,7 @@ class GraphBackend(StageBackend):
         return ImageFeatures(*self._call("image_encoder", {"image": image.to(self.device, torch.float32)}))
 
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
+        self.check_slots(memory)
         return self._call("memory_attention", {"feat": feat, **vars(memory)})[0]
 
     def decode_masks(self, pix_feat, image, point_coords=None, point_labels=None, mask_input=None,

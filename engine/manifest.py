@@ -20,6 +20,13 @@ MANIFEST_NAME = "manifest.json"
 TRT_MANIFEST_NAME = "trt_manifest.json"
 CONSTANTS_NAME = "constants.npz"
 STAGES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+# What the exported graphs take, raised when a graph's inputs change meaning. 1 (manifests
+# without the field): the memory attention's graph for TensorRT has fixed frame and
+# pointer slots, and ONNX Runtime's rotates the keys of only the model's M frames (more
+# frames would give wrong masks, no error). 2: both take any number of slots. 3: ONNX
+# Runtime's cross-attention attends to the memory's own channels and projects the values
+# afterwards (the same product, faster).
+GRAPH_FORMAT = 3
 
 
 class EngineMismatchError(SAM2LongError, RuntimeError):
@@ -116,11 +123,6 @@ def verify_files(folder: Path, records: dict, required, rebuild: str):
                                       f"rebuild with: {rebuild} --force")
 
 
-# What the exported graphs compute is unchanged between formats; later ones are faster.
-# 2: the memory cross-attention attends to the 64-channel memory and projects afterwards.
-GRAPH_FORMAT = 2
-
-
 @dataclass
 class Manifest(_JsonManifest):
     FILE_NAME = MANIFEST_NAME
@@ -142,9 +144,7 @@ class Manifest(_JsonManifest):
     trt_sources: dict = field(default_factory=dict)
     # every file the graphs need (graphs, weight side files, constants.npz) -> size, sha256
     file_records: dict = field(default_factory=dict)
-    # GRAPH_FORMAT of the exporter that wrote the graphs (1: before the field existed); a
-    # rebuild with the same inputs redoes older ones
-    graph_format: int = 1
+    graph_format: int = 1  # GRAPH_FORMAT of the build; older manifests lack it
 
     def required_files(self) -> list[str]:
         return [*self.files.values(), *self.trt_sources.values(), CONSTANTS_NAME]
@@ -179,6 +179,7 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
         raise EngineMismatchError(
             f"the engines in {folder} were built for another model ({', '.join(wrong)} differ: "
             f"built from {manifest.config_name}); rebuild them with: {rebuild}")
+    check_graph_format(folder, manifest.graph_format, rebuild)
     for name in (*manifest.files.values(), *manifest.trt_sources.values()):
         inside(folder, name)
     missing = _missing_stages(folder, manifest.files)
@@ -186,6 +187,17 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
         raise EngineMismatchError(f"{folder} lacks the graphs of {', '.join(missing)}; rebuild with: {rebuild} --force")
     verify_files(folder, manifest.file_records, manifest.required_files(), rebuild)
     return manifest
+
+
+def check_graph_format(folder: Path, graph_format: int, rebuild: str):
+    """Graphs (or engines built from them) of another GRAPH_FORMAT are refused: an older
+    memory attention would take a memory of several prompt frames and give wrong masks."""
+    if graph_format != GRAPH_FORMAT:
+        age = "an older" if graph_format < GRAPH_FORMAT else "a newer"
+        raise EngineMismatchError(
+            f"the engines in {folder} were built by {age} version of export/build_engines.py (graph format "
+            f"{graph_format}, this version takes {GRAPH_FORMAT}: a memory attention over any number of memory "
+            f"frames); rebuild them with: {rebuild} --force")
 
 
 # -- TensorRT engines: per GPU model, compute capability, TensorRT version and precision --
@@ -206,6 +218,10 @@ class TrtManifest(_JsonManifest):
     opt_batch: int
     files: dict = field(default_factory=dict)  # stage -> engine file name
     file_records: dict = field(default_factory=dict)  # engine file -> size, sha256
+    graph_format: int = 1  # GRAPH_FORMAT of the graphs the engines were built from
+    # the memory attention profile's most frame and pointer slots (M and K, with the
+    # extra conditioning frames); {} before graph format 2 (fixed slots)
+    slot_limits: dict = field(default_factory=dict)
 
 
 def trt_engine_key(gpu_name: str, compute_capability: str, tensorrt_version: str, precision: str) -> str:
@@ -246,6 +262,7 @@ def check_trt_manifest(engine_dir: Path, onnx_manifest: Manifest, gpu_name: str,
         raise EngineMismatchError(
             f"the TensorRT engines in {folder} were built from another model than the ONNX graphs "
             f"in {engine_dir}; rebuild with: {rebuild} --force")
+    check_graph_format(folder, manifest.graph_format, rebuild)
     for name in manifest.files.values():
         inside(folder, name)
     missing = _missing_stages(folder, manifest.files)

@@ -22,8 +22,8 @@ import torch
 
 from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.graph_backend import GraphBackend, check_stage_io
-from sam2long.engine.manifest import STAGES, EngineMismatchError, Manifest
-from sam2long.engine.profiles import ort_trt_profile_options
+from sam2long.engine.manifest import STAGES, EngineMismatchError, Manifest, check_graph_format
+from sam2long.engine.profiles import ort_trt_profile_options, slot_limits
 from sam2long.engine.stages import STAGE_SPECS, MemoryInputs, ModelGeometry, output_names, resolve_dims
 
 # ONNX Runtime's errors for a graph file it cannot read (damaged, truncated, not ONNX).
@@ -55,7 +55,7 @@ def _providers(stage: str, device: torch.device, engine_dir: Path, geo: ModelGeo
 
 def graph_file(manifest: Manifest, stage: str, tensorrt: bool) -> str:
     """The graph a stage's session runs. ONNX Runtime's TensorRT provider gets the graphs
-    TensorRT engines are built from (standard ops, fixed slots): it takes them whole, so its
+    TensorRT engines are built from (standard ops): it takes them whole, so its
     one subgraph's inputs are the graph's, all profiled. The fused MultiHeadAttention of the
     other graph is not TensorRT's, splits the graph, and leaves subgraph inputs that no
     profile names (ONNX Runtime then fails asking for their shapes)."""
@@ -100,6 +100,7 @@ class OnnxBackend(GraphBackend):
 
         self.engine_dir = Path(engine_dir)
         self.device = torch.device(device)
+        check_graph_format(self.engine_dir, manifest.graph_format, "export/build_engines.py")
         self.manifest = manifest
         self.max_batch = manifest.max_batch
         self._load_constants(self.engine_dir)
@@ -136,8 +137,8 @@ class OnnxBackend(GraphBackend):
             check_stage_io(stage, [i.name for i in session.get_inputs()],
                            [o.name for o in session.get_outputs()])
             self.sessions[stage] = session
-        # Graphs exported with dynamic memory slots (ONNX Runtime's fused attention) take
-        # only the slots some row uses; older graphs take them all.
+        # Graphs exported with dynamic memory slots take only the slots some row uses,
+        # and more than the model's M with several prompt frames per object.
         slots = {i.name: i.shape for i in self.sessions["memory_attention"].get_inputs()}["mem_feats"][1]
         if isinstance(slots, str):
             self.slot_dynamic_stages = frozenset({"memory_attention"})
@@ -148,6 +149,7 @@ class OnnxBackend(GraphBackend):
         memory stays flat in the object count. On the CPU, slots empty in every row are
         left out too (early frames cost what they need); on a GPU that would wait for the
         device, and the slots stay."""
+        self.check_slots(memory)
         if "memory_attention" in self.slot_dynamic_stages and self.device.type == "cpu":
             used_frames, used_ptrs = memory.used_slots()
             memory = memory.select(frames=used_frames, pointers=used_ptrs)
@@ -161,6 +163,9 @@ class OnnxBackend(GraphBackend):
 
     def row_limit(self) -> int | None:
         return self.max_batch if self.profiled else None  # the CPU and CUDA providers take any batch
+
+    def slot_limits(self) -> dict[str, int] | None:
+        return slot_limits(self.geometry) if self.profiled else None  # and any number of slots
 
     def _run(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
         try:

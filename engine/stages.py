@@ -193,8 +193,11 @@ STAGE_SPECS = {
 # The symbolic dims that vary between calls of one graph (its dynamic axes); every other
 # dim is fixed by the model.
 DYNAMIC_DIMS = ("B", "N")
-# Memory and pointer slots: fixed in the TensorRT graphs (one profile, CUDA graphs), dynamic
-# in the graphs ONNX Runtime runs, so that slots empty in every row can be left out.
+# Memory frame and pointer slots: dynamic in both memory-attention graphs. ONNX Runtime on
+# the CPU leaves out slots empty in every row; SAM 2 with several conditioning frames per
+# object attends to more frames (and pointers) than the model's M (K). TensorRT's profile
+# covers M..M+EXTRA_SLOTS (engine/profiles.py) with M as its opt shape, the batch
+# tracker's one shape.
 SLOT_DIMS = ("M", "K")
 TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
 

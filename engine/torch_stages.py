@@ -135,20 +135,24 @@ def rope_attention(
     rope_k: tuple[torch.Tensor, torch.Tensor],
     bias: torch.Tensor | None = None,
     fused: bool = False,
+    rope_k_blocks: int = 1,
 ) -> torch.Tensor:
     """SAM 2's RoPEAttention with real RoPE. `rope` (cos, sin [Nq, D/2]) rotates the
-    queries, `rope_k` the first len(rope_k[0]) keys (the query table once per memory frame:
-    rope_k_repeat); later keys (object pointers) are not rotated. `bias` [B, Nk] is added to
-    the attention scores (`key_bias`). `fused`: as FusedAttention (the same numbers; it
-    exports as ONNX Runtime's fused attention)."""
+    queries, `rope_k` (cos, sin [n, D/2]) the first `rope_k_blocks` blocks of n keys, the
+    same table for every block (one block per memory frame: SAM 2's rope_k_repeat); later
+    keys (object pointers) are not rotated. The table is broadcast over the blocks, not
+    repeated, so one exported graph takes any number of memory frames. `bias` [B, Nk] is
+    added to the attention scores (`key_bias`). `fused`: as FusedAttention (the same
+    numbers; it exports as ONNX Runtime's fused attention)."""
     heads = attn.num_heads
     head_dim = attn.internal_dim // heads
     q = _split_heads(attn.q_proj(q_in), heads)
     k = _split_heads(attn.k_proj(k_in), heads)
     q = apply_rope(q, *rope)
-    num_k_rope = rope_k[0].shape[0]
-    k_rot = apply_rope(k[:, :, :num_k_rope], *rope_k)
-    k = torch.cat((k_rot, k[:, :, num_k_rope:]), dim=2)
+    b, _, _, d = k.shape
+    num_k_rope = rope_k_blocks * rope_k[0].shape[0]
+    k_rot = apply_rope(k[:, :, :num_k_rope].reshape(b, heads, rope_k_blocks, -1, d), *rope_k)
+    k = torch.cat((k_rot.reshape(b, heads, num_k_rope, d), k[:, :, num_k_rope:]), dim=2)
     if fused and v_in.shape[-1] < head_dim:
         # The value projection is affine and every softmax row sums to one, so attending
         # to the unprojected values and projecting the result is the same product: with
@@ -245,7 +249,9 @@ class ImageEncoderStage(nn.Module):
 
 
 class MemoryAttentionStage(nn.Module):
-    """Memory attention over M frame slots of H*W tokens and K pointer slots of C/Cm tokens.
+    """Memory attention over frame slots of H*W tokens and pointer slots of C/Cm tokens: the
+    model's M and K, fewer when a backend leaves out empty ones, more with several
+    conditioning frames per object (the exported graphs take any number too).
 
     `fused_attention` exports the attention as ONNX Runtime's fused op (FusedAttention), for
     the graphs `--backend onnx` runs; the TensorRT graphs keep the standard ops."""
@@ -273,18 +279,15 @@ class MemoryAttentionStage(nn.Module):
             mem_pos = model.memory_encoder.position_encoding(mem_shape)
         self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2), persistent=False)
         self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2), persistent=False)
-        # RoPE tables once for every layer and frame (SAM 2 rebuilds them per call): the
-        # queries' [HW, D/2], and the keys' [M*HW, D/2] (the queries' once per memory frame).
+        # RoPE tables once for every layer (SAM 2 rebuilds them per call): [HW, D/2], for
+        # the queries and, once per memory frame, for the keys.
         layer0 = self.attention.layers[0]
         self_rope = rope_tables(layer0.self_attn, h, w)
         cross_rope = rope_tables(layer0.cross_attn_image, h, w)
-        m = geo.num_maskmem
         self.register_buffer("self_cos", self_rope[0].to(device), persistent=False)
         self.register_buffer("self_sin", self_rope[1].to(device), persistent=False)
         self.register_buffer("cross_cos", cross_rope[0].to(device), persistent=False)
         self.register_buffer("cross_sin", cross_rope[1].to(device), persistent=False)
-        self.register_buffer("cross_cos_k", cross_rope[0].repeat(m, 1).to(device), persistent=False)
-        self.register_buffer("cross_sin_k", cross_rope[1].repeat(m, 1).to(device), persistent=False)
 
     def _memory_tokens(self, mem_feats, mem_tpos, ptrs, ptr_pos):
         b, m, hw, cm = mem_feats.shape
@@ -323,12 +326,6 @@ class MemoryAttentionStage(nn.Module):
         bias = key_bias(token_valid)
         self_rope = (self.self_cos, self.self_sin)
         cross_rope = (self.cross_cos, self.cross_sin)
-        # The first m frames' rows (m < M when the backend dropped empty slots).
-        cross_rope_k = (self.cross_cos_k[: m * hw], self.cross_sin_k[: m * hw])
-        if m * hw > self.cross_cos_k.shape[0]:
-            # More frames than the model's M (SAM 2 with several conditioning frames): the
-            # same table once per frame (rope_k_repeat). Never traced: exports use M.
-            cross_rope_k = (self.cross_cos.repeat(m, 1), self.cross_sin.repeat(m, 1))
         tgt = feat.flatten(2).transpose(1, 2)  # [1, HW, C]: the same for every row
         if self.attention.pos_enc_at_input:
             tgt = tgt + 0.1 * self.curr_pos
@@ -349,9 +346,11 @@ class MemoryAttentionStage(nn.Module):
                 tgt = tgt.expand(b, -1, -1)
                 key = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
                 key = key * token_weight[..., None]
+                # m frame slots, fewer than the model's M when a backend left out empty
+                # ones, more with several conditioning frames (SAM 2 attends to them all).
                 tgt = tgt + rope_attention(
-                    layer.cross_attn_image, q.expand(b, -1, -1), key, memory, cross_rope, cross_rope_k, bias,
-                    fused=self.fused)
+                    layer.cross_attn_image, q.expand(b, -1, -1), key, memory, cross_rope, cross_rope, bias,
+                    fused=self.fused, rope_k_blocks=m)
             x = layer.norm3(tgt)
             tgt = tgt + layer.linear2(layer.activation(layer.linear1(x)))
         out = self.attention.norm(tgt.expand(b, -1, -1))

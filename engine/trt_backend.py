@@ -39,7 +39,7 @@ import torch
 from sam2long.engine.errors import SAM2LongError
 
 from sam2long.engine.graph_backend import GraphBackend, check_stage_io
-from sam2long.engine.manifest import STAGES, EngineMismatchError, TrtManifest
+from sam2long.engine.manifest import STAGES, EngineMismatchError, TrtManifest, check_graph_format
 from sam2long.engine.profiles import MAX_CLICKS
 from sam2long.engine.stages import STAGE_SPECS, TORCH_DTYPES, resolve_dims
 
@@ -99,6 +99,10 @@ def capturing() -> bool:
 
 class TrtBackend(GraphBackend):
     name = "trt"
+    # Frame and pointer slots from the model's M and K to the profile's most (the manifest's
+    # slot_limits): the batch tracker always gives M and K, SAM 2 with several prompt
+    # frames per object more.
+    slot_dynamic_stages = frozenset({"memory_attention"})
 
     def __init__(self, engine_dir: str | Path, trt_folder: Path, manifest: TrtManifest,
                  device: str | torch.device = "cuda"):
@@ -113,6 +117,7 @@ class TrtBackend(GraphBackend):
         """Everything but the checks that need CUDA (the offline tests run this on the CPU)."""
         self.trt = trt
         self.device = device
+        check_graph_format(Path(trt_folder), manifest.graph_format, "export/build_engines.py --targets trt")
         self.manifest = manifest
         self.max_batch = manifest.max_batch
         self._load_constants(Path(engine_dir))
@@ -144,8 +149,15 @@ class TrtBackend(GraphBackend):
                 raise EngineMismatchError(
                     f"stage {stage}: engine tensor {t.name} is {got}, the stage spec says {t.dtype}; "
                     f"rebuild the engines with export/build_engines.py --targets trt --force")
+        if stage == "memory_attention" and any(engine.get_tensor_shape(n)[1] != -1 for n in ("mem_feats", "ptrs")):
+            raise EngineMismatchError(
+                f"{path} has fixed memory slots (built from an older graph); rebuild the engines with "
+                f"export/build_engines.py --targets trt --force")
         self.engines[stage] = engine
         self.dynamic[stage] = {n for n in inputs if -1 in tuple(engine.get_tensor_shape(n))}
+
+    def slot_limits(self) -> dict[str, int] | None:
+        return dict(self.manifest.slot_limits)
 
     # -- CUDA graph scopes (runtime/cuda_graphs.py) -----------------------------------------
     @contextlib.contextmanager
@@ -205,9 +217,11 @@ class TrtBackend(GraphBackend):
                                "(out of device memory?)")
         for name in self.dynamic[stage]:
             if not ctx.set_input_shape(name, shapes[name]):  # calls are split and prompts checked: a bug
+                limits = self.manifest.slot_limits
                 raise RuntimeError(f"stage {stage}: input {name} of shape {shapes[name]} is outside the "
                                    f"engine's optimization profile (rows 1..{self.max_batch}, clicks "
-                                   f"1..{MAX_CLICKS})")
+                                   f"1..{MAX_CLICKS}, memory frames {self.geometry.num_maskmem}.."
+                                   f"{limits['M']}, pointers {self.geometry.max_obj_ptrs}..{limits['K']})")
         return ctx
 
     def _context(self, stage: str, shapes: dict[str, tuple]):

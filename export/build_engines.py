@@ -31,8 +31,8 @@ import torch
 from sam2long.runtime.progress import progress
 
 from sam2long.engine.graph_backend import load_geometry
-from sam2long.engine.manifest import (CONSTANTS_NAME, GRAPH_FORMAT, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest, build_command,
-                             model_sha256, record_files, verify_files)
+from sam2long.engine.manifest import (CONSTANTS_NAME, GRAPH_FORMAT, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest,
+                             build_command, model_sha256, record_files, verify_files)
 from sam2long.engine.model_loading import ModelLoadError, load_sam2_model
 from sam2long.engine.profiles import DEFAULT_OPT_BATCH
 from sam2long.engine.stages import (DYNAMIC_DIMS, PRECISIONS, SLOT_DIMS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
@@ -47,7 +47,7 @@ DEFAULT_MAX_OBJECTS, DEFAULT_NUM_PATHWAY = 4, 3
 
 def spec_io_shapes(graph, stage: str, geo: ModelGeometry, dynamic: tuple[str, ...] = DYNAMIC_DIMS):
     """Write the stage spec's shapes on the graph's inputs and outputs: fixed dims as
-    numbers, dynamic ones named (B, N). The exporter leaves outputs it cannot infer with
+    numbers, dynamic ones named (B, N; M, K in the memory attention). The exporter leaves outputs it cannot infer with
     made-up names ("Addfeat_dim_0"); the spec knows them."""
     specs = {t.name: t for t in (*STAGE_SPECS[stage].inputs, *STAGE_SPECS[stage].outputs)}
     for value in (*graph.input, *graph.output):
@@ -62,7 +62,9 @@ def spec_io_shapes(graph, stage: str, geo: ModelGeometry, dynamic: tuple[str, ..
                 dim.dim_value = size
 
 
-ORT_ATTENTION_DIMS = DYNAMIC_DIMS + SLOT_DIMS  # the graph ONNX Runtime runs: dynamic slots
+# Both memory-attention graphs take any number of frame and pointer slots: ONNX Runtime
+# leaves out empty ones, SAM 2 with several prompt frames per object has more than M and K.
+ATTENTION_DIMS = DYNAMIC_DIMS + SLOT_DIMS
 TRT_SOURCES = {"memory_attention": "memory_attention.trt.onnx"}
 
 
@@ -203,10 +205,11 @@ def _build_onnx(sam2_cfg: str, sam2_checkpoint: str, out: Path, max_batch: int, 
     written = [CONSTANTS_NAME]
     for stage in STAGES:
         steps.set_postfix_str(stage)
-        if stage in manifest.trt_sources:  # two graphs: TensorRT's, and ONNX Runtime's (fused, dynamic slots)
-            written += export_stage(stage, modules[stage], inputs[stage], out / manifest.trt_sources[stage], geo)
+        if stage in manifest.trt_sources:  # two graphs: TensorRT's, and ONNX Runtime's (fused)
+            written += export_stage(stage, modules[stage], inputs[stage], out / manifest.trt_sources[stage], geo,
+                                    ATTENTION_DIMS)
             fused = MemoryAttentionStage(model, fused_attention=True).eval()
-            written += export_stage(stage, fused, inputs[stage], out / manifest.files[stage], geo, ORT_ATTENTION_DIMS)
+            written += export_stage(stage, fused, inputs[stage], out / manifest.files[stage], geo, ATTENTION_DIMS)
         else:
             written += export_stage(stage, modules[stage], inputs[stage], out / manifest.files[stage], geo)
         steps.update()

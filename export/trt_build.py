@@ -14,9 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from sam2long.engine.errors import SAM2LongError
-from sam2long.engine.manifest import (STAGES, TRT_MANIFEST_NAME, EngineMismatchError, Manifest, TrtManifest, record_files,
-                             trt_engine_dir, trt_engine_key, verify_files)
-from sam2long.engine.profiles import DEFAULT_OPT_BATCH, stage_profile
+from sam2long.engine.manifest import (STAGES, TRT_MANIFEST_NAME, EngineMismatchError, Manifest, TrtManifest,
+                             check_graph_format, record_files, trt_engine_dir, trt_engine_key, verify_files)
+from sam2long.engine.profiles import DEFAULT_OPT_BATCH, slot_limits, stage_profile
 from sam2long.engine.stages import ModelGeometry
 from sam2long.engine.trt_backend import gpu_identity, import_tensorrt
 
@@ -98,6 +98,7 @@ def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, pr
                       external_data_bytes: int = 512 << 20, progress=None,
                       rebuild: str = "export/build_engines.py --targets trt") -> Path:
     """Build (or reuse) the four engines for this GPU next to the ONNX graphs."""
+    check_graph_format(onnx_dir, manifest.graph_format, rebuild)
     trt = import_tensorrt()
     gpu_name, capability = gpu_identity()
     key = trt_engine_key(gpu_name, capability, trt.__version__, precision)
@@ -107,7 +108,8 @@ def build_trt_engines(onnx_dir: Path, manifest: Manifest, geo: ModelGeometry, pr
         config_name=manifest.config_name, precision=precision, gpu_name=gpu_name,
         compute_capability=capability, tensorrt_version=trt.__version__,
         max_batch=manifest.max_batch, opt_batch=opt_batch,
-        files={stage: f"{stage}.engine" for stage in STAGES})
+        files={stage: f"{stage}.engine" for stage in STAGES},
+        graph_format=manifest.graph_format, slot_limits=slot_limits(geo))
     try:
         previous = TrtManifest.load(folder)
     except (FileNotFoundError, ValueError, RuntimeError):

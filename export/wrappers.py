@@ -2,8 +2,9 @@
 ordered as the stage specs (engine/stages.py) say.
 
 Batch (objects x pathways) is a dynamic axis, with the decoder's click count. Memory slots (M)
-and pointer slots (K) come with validity masks; they are fixed in the graph TensorRT builds
-from (one shape profile serves every frame) and dynamic in the one ONNX Runtime runs.
+and pointer slots (K) come with validity masks; they are dynamic axes too (traced with the
+model's M and K): TensorRT's profile is tuned for those, and takes a few more for SAM 2's
+several conditioning frames per object (engine/profiles.py).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2long.engine.errors import SAM2LongError
+from sam2long.engine.graph_backend import ProfileError
 from sam2long.engine.stages import DecoderOutput, ImageFeatures, StageBackend
 from sam2long.engine.torch_stages import NO_OBJ_SCORE
 from sam2long.runtime.frames import IMAGENET_MEAN, IMAGENET_STD
@@ -196,15 +196,15 @@ class Sam2Stepper:
         return self._attend_rows(self._rows(s, objs, frame_idx, reverse), objs, frame_idx, feats)
 
     def _attend_rows(self, rows, objs, frame_idx, feats) -> torch.Tensor:
+        # Several prompt frames per object give more than M frames (and K pointers): the
+        # graph backends take them up to their profiles' limits, beyond which attend_memory
+        # is an error naming them (raised before any engine runs).
         memory = stack_sam2_memory(rows, self.geo, self.backend.device)
-        if self.backend.name != "torch" and (memory.mem_feats.shape[1] > self.geo.num_maskmem
-                                             or memory.ptrs.shape[1] > self.geo.max_obj_ptrs):
+        try:
+            return self.backend.attend_memory(feats.feat, memory)
+        except ProfileError as e:
             counts = {o.obj_id: len(o.cond) for o in objs}
-            raise SAM2LongError(
-                f"frame {frame_idx}: the memory of objects with several prompt frames {counts} needs "
-                f"more than the {self.geo.num_maskmem} memory frames the {self.backend.name} graphs "
-                "take; use backend='torch' for that session")
-        return self.backend.attend_memory(feats.feat, memory)
+            raise ProfileError(f"frame {frame_idx}, prompt frames per object {counts}: {e}") from None
 
     def _pick(self, dec: DecoderOutput, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """-> masks [B, 1, h, w], pointers [B, C]: the best-IoU candidate and its own

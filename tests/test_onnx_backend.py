@@ -262,20 +262,3 @@ def test_fused_cross_attention_reads_the_narrow_memory(engines, onnx_backend, li
     layers = len(lively_backend.memory_attention.attention.layers)
     assert value_widths == [geo.mem_dim] * layers + [geo.hidden_dim] * layers
 
-
-def test_graphs_of_an_older_format_are_rebuilt(engines, micro_checkpoints, capsys):
-    """A build over graphs an older exporter wrote redoes them (they run, only slower)."""
-    import json
-
-    from sam2long.engine.manifest import MANIFEST_NAME
-    from sam2long.export.build_engines import main as build_main
-
-    path = engines / MANIFEST_NAME
-    data = json.loads(path.read_text())
-    del data["graph_format"]  # as manifests before the field
-    path.write_text(json.dumps(data))
-    stamp = (engines / "memory_attention.onnx").stat().st_mtime_ns
-    args = ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(micro_checkpoints["lively"]), "--out_dir", str(engines)]
-    assert build_main(args) == 0
-    assert "up to date" not in capsys.readouterr().out
-    assert (engines / "memory_attention.onnx").stat().st_mtime_ns != stamp

@@ -44,7 +44,7 @@ def _promote_stored_memory(predictor):
     predictor._run_memory_encoder = encoder
 
 
-def sam2_reference(checkpoint, postprocessing: bool):
+def sam2_reference(checkpoint, postprocessing: bool, corrections_as_cond: bool | None = None):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -56,8 +56,9 @@ def sam2_reference(checkpoint, postprocessing: bool):
             "dynamic_multimask_stability_thresh": 0.98}
         cfg.model["binarize_mask_from_pts_for_mem_enc"] = True
         cfg.model["fill_hole_area"] = 8
-        # Not a post-processing default: checked here so that corrections that stay (they
-        # become conditioning frames) are covered without another session.
+    # Not a post-processing default: on with it (or when asked) so that corrections that
+    # stay (they become conditioning frames) are covered without another session.
+    if postprocessing if corrections_as_cond is None else corrections_as_cond:
         cfg.model["add_all_frames_to_correct_as_cond"] = True
     OmegaConf.resolve(cfg)
     model = instantiate(cfg.model, _recursive_=True)
@@ -67,12 +68,13 @@ def sam2_reference(checkpoint, postprocessing: bool):
     return model
 
 
-def ours(checkpoint, postprocessing: bool, backend="torch", engine_dir=None):
+def ours(checkpoint, postprocessing: bool, backend="torch", engine_dir=None, corrections_as_cond=None):
     from sam2long import build_sam2long_video_predictor
 
-    return build_sam2long_video_predictor(MICRO_CFG, str(checkpoint), backend=backend, mode="sam2",
-                                          engine_dir=engine_dir, apply_postprocessing=postprocessing,
-                                          add_all_frames_to_correct_as_cond=postprocessing)
+    return build_sam2long_video_predictor(
+        MICRO_CFG, str(checkpoint), backend=backend, mode="sam2", engine_dir=engine_dir,
+        apply_postprocessing=postprocessing,
+        add_all_frames_to_correct_as_cond=postprocessing if corrections_as_cond is None else corrections_as_cond)
 
 
 def session_script(video_dir, several_prompt_frames=True):
@@ -109,7 +111,6 @@ def session_script(video_dir, several_prompt_frames=True):
         ("remove obj 2", lambda p, s: [(f, None, m) for f, m in p.remove_object(s, 2)[1]]),
         ("propagate in reverse from 2", lambda p, s: many(p.propagate_in_video(s, start_frame_idx=2, reverse=True))),
     ]
-    # The graphs take the model's memory slots: one conditioning frame per object.
     return [step for step in steps if several_prompt_frames or "second prompt frame" not in step[0]]
 
 
@@ -138,6 +139,24 @@ def compare_sessions(reference, candidate, video_dir, atol=1e-3, several_prompt_
     return checked
 
 
+def compare_with_several_conditioning_frames(checkpoint, candidate, video_dir, monkeypatch) -> int:
+    """The session with corrections kept as conditioning frames (sam2's
+    add_all_frames_to_correct_as_cond): objects 1 and 3 get a second one, so some frame's
+    memory has more frame slots than the model's M (SAM 2 attends to every conditioning
+    frame), which the graph backends must take as they are."""
+    backend = candidate.backend
+    attend, frames = backend.attend_memory, []
+
+    def counting(feat, memory, mem_ids=None):
+        frames.append(memory.mem_feats.shape[1])
+        return attend(feat, memory, mem_ids)
+
+    monkeypatch.setattr(backend, "attend_memory", counting)
+    checked = compare_sessions(sam2_reference(checkpoint, False, corrections_as_cond=True), candidate, video_dir)
+    assert max(frames) > backend.geometry.num_maskmem
+    return checked
+
+
 @pytest.mark.parametrize("weights", ["plain", "lively"])
 def test_plain_mode_equals_sam2_video_predictor(micro_checkpoints, video_dir, weights):
     checkpoint = micro_checkpoints[weights]
@@ -163,16 +182,27 @@ def test_plain_mode_equals_sam2_with_its_default_postprocessing(micro_checkpoint
     compare_sessions(sam2_reference(checkpoint, True), ours(checkpoint, True), video_dir)
 
 
-def test_plain_mode_on_onnx_runtime_equals_sam2(micro_checkpoints, video_dir, tmp_path):
+@pytest.fixture(scope="module")
+def onnx_engines(micro_checkpoints, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/setup_env.sh")
     from sam2long.export.build_engines import build
 
+    return build(MICRO_CFG, str(micro_checkpoints["lively"]), str(tmp_path_factory.mktemp("engines")))
+
+
+def test_plain_mode_on_onnx_runtime_equals_sam2(micro_checkpoints, video_dir, onnx_engines):
     checkpoint = micro_checkpoints["lively"]
-    engines = build(MICRO_CFG, str(checkpoint), str(tmp_path / "engines"))
     checked = compare_sessions(sam2_reference(checkpoint, False),
-                               ours(checkpoint, False, backend="onnx", engine_dir=str(engines)),
-                               video_dir, several_prompt_frames=False)
+                               ours(checkpoint, False, backend="onnx", engine_dir=str(onnx_engines)), video_dir)
     assert checked > 15
+
+
+def test_onnx_runtime_takes_several_conditioning_frames_per_object(micro_checkpoints, video_dir, onnx_engines,
+                                                                   monkeypatch):
+    """More memory frames than the model's M (graph format 2: dynamic frame slots)."""
+    checkpoint = micro_checkpoints["lively"]
+    candidate = ours(checkpoint, False, backend="onnx", engine_dir=str(onnx_engines), corrections_as_cond=True)
+    assert compare_with_several_conditioning_frames(checkpoint, candidate, video_dir, monkeypatch) > 15
 
 
 def test_re_propagation_after_a_correction_recomputes_only_the_frames_from_it(micro_checkpoints, video_dir):

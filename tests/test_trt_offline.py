@@ -509,6 +509,112 @@ def test_load_refuses_unloadable_or_foreign_engines(graphs, fake_trt, tmp_path):
     assert backend.engines == {}
 
 
+def _memory_with_slots(geo, rows, frames, pointers, gen):
+    """Random memory (tests/test_memory_attention.py) with `frames` frame slots and
+    `pointers` pointer slots: more than the model's M and K with several prompt frames."""
+    from tests.test_memory_attention import _random_memory
+
+    mem = _random_memory(replace(geo, num_maskmem=frames, max_obj_ptrs=pointers), rows, gen, weighted=False)
+    mem.mem_tpos %= geo.num_maskmem  # temporal positions index the model's table
+    return mem
+
+
+def test_memory_attention_takes_extra_prompt_frames_up_to_the_profile(graphs, fake_trt, cpu_stream, onnx_graphs,
+                                                                     micro_checkpoints, lively_backend):
+    """The memory attention's profile: frame slots M..M+EXTRA_SLOTS and pointer slots
+    K..K+EXTRA_SLOTS, tuned (opt) for M and K, the batch tracker's one shape, and recorded in
+    the engines' manifest. Memories of up to that many slots (SAM 2 with several prompt frames
+    per object) give the torch backend's numbers on TensorRT (the fake) and ONNX Runtime; one
+    slot more is a ProfileError naming the limits before any engine runs. ONNX Runtime on the
+    CPU takes any number."""
+    from sam2long.engine.factory import build_backend
+    from sam2long.engine.graph_backend import ProfileError
+    from sam2long.engine.profiles import EXTRA_SLOTS
+
+    folder = _build(graphs)
+    backend = _backend(fake_trt, graphs, folder)
+    onnx = build_backend("onnx", MICRO_CFG, str(micro_checkpoints["lively"]), "cpu", str(onnx_graphs))
+    geo = backend.geometry
+    M, K = geo.num_maskmem, geo.max_obj_ptrs
+    profile = next(b["profiles"][0] for b in fake_trt.builds if b["source"].name == "memory_attention.trt.onnx")
+    for name, (lo, opt, hi) in profile.items():
+        if name in ("mem_feats", "mem_valid", "mem_tpos", "mem_weight"):
+            assert (lo[1], opt[1], hi[1]) == (M, M, M + EXTRA_SLOTS), name
+        else:
+            assert (lo[1], opt[1], hi[1]) == (K, K, K + EXTRA_SLOTS), name
+    assert TrtManifest.load(folder).slot_limits == {"M": M + EXTRA_SLOTS, "K": K + EXTRA_SLOTS}
+
+    gen = torch.Generator().manual_seed(11)
+    feat = torch.randn(1, geo.hidden_dim, *geo.feat_hw, generator=gen)
+    for frames, pointers in ((M + EXTRA_SLOTS, K + EXTRA_SLOTS), (M + 3, K + 1)):
+        mem = _memory_with_slots(geo, 2, frames, pointers, gen)
+        want = lively_backend.attend_memory(feat, mem)
+        torch.testing.assert_close(backend.attend_memory(feat, mem), want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(onnx.attend_memory(feat, mem), want, atol=1e-4, rtol=1e-4)
+    runs = len(fake_trt.executed)
+    for frames, pointers in ((M + EXTRA_SLOTS + 1, K), (M, K + EXTRA_SLOTS + 1)):
+        mem = _memory_with_slots(geo, 1, frames, pointers, gen)
+        with pytest.raises(ProfileError, match=(
+                f"a memory of {frames} frames and {pointers} object pointers: the trt engines' memory attention "
+                f"takes at most {M + EXTRA_SLOTS} frames and {K + EXTRA_SLOTS} pointers")):
+            backend.attend_memory(feat, mem)
+        torch.testing.assert_close(onnx.attend_memory(feat, mem), lively_backend.attend_memory(feat, mem),
+                                   atol=1e-4, rtol=1e-4)
+    assert len(fake_trt.executed) == runs
+
+
+def test_graphs_and_engines_of_an_older_format_are_refused_or_rebuilt(graphs, fake_trt, micro_checkpoints,
+                                                                      capsys):
+    """Graphs built before graph format 2 took the model's M frames only (TensorRT's fixed;
+    ONNX Runtime's rotated the keys of M frames, so more gave wrong masks, no error): their
+    manifests (no graph_format, no slot_limits) are refused with the rebuild command, the
+    build does not reuse them, and an engine with fixed slots does not load."""
+    from sam2long.engine.manifest import GRAPH_FORMAT, MANIFEST_NAME, TRT_MANIFEST_NAME, check_manifest
+    from sam2long.engine.model_loading import resolve_config_path
+    from sam2long.engine.onnx_backend import OnnxBackend
+    from sam2long.export.build_engines import _reusable
+
+    folder = _build(graphs)
+    manifest, trt_manifest = Manifest.load(graphs), TrtManifest.load(folder)
+    assert (manifest.graph_format, trt_manifest.graph_format) == (GRAPH_FORMAT, GRAPH_FORMAT)
+    old = json.loads((graphs / MANIFEST_NAME).read_text())
+    del old["graph_format"]
+    (graphs / MANIFEST_NAME).unlink()  # a link to the module's graphs: not written through
+    (graphs / MANIFEST_NAME).write_text(json.dumps(old))
+    checkpoint = micro_checkpoints["lively"]
+    with pytest.raises(EngineMismatchError, match=(
+            f"built by an older version of export/build_engines.py \\(graph format 1, this version takes "
+            f"{GRAPH_FORMAT}.*rebuild them with: python export/build_engines.py .*--force")):
+        check_manifest(graphs, resolve_config_path(MICRO_CFG), checkpoint, "fp32", MICRO_CFG, str(checkpoint))
+    assert not _reusable(graphs, manifest, False, "rebuild")
+    with pytest.raises(EngineMismatchError, match="graph format 1"):
+        OnnxBackend(graphs, Manifest.load(graphs))
+    from sam2long.export.trt_build import build_trt_engines
+
+    with pytest.raises(EngineMismatchError, match="graph format 1"):  # no engines from old graphs
+        build_trt_engines(graphs, Manifest.load(graphs), load_geometry(graphs), "fp32")
+    manifest.save(graphs)
+
+    old = json.loads((folder / TRT_MANIFEST_NAME).read_text())
+    del old["graph_format"], old["slot_limits"]
+    (folder / TRT_MANIFEST_NAME).write_text(json.dumps(old))
+    with pytest.raises(EngineMismatchError, match="(?s)graph format 1.*--targets trt.*--force"):
+        _check(graphs, manifest)
+    capsys.readouterr()
+    assert _build(graphs) == folder and "up to date" not in capsys.readouterr().out  # rebuilt
+    assert TrtManifest.load(folder) == trt_manifest
+
+    backend = _backend(fake_trt, graphs, folder)
+    blob = json.loads((folder / "memory_attention.engine").read_bytes())
+    for t in blob["io"]:
+        if t["name"] in ("mem_feats", "ptrs"):
+            t["shape"][1] = {"mem_feats": manifest.num_maskmem, "ptrs": manifest.max_obj_ptrs}[t["name"]]
+    fixed = graphs / "fixed.engine"
+    fixed.write_bytes(json.dumps(blob).encode())
+    with pytest.raises(EngineMismatchError, match="fixed memory slots.*--targets trt --force"):
+        backend._load_stage("memory_attention", fixed)
+
+
 def test_backend_needs_tensorrt_10_1_and_cuda(graphs, fake_trt, micro_checkpoints, monkeypatch):
     """TrtBackend on the CPU and --backend trt on the CPU are TensorRTUnavailable; without
     tensorrt the error says `pip install tensorrt`; TensorRT 10.0 is refused, saying why;
