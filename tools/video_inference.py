@@ -157,11 +157,9 @@ def use_sample(args) -> None:
         args.objects.append({"id": None, "flag": "the sample's object", "points": list(SAMPLE_CLICK)})
 
 
-def make_predictor(args, several_frames: bool):
+def make_predictor(args):
     """The interactive predictor (sam2long.predictor) over the backend the flags ask for,
-    without sam2's post-processing, so its masks are the batch tools' kind. With prompts on
-    several frames of an object, --backend auto is torch: the ONNX and TensorRT graphs hold
-    the memory of one prompt frame per object."""
+    without sam2's post-processing, so its masks are the batch tools' kind."""
     from omegaconf import OmegaConf
 
     from sam2long.engine.model_loading import resolve_config_path
@@ -172,12 +170,7 @@ def make_predictor(args, several_frames: bool):
         raise ConfigError("--cuda_graphs is for the batch tracker: --mode sam2long with one prompt frame "
                           "per object")
     cfg, checkpoint = model_files(args)
-    choice = args.backend
-    if choice == "auto" and several_frames:
-        print("NOTE: --backend auto: torch (an object has prompts on several frames, and the graphs hold "
-              "the memory of one prompt frame per object)")
-        choice = "torch"
-    backend = build_chosen_backend(choice, cfg, checkpoint, args.device, args.engine_dir, args.precision,
+    backend = build_chosen_backend(args.backend, cfg, checkpoint, args.device, args.engine_dir, args.precision,
                                    build_graphs=not args.no_build_graphs)
     rules = Sam2Rules.from_model_config(OmegaConf.load(resolve_config_path(cfg)).model)
     return SAM2LongVideoPredictor(backend, rules, args.mode, tracker_config(args))
@@ -206,7 +199,7 @@ def run(args) -> int:
             backend = load_backend(args)
             tracker = make_tracker(args, backend)
         else:
-            predictor = make_predictor(args, several_frames=not one_frame_per_object(prompts))
+            predictor = make_predictor(args)
             backend = predictor.backend
         several = "" if one_frame_per_object(prompts) else f", {len(prompts)} prompt frames"
         print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
