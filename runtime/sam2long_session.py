@@ -9,12 +9,15 @@ The tree with prompts on several frames (the definition README "Python API" give
   shows the prompted mask (the one the user saw); its memory joins every pathway's
   conditioning memory, read by every later frame under SAM 2's `max_cond_frames_in_attn`
   (the newest ones); every pathway keeps its own memory otherwise; the accumulated scores
-  restart at 0. A prompt never changes frames the tree passed before reaching it.
+  restart at 0. A prompt is not seen by the frames the tree passed before reaching it
+  (SAM 2 attends to later conditioning frames too; the tree does not, so that a correction
+  stays local and the batch tracker, reading the video once, can do the same).
 - So a correction on frame t changes frames >= t and, of the frames before t, only those
   still undecided at t - 1. Propagating after it resumes from the tree's state at t - 1 (a
   snapshot per frame: the banks' small tensors, copy classes, scores and lineages, with each
-  memory entry's features stored once on the host by entry id) and tracks frames t + 1 on
-  only; masks are the same as a fresh run with the same prompts.
+  memory entry's features stored once by entry id, all on the host in a spill store: RAM
+  up to a budget, then a temporary file) and tracks frames t + 1 on only; masks are the
+  same as a fresh run with the same prompts.
 - Reverse propagation is the same tree on the video read backward: frame t is frame
   num_frames - 1 - t of the mirror, an object starts at its last prompt frame and its earlier
   prompt frames are later ones there. Forward and reverse runs are kept apart; each shows
@@ -81,8 +84,16 @@ class TreeRun:
     conds: dict[int, dict[int, int]] = field(default_factory=dict)  # obj id -> {frame: prompt serial}
     snapshots: dict[int, _Snapshot] = field(default_factory=dict)
     outputs: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # frame -> obj id -> logits
-    features: dict[int, torch.Tensor] = field(default_factory=dict)  # entry id -> [HW, Cm] bf16, host
+    # Memory entry id -> its [HW, Cm] bfloat16 features (as int16 bits), in the store: RAM up
+    # to its budget, then its temporary file.
+    features: dict[int, Held] = field(default_factory=dict)
     store: KeepStore = field(default_factory=KeepStore)
+
+    def keep_feature(self, entry_id: int, feat: torch.Tensor):
+        self.features[entry_id] = self.store.put(feat.detach().to("cpu").view(torch.int16).numpy().copy())
+
+    def feature(self, entry_id: int) -> torch.Tensor:
+        return torch.from_numpy(self.store.get(self.features[entry_id])).view(torch.bfloat16)
 
 
 def _first_change(old: dict[int, dict[int, int]], new: dict[int, dict[int, int]]) -> float:
@@ -127,7 +138,7 @@ class _PromptedTracker(SAM2LongTracker):
         for obj in started:
             for entry_id, feat in bank.entries(obj).items():
                 if entry_id >= self._fresh_from:
-                    run.features[entry_id] = feat.to("cpu", copy=True)
+                    run.keep_feature(entry_id, feat)
         next_id = int(bank.next_id)
         self._fresh_from = next_id
         ids = s.obj_ids
@@ -141,14 +152,14 @@ class _PromptedTracker(SAM2LongTracker):
 
     def resume(self, objects, num_frames: int, snap: _Snapshot | None, first: int):
         """A tracker session for `objects` as the tree stood after frame first - 1."""
-        s = self._new_session(objects, num_frames, None)
+        s = self._session_for(objects, num_frames, None)
         if snap is None:
             return s
         run = self._run_state
         for obj, obj_id in enumerate(s.obj_ids):
             if obj_id not in snap.bank:
                 continue
-            s.bank.restore_object(obj, snap.bank[obj_id], run.features.__getitem__)
+            s.bank.restore_object(obj, snap.bank[obj_id], run.feature)
             s.copy_class[obj] = snap.copy_class[obj_id].to(self.device)
             s.acc[obj] = snap.acc[obj_id].to(self.device)
             s.lineages[obj].restore(snap.pending[obj_id])

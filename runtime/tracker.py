@@ -187,7 +187,7 @@ class SAM2LongTracker:
         mask for it is decided. Pass a dict as `trace` to collect TraceRows per object id.
         """
         validate_prompts(prompts, video_hw, num_frames, getattr(self.backend, "max_clicks", None))
-        session = self._new_session(_by_object(prompts), num_frames, trace)
+        session = self._new_session(prompts, num_frames, trace)
         yield from self._run(session, enumerate(frames), num_frames, video_hw)
 
     def _run(self, session: _Session, frames, num_frames: int, video_hw) -> Iterator[FrameResult]:
@@ -215,10 +215,13 @@ class SAM2LongTracker:
         snapshots the tree here)."""
 
     # -- per video -------------------------------------------------------------------
-    def _new_session(self, objects: list[tuple[int, dict]], num_frames, trace) -> _Session:
-        """`objects`: (object id, {prompt frame: prompt}) in output order."""
+    def _new_session(self, prompts: list[ObjectPrompt], num_frames, trace) -> _Session:
+        return self._session_for(_by_object(prompts), num_frames, trace)
+
+    def _session_for(self, objects: list[tuple[int, dict]], num_frames, trace) -> _Session:
+        """`objects`: (object id, {prompt frame: its prompt}) in output order."""
         num_obj, num_path = len(objects), self.config.num_pathway
-        max_conds = max(len(conds) for _, conds in objects)
+        max_conds = max((len(conds) for _, conds in objects), default=1)
         if max_conds > 1 and self.backend.name != "torch":
             many = {i: sorted(c) for i, c in objects if len(c) > 1}
             raise SAM2LongError(

@@ -15,7 +15,7 @@ from sam2long.runtime.config import TrackerConfig
 from sam2long.runtime.frames import preprocess_frame
 from sam2long.runtime.postprocess import to_video_resolution
 from sam2long.runtime.prompts import ObjectPrompt
-from sam2long.runtime.tracker import SAM2LongTracker, _by_object
+from sam2long.runtime.tracker import SAM2LongTracker
 from tests.conftest import MICRO_CFG, synthetic_mask, write_frames
 
 N = 8
@@ -52,11 +52,11 @@ def later_mask() -> np.ndarray:
     return mask
 
 
-def batch(backend, frames, prompts, trace=None):
+def batch(backend, frames, prompts, trace=None, fixed_shapes=None):
     """The batch tracker's masks at video resolution, several prompt frames per object
     allowed (the tracker groups them; the prompts file's checks are not this test's)."""
-    tracker = SAM2LongTracker(backend, CONFIG)
-    session = tracker._new_session(_by_object(prompts), len(frames), trace)
+    tracker = SAM2LongTracker(backend, CONFIG, fixed_shapes=fixed_shapes)
+    session = tracker._new_session(prompts, len(frames), trace)
     results = list(tracker._run(session, enumerate(frames), len(frames), HW))
     assert [r.frame_idx for r in results] == list(range(len(frames)))
     return [(r.obj_ids, to_video_resolution(r.low_res_logits, HW)) for r in results]
@@ -120,7 +120,7 @@ def test_a_later_prompt_frame_follows_the_definition(predictor, frames, monkeypa
     # Frames before the later prompt: the one-prompt tree stopped after LATER - 1, its waiting
     # frames following slot 0 there.
     tracker = SAM2LongTracker(backend, CONFIG)
-    session = tracker._new_session(_by_object(prompts[:1]), N, None)
+    session = tracker._new_session(prompts[:1], N, None)
     results = []
     with pytest.raises(ValueError, match="ended after"):
         results.extend(tracker._run(session, enumerate(frames[:LATER]), N, HW))
@@ -159,6 +159,16 @@ def test_a_later_prompt_frame_follows_the_definition(predictor, frames, monkeypa
     after = rows[LATER + 1]
     np.testing.assert_array_equal(after.acc, np.log(after.ious + 1e-5))
     assert (rows[LATER - 1].acc < np.log(rows[LATER - 1].ious + 1e-5) - 1e-9).all() or CONFIG.num_pathway == 1
+
+
+def test_several_prompt_frames_in_the_gpu_layout(predictor, frames):
+    """Every pathway as its own row (fixed shapes, the CUDA path) reads the same memory."""
+    prompts = [ObjectPrompt(1, 0, mask=synthetic_mask(0)), ObjectPrompt(1, LATER, mask=later_mask()),
+               ObjectPrompt(2, 2, mask=synthetic_mask(2))]
+    for (ids_a, a), (ids_b, b) in zip(batch(predictor.backend, frames, prompts),
+                                      batch(predictor.backend, frames, prompts, fixed_shapes=True)):
+        assert ids_a == ids_b
+        np.testing.assert_allclose(a, b, atol=1e-3)
 
 
 def test_a_correction_retracks_only_the_frames_after_it(predictor, video_dir):
