@@ -258,3 +258,24 @@ def test_the_newest_conditioning_frames_under_max_cond_frames_in_attn(predictor)
     memory, _ = bank.memory_inputs(torch.tensor([0, 0]), torch.tensor([0, 1]), 12)
     assert memory.mem_valid[:, :3].tolist() == [[False, True, True]] * 2
     assert memory.ptr_valid[:, :3].tolist() == [[False, True, True]] * 2
+
+
+def test_after_a_later_prompt_frame_the_previous_frame_is_the_prompt(predictor):
+    """The frame before a later prompt frame is no longer "the previous frame" that joins
+    memory even when bad; the pathway's good frames stay."""
+    from sam2long.runtime.memory_bank import NewEntries, PathwayBank
+
+    geo = predictor.backend.geometry
+    hw, cm, c = geo.mem_tokens, geo.mem_dim, geo.hidden_dim
+    bank = PathwayBank(geo, 1, 1, 20, 0.5, torch.device("cpu"), max_conds=2)
+    bank.set_condition(0, torch.zeros(hw, cm), torch.zeros(c), 0)
+    objs, parent = torch.tensor([0]), torch.zeros(1, 1, dtype=torch.long)
+    for iou in (0.9, 0.1):  # frame 1 good, frame 2 bad
+        bank.advance(objs, parent, NewEntries(torch.zeros(1, 1, hw, cm, dtype=torch.bfloat16),
+                                              torch.zeros(1, 1, c), torch.ones(1, 1),
+                                              torch.full((1, 1), iou)), torch.zeros(1, 1, dtype=torch.long))
+    own = lambda t: bank.memory_inputs(objs, torch.tensor([0]), t)[0].mem_valid[0, 2:].sum().item()  # noqa: E731
+    assert own(3) == 2  # the good frame and the (bad) previous frame
+    bank.add_condition(0, torch.zeros(hw, cm), torch.zeros(c), 3)
+    memory, _ = bank.memory_inputs(objs, torch.tensor([0]), 4)
+    assert memory.mem_valid[0, :2].tolist() == [True, True] and own(4) == 1
