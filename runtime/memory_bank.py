@@ -111,7 +111,8 @@ class PathwayBank:
         own previous entry is forced into memory any more."""
         j = self._conds[obj]
         if j >= self.C:
-            raise ValueError(f"object {obj}: more than the {self.C} conditioning frames this bank was made for")
+            raise ValueError(f"object {obj}: more than the {self.C} conditioning frames "
+                             "this bank was made for")
         self.cond_feat[obj, j] = feat.to(torch.bfloat16)
         self.cond_ptr[obj, j] = ptr
         self.cond_frame[obj, j] = frame_idx
@@ -169,7 +170,8 @@ class PathwayBank:
 
     def entries(self, obj: int) -> dict[int, torch.Tensor]:
         """The object's memory entries its slots read now, by entry id -> [HW, Cm] bfloat16."""
-        out = {int(i): self.cond_feat[obj, j] for j, i in enumerate(self.cond_id[obj, :self._conds[obj]].tolist())}
+        conds = self.cond_id[obj, :self._conds[obj]].tolist()
+        out = {int(i): self.cond_feat[obj, j] for j, i in enumerate(conds)}
         for k, i in enumerate(self.prev_id[obj].tolist()):
             out.setdefault(i, self.prev_feat[obj, k])
         return out

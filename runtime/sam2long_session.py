@@ -113,7 +113,8 @@ class _PromptedTracker(SAM2LongTracker):
     user saw after their clicks, refinements included) instead of decoded again, and a
     snapshot of the tree after every frame."""
 
-    def __init__(self, backend, config, run: TreeRun, max_cond_frames_in_attn: int, session: InferenceSession):
+    def __init__(self, backend, config, run: TreeRun, max_cond_frames_in_attn: int,
+                 session: InferenceSession):
         super().__init__(backend, config, max_cond_frames_in_attn=max_cond_frames_in_attn)
         self._run_state = run
         self._session = session
@@ -177,7 +178,8 @@ def _image(rgb: np.ndarray) -> torch.Tensor:
 
 
 def propagate_tree(backend: StageBackend, config: TrackerConfig, s: InferenceSession, order: range,
-                   reverse: bool, max_cond_frames_in_attn: int = -1) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+                   reverse: bool, max_cond_frames_in_attn: int = -1
+                   ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Frames of `order` as (frame_idx, obj_ids, video_res_masks), from the session's tree run
     in that direction, resumed where its prompts last changed; an object shows -1024 on
     frames its tree has not reached."""

@@ -208,6 +208,23 @@ def test_a_correction_retracks_only_the_frames_after_it(predictor, video_dir):
         assert torch.equal(a, b), f"frame {fa}"
 
 
+def test_a_run_stopped_early_goes_on_where_it_stopped(predictor, video_dir):
+    p = predictor
+    whole = p.init_state(video_path=video_dir)
+    p.add_new_mask(whole, frame_idx=0, obj_id=1, mask=synthetic_mask(0))
+    want = list(p.propagate_in_video(whole))
+    state = p.init_state(video_path=video_dir)
+    p.add_new_mask(state, frame_idx=0, obj_id=1, mask=synthetic_mask(0))
+    head = list(p.propagate_in_video(state, max_frame_num_to_track=2))
+    assert [f for f, _, _ in head] == [0, 1, 2] and state.frames_computed < N - 1
+    for _ in zip(range(2), p.propagate_in_video(state)):  # a caller that stops reading
+        pass
+    got = list(p.propagate_in_video(state))
+    assert state.frames_computed == N - 1  # every frame tracked once
+    for (fa, _, a), (fb, _, b) in zip(got, want):
+        assert fa == fb and torch.equal(a, b), f"frame {fa}"
+
+
 def test_reverse_is_the_tree_on_the_mirrored_video(predictor, video_dir, frames):
     p = predictor
     state = p.init_state(video_path=video_dir)
@@ -274,7 +291,10 @@ def test_after_a_later_prompt_frame_the_previous_frame_is_the_prompt(predictor):
         bank.advance(objs, parent, NewEntries(torch.zeros(1, 1, hw, cm, dtype=torch.bfloat16),
                                               torch.zeros(1, 1, c), torch.ones(1, 1),
                                               torch.full((1, 1), iou)), torch.zeros(1, 1, dtype=torch.long))
-    own = lambda t: bank.memory_inputs(objs, torch.tensor([0]), t)[0].mem_valid[0, 2:].sum().item()  # noqa: E731
+
+    def own(t):  # own (not conditioning) frames in memory
+        return bank.memory_inputs(objs, torch.tensor([0]), t)[0].mem_valid[0, 2:].sum().item()
+
     assert own(3) == 2  # the good frame and the (bad) previous frame
     bank.add_condition(0, torch.zeros(hw, cm), torch.zeros(c), 3)
     memory, _ = bank.memory_inputs(objs, torch.tensor([0]), 4)
