@@ -344,7 +344,8 @@ def build_sam2long_video_predictor(config_file: str, ckpt_path: str, device: str
     Its default (None) is sam2's builder's in mode "sam2" (on) and the original SAM2Long's
     in mode "sam2long" (off: the batch tools' masks). `add_all_frames_to_correct_as_cond`
     (default: the config's, else off as in sam2) makes a click on a tracked frame a
-    conditioning frame, so that re-tracking through it keeps the correction."""
+    conditioning frame, so that re-tracking through it keeps the correction (mode "sam2long"
+    always does: runtime/sam2long_session.py)."""
     from sam2long.engine.factory import build_backend
     from sam2long.engine.model_loading import resolve_config_path
 
