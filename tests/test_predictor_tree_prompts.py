@@ -299,3 +299,24 @@ def test_after_a_later_prompt_frame_the_previous_frame_is_the_prompt(predictor):
     bank.add_condition(0, torch.zeros(hw, cm), torch.zeros(c), 3)
     memory, _ = bank.memory_inputs(objs, torch.tensor([0]), 4)
     assert memory.mem_valid[0, :2].tolist() == [True, True] and own(4) == 1
+
+
+def test_the_readme_notebook_runs_in_mode_sam2long(tmp_path):
+    """README's sam2-style session (a second object on a later frame, a correction, forward
+    and reverse propagation, a removal) runs unchanged with the tree."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_predictor_readme import readme_example
+
+    code = readme_example()
+    assert 'mode="sam2")' in code
+    code = code.replace('mode="sam2")', 'mode="sam2long")').replace(
+        "outputs/micro_random.pt", str(tmp_path / "micro_random.pt"))
+    code += ("\nassert sorted(video_segments) == list(range(24)), sorted(video_segments)\n"
+             "assert state.obj_ids == [1] and state.frames_computed > 0\n"
+             "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
