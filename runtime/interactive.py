@@ -74,6 +74,9 @@ class InferenceSession:
     objects: OrderedDict[int, ObjectTrack] = field(default_factory=OrderedDict)
     features: OrderedDict[int, ImageFeatures] = field(default_factory=OrderedDict)
     frames_computed: int = 0  # tracking steps run (frames x objects), for tests and benchmarks
+    # Mode sam2long: the tree run per direction (reverse?), resumed where prompts change
+    # (runtime/sam2long_session.TreeRun).
+    tree_runs: dict = field(default_factory=dict, repr=False)
     last_serial: int = 0
 
     def stamp(self, out: StoredFrame, inputs: tuple | None = None) -> StoredFrame:

@@ -65,6 +65,14 @@ class ObjectLineage:
             slots = np.unique(entry.parent[slots])
         return []
 
+    def snapshot(self) -> list[_Pending]:
+        """The waiting frames as they are now (records are never changed in place; their
+        masks stay valid while the store keeps them: an interactive session's store does)."""
+        return list(self._pending)
+
+    def restore(self, pending: list[_Pending]):
+        self._pending = deque(pending)
+
     def finish(self) -> list[tuple[int, np.ndarray]]:
         """At the end of the video: follow slot 0 of the last frame."""
         if not self._pending:

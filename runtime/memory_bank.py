@@ -7,6 +7,12 @@ each slot keeps a right-aligned ring of its newest good entries (pointers and sc
 all of them, features for the newest few) and its previous-frame entry. Everything lives
 in tensors allocated once per video: state is flat in video length, and re-parenting after
 selection is a gather.
+
+Conditioning memory is per object, shared by its pathways: the prompt frame, and every later
+prompt frame the tree has reached (runtime/tracker.py), at most `max_conds` of them; each
+frame reads the newest `max_cond_in_attn` (SAM 2's `max_cond_frames_in_attn`; -1: all) in
+front of its num_maskmem - 1 own frames, so with several it reads more than num_maskmem
+frames, as SAM 2 does.
 """
 
 from __future__ import annotations
@@ -46,10 +52,13 @@ def _rank_weights(scores: torch.Tensor, valid: torch.Tensor, table: torch.Tensor
 
 class PathwayBank:
     def __init__(self, geometry: ModelGeometry, num_objects: int, num_pathway: int,
-                 num_frames: int, iou_thre: float, device: torch.device):
+                 num_frames: int, iou_thre: float, device: torch.device, max_conds: int = 1,
+                 max_cond_in_attn: int = -1):
         g = geometry
         self.geo = g
         self.P = num_pathway
+        self.C = max_conds  # conditioning frames per object
+        self.max_cond_in_attn = max_cond_in_attn
         self.iou_thre = iou_thre
         self.device = device
         # The reference caps pointers at min(num_frames, max_obj_ptrs_in_encoder).
@@ -58,8 +67,12 @@ class PathwayBank:
         self.F = min(g.num_maskmem - 1, self.G)  # good entries whose features are kept
         o, p, hw, cm, c = num_objects, num_pathway, g.mem_tokens, g.mem_dim, g.hidden_dim
         z = dict(device=device)
-        self.cond_feat = torch.zeros(o, hw, cm, dtype=torch.bfloat16, **z)
-        self.cond_ptr = torch.zeros(o, c, **z)
+        C = max_conds
+        self.cond_feat = torch.zeros(o, C, hw, cm, dtype=torch.bfloat16, **z)
+        self.cond_ptr = torch.zeros(o, C, c, **z)
+        self.cond_frame = torch.zeros(o, C, dtype=torch.int64, **z)
+        self.cond_count = torch.zeros(o, dtype=torch.int64, **z)
+        self._conds = [0] * o  # cond_count on the host
         self.start = torch.zeros(o, dtype=torch.int64, **z)
         self.good_feat = torch.zeros(o, p, self.F, hw, cm, dtype=torch.bfloat16, **z)
         self.good_ptr = torch.zeros(o, p, self.G, c, **z)
@@ -72,12 +85,12 @@ class PathwayBank:
         self.has_prev = torch.zeros(o, p, dtype=torch.bool, **z)
         # Entry ids: equal ids mean the same stored memory entry (lets a backend attend to
         # a frame shared by several pathways once).
-        self.cond_id = torch.zeros(o, dtype=torch.int64, **z)
+        self.cond_id = torch.zeros(o, C, dtype=torch.int64, **z)
         self.good_id = torch.zeros(o, p, self.F, dtype=torch.int64, **z)
         self.prev_id = torch.zeros(o, p, dtype=torch.int64, **z)
         # A device counter (not a Python int) so a captured CUDA graph advances it too.
         self.next_id = torch.ones((), dtype=torch.int64, **z)
-        n = max(g.num_maskmem, self.G + 1) + 1
+        n = max(g.num_maskmem, self.G + 1) + C
         table = torch.ones(n, n)
         for count in range(1, n):
             table[count, :count] = torch.linspace(WEIGHT_LOW, WEIGHT_HIGH, count)
@@ -86,12 +99,28 @@ class PathwayBank:
     # -- writing ---------------------------------------------------------------------
     def set_condition(self, obj: int, feat: torch.Tensor, ptr: torch.Tensor, start: int):
         """The prompt frame's memory, shared by every pathway of the object."""
-        self.cond_feat[obj] = feat.to(torch.bfloat16)
-        self.cond_ptr[obj] = ptr
+        self._conds[obj] = 0
+        self.cond_count[obj] = 0
+        self.add_condition(obj, feat, ptr, start)
         self.start[obj] = start
-        self.cond_id[obj] = self.next_id
+        self.good_count[obj] = 0
+
+    def add_condition(self, obj: int, feat: torch.Tensor, ptr: torch.Tensor, frame_idx: int):
+        """A prompt frame the object's tree reaches: its memory joins the conditioning memory
+        of every pathway; the previous frame is this one (in that memory), so no pathway's
+        own previous entry is forced into memory any more."""
+        j = self._conds[obj]
+        if j >= self.C:
+            raise ValueError(f"object {obj}: more than the {self.C} conditioning frames "
+                             "this bank was made for")
+        self.cond_feat[obj, j] = feat.to(torch.bfloat16)
+        self.cond_ptr[obj, j] = ptr
+        self.cond_frame[obj, j] = frame_idx
+        self.cond_id[obj, j] = self.next_id
         self.next_id += 1
-        for field in (self.good_count, self.prev_good, self.has_prev):
+        self._conds[obj] = j + 1
+        self.cond_count[obj] = j + 1
+        for field in (self.prev_good, self.has_prev):
             field[obj] = 0
 
     def advance(self, objs: torch.Tensor, parent: torch.Tensor, new: NewEntries,
@@ -129,6 +158,49 @@ class PathwayBank:
         self.prev_good[objs] = good
         self.has_prev[objs] = True
 
+    # -- snapshots (an interactive session resumes from any tracked frame) -------------
+    # Everything but the features: those are stored once per entry id by the caller.
+    _STATE = ("cond_ptr", "cond_frame", "cond_count", "cond_id", "start", "good_ptr", "good_score",
+              "good_count", "good_id", "prev_ptr", "prev_score", "prev_good", "has_prev", "prev_id")
+
+    def object_state(self, obj: int) -> dict[str, torch.Tensor]:
+        """One object's bank without its features, copied to the host (small: pointers,
+        scores and entry ids)."""
+        return {name: getattr(self, name)[obj].to("cpu", copy=True) for name in self._STATE}
+
+    def entries(self, obj: int) -> dict[int, torch.Tensor]:
+        """The object's memory entries its slots read now, by entry id -> [HW, Cm] bfloat16."""
+        conds = self.cond_id[obj, :self._conds[obj]].tolist()
+        out = {int(i): self.cond_feat[obj, j] for j, i in enumerate(conds)}
+        for k, i in enumerate(self.prev_id[obj].tolist()):
+            out.setdefault(i, self.prev_feat[obj, k])
+        return out
+
+    def restore_object(self, obj: int, state: dict[str, torch.Tensor], feature) -> None:
+        """Make object `obj` what `object_state` saw; `feature(entry_id)` gives an entry's
+        features (id 0: never written, zeros as allocated)."""
+        for name in self._STATE:
+            field, value = getattr(self, name), state[name].to(self.device)
+            if name.startswith("cond_") and name != "cond_count":
+                field[obj].zero_()
+                field[obj, :value.shape[0]] = value[:field.shape[1]]
+            else:
+                field[obj] = value
+        self._conds[obj] = int(state["cond_count"])
+        if self._conds[obj] > self.C:
+            raise ValueError(f"object {obj}: the snapshot has more conditioning frames than this bank takes")
+
+        def features(ids: torch.Tensor) -> torch.Tensor:
+            flat = [torch.zeros_like(self.prev_feat[0, 0]) if i == 0 else feature(i).to(self.device)
+                    for i in ids.reshape(-1).tolist()]
+            return torch.stack(flat).reshape(*ids.shape, *flat[0].shape)
+
+        self.cond_feat[obj].zero_()
+        if self._conds[obj]:
+            self.cond_feat[obj, :self._conds[obj]] = features(self.cond_id[obj, :self._conds[obj]])
+        self.good_feat[obj] = features(self.good_id[obj])
+        self.prev_feat[obj] = features(self.prev_id[obj])
+
     # -- reading ---------------------------------------------------------------------
     def memory_inputs(self, objs: torch.Tensor, slots: torch.Tensor,
                       frame_idx: int | torch.Tensor) -> tuple[MemoryInputs, torch.Tensor]:
@@ -151,19 +223,27 @@ class PathwayBank:
             hit = valid[:, None, :] & (newest_rank[:, None, :] == target[..., None])
             return hit.long().argmax(2), hit.any(2)
 
-        # Frames: conditioning in slot 0, then ranks M-1 .. 1 (oldest first, t_pos 1..M-1).
+        # Conditioning frames (slots 0..C-1, oldest first): those reached so far, the newest
+        # max_cond_in_attn of them (all reached ones are in the past: SAM 2's closest).
+        C = self.C
+        cond_slot = torch.arange(C, device=dev)
+        count = self.cond_count[objs][:, None]
+        cond_valid = cond_slot < count
+        if self.max_cond_in_attn != -1:
+            cond_valid &= cond_slot >= count - self.max_cond_in_attn
+        # Frames: conditioning first, then ranks M-1 .. 1 (oldest first, t_pos 1..M-1).
         frame_rank = torch.arange(M - 1, 0, -1, device=dev).expand(len(rows), -1)
         f_entry, f_valid = entry_of_rank(frame_rank)
         feat_src = torch.cat((self.good_feat[objs, slots], self.prev_feat[objs, slots][:, None]), 1)
         f_src = (f_entry - (G - F)).clamp(min=0)  # ring entry -> feature ring position
-        mem_feats = torch.cat(
-            (self.cond_feat[objs][:, None], feat_src[rows[:, None], f_src]), 1).float()
+        mem_feats = torch.cat((self.cond_feat[objs], feat_src[rows[:, None], f_src]), 1).float()
         id_src = torch.cat((self.good_id[objs, slots], self.prev_id[objs, slots][:, None]), 1)
-        mem_ids = torch.cat((self.cond_id[objs][:, None], id_src.gather(1, f_src)), 1)
-        mem_valid = torch.cat((torch.ones_like(f_valid[:, :1]), f_valid), 1)
-        mem_tpos = torch.cat((torch.full_like(frame_rank[:, :1], M - 1), frame_rank - 1), 1)
-        frame_scores = torch.cat(
-            (torch.full_like(scores[:, :1], COND_SCORE), scores.gather(1, f_entry)), 1)
+        mem_ids = torch.cat((self.cond_id[objs], id_src.gather(1, f_src)), 1)
+        mem_valid = torch.cat((cond_valid, f_valid), 1)
+        cond_fill = torch.zeros_like(frame_rank[:, :1]).expand(-1, C)
+        mem_tpos = torch.cat((cond_fill + (M - 1), frame_rank - 1), 1)
+        cond_scores = torch.full_like(scores[:, :1], COND_SCORE).expand(-1, C)
+        frame_scores = torch.cat((cond_scores, scores.gather(1, f_entry)), 1)
 
         # Pointers: conditioning in slot 0, then ranks 1 .. L-1 (the oldest entry never
         # contributes one: the reference's quirk).
@@ -171,16 +251,15 @@ class PathwayBank:
         ptr_rank = torch.arange(1, self.geo.max_obj_ptrs, device=dev).expand(len(rows), -1)
         p_entry, p_exists = entry_of_rank(ptr_rank)
         p_valid = p_exists & (ptr_rank <= (length - 1)[:, None])
-        ptr_tokens = torch.cat((self.cond_ptr[objs][:, None], ptrs[rows[:, None], p_entry]), 1)
-        ptr_valid = torch.cat((torch.ones_like(p_valid[:, :1]), p_valid), 1)
-        cond_dist = frame_idx - self.start[objs]
-        dist = torch.cat((cond_dist[:, None], ptr_rank), 1)  # int64, as the reference
+        ptr_tokens = torch.cat((self.cond_ptr[objs], ptrs[rows[:, None], p_entry]), 1)
+        ptr_valid = torch.cat((cond_valid, p_valid), 1)
+        cond_dist = frame_idx - self.cond_frame[objs]  # [R, C]: |t - c|, every c is in the past
+        dist = torch.cat((cond_dist, ptr_rank), 1)  # int64, as the reference
         ptr_pos = dist / G
-        ptr_scores = torch.cat(
-            (torch.full_like(scores[:, :1], COND_SCORE), scores.gather(1, p_entry)), 1)
+        ptr_scores = torch.cat((cond_scores, scores.gather(1, p_entry)), 1)
 
-        # Key weights: none at all while only the conditioning frame is in memory.
-        modulate = (mem_valid.sum(1) > 1)[:, None]
+        # Key weights: none at all while only conditioning frames are in memory.
+        modulate = f_valid.any(1)[:, None]
         mem_weight = torch.where(modulate, _rank_weights(frame_scores, mem_valid, self.weight_table), 1.0)
         ptr_weight = torch.where(modulate, _rank_weights(ptr_scores, ptr_valid, self.weight_table), 1.0)
         memory = MemoryInputs(

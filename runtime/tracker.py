@@ -7,6 +7,12 @@ memory-encoder call for the new entries, and a gather of the pathway banks. Outp
 wait in each object's lineage until they are decided (see runtime/lineage.py), then until
 every object has decided the frame; both waits hold them in one SpillStore per video, so
 host memory stays flat however long they wait (runtime/spill.py).
+
+Several prompt frames per object (SAM2Long extended; README "Python API"): the first starts
+the object; a later one, when the tree reaches it, decides the frames still waiting by slot
+0 of the frame before, shows the prompted mask, joins every pathway's conditioning memory
+(runtime/memory_bank.py) and restarts the accumulated scores at 0; each pathway keeps its
+own memory. With one prompt frame per object this is the original's tree, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.stages import ImageFeatures, StageBackend
 from sam2long.runtime import host_memory
 from sam2long.runtime.config import TrackerConfig
 from sam2long.runtime.cuda_graphs import GraphCache, blocking_event
 from sam2long.runtime.lineage import ObjectLineage
 from sam2long.runtime.memory_bank import NewEntries, PathwayBank
-from sam2long.runtime.prompts import ObjectPrompt, validate_prompts
+from sam2long.runtime.prompts import ObjectPrompt, PromptError, validate_prompts
 from sam2long.runtime.selection import NUM_MASKS, select_candidates
 from sam2long.runtime.spill import SpillStore
 
@@ -67,7 +74,8 @@ class _Step:
 
 @dataclass
 class _Session:
-    prompts: list[ObjectPrompt]
+    obj_ids: list[int]
+    conds: list[dict]  # per object: prompt frame -> its prompt (what _condition reads)
     bank: PathwayBank
     copy_class: torch.Tensor  # [O, P] slots with equal values are exact copies
     acc: torch.Tensor  # [O, P] float64
@@ -90,6 +98,18 @@ def _slot_table(a_idx, s_idx, shape, device):
     table = torch.full(shape, -1, dtype=torch.int64, device=device)
     table[a_idx, s_idx] = torch.arange(len(a_idx), device=device)
     return table
+
+
+def _by_object(prompts: list[ObjectPrompt]) -> list[tuple[int, dict[int, ObjectPrompt]]]:
+    """Prompts grouped per object id (first-seen order), by frame; two on one frame of one
+    object cannot both hold."""
+    objects: dict[int, dict[int, ObjectPrompt]] = {}
+    for p in prompts:
+        frames = objects.setdefault(p.obj_id, {})
+        if p.frame_idx in frames:
+            raise PromptError(f"object {p.obj_id}: two prompts on frame {p.frame_idx}; give one per frame")
+        frames[p.frame_idx] = p
+    return [(i, dict(sorted(f.items()))) for i, f in objects.items()]
 
 
 def decode_prompt(backend: StageBackend, feats: ImageFeatures, prompt: ObjectPrompt,
@@ -130,9 +150,11 @@ class SAM2LongTracker:
     on one non-default stream."""
 
     def __init__(self, backend: StageBackend, config: TrackerConfig, cuda_graphs: bool = False,
-                 fixed_shapes: bool | None = None):
+                 fixed_shapes: bool | None = None, max_cond_frames_in_attn: int = -1):
         self.backend = backend
         self.config = config
+        # SAM 2's rule for objects with several prompt frames: how many of them a frame reads.
+        self.max_cond_frames_in_attn = max_cond_frames_in_attn
         self.geo = backend.geometry
         self.device = backend.device
         on_cuda = self.device.type == "cuda"
@@ -166,13 +188,18 @@ class SAM2LongTracker:
         """
         validate_prompts(prompts, video_hw, num_frames, getattr(self.backend, "max_clicks", None))
         session = self._new_session(prompts, num_frames, trace)
+        yield from self._run(session, enumerate(frames), num_frames, video_hw)
+
+    def _run(self, session: _Session, frames, num_frames: int, video_hw) -> Iterator[FrameResult]:
+        """Track (frame_idx, image) pairs from frame session.frames_seen on, to the end."""
         try:
-            for frame_idx, image in enumerate(frames):
+            for frame_idx, image in frames:
                 if frame_idx >= num_frames:
                     raise ValueError(f"the video has more frames than num_frames={num_frames}")
                 with self._on_stream():
                     self._step(session, frame_idx, image, video_hw)
                 session.frames_seen = frame_idx + 1
+                self._frame_done(session, frame_idx)
                 yield from self._emit(session)
             if session.frames_seen != num_frames:
                 raise ValueError(
@@ -183,32 +210,51 @@ class SAM2LongTracker:
         finally:
             session.spill.close()
 
+    def _frame_done(self, s: _Session, frame_idx: int):
+        """After every frame's step, before its masks are emitted (an interactive session
+        snapshots the tree here)."""
+
     # -- per video -------------------------------------------------------------------
-    def _new_session(self, prompts, num_frames, trace) -> _Session:
-        num_obj, num_path = len(prompts), self.config.num_pathway
-        bank = PathwayBank(self.geo, num_obj, num_path, num_frames, self.config.iou_thre, self.device)
+    def _new_session(self, prompts: list[ObjectPrompt], num_frames, trace) -> _Session:
+        return self._session_for(_by_object(prompts), num_frames, trace)
+
+    def _session_for(self, objects: list[tuple[int, dict]], num_frames, trace) -> _Session:
+        """`objects`: (object id, {prompt frame: its prompt}) in output order."""
+        num_obj, num_path = len(objects), self.config.num_pathway
+        max_conds = max((len(conds) for _, conds in objects), default=1)
+        if max_conds > 1 and self.backend.name != "torch":
+            many = {i: sorted(c) for i, c in objects if len(c) > 1}
+            raise SAM2LongError(
+                f"objects with several prompt frames {many} need more memory frames than the "
+                f"{self.geo.num_maskmem} the {self.backend.name} graphs take; use backend='torch'")
+        bank = PathwayBank(self.geo, num_obj, num_path, num_frames, self.config.iou_thre, self.device,
+                           max_conds=max_conds, max_cond_in_attn=self.max_cond_frames_in_attn)
         if trace is not None:
             trace.clear()
-            trace.update({p.obj_id: [] for p in prompts})
+            trace.update({i: [] for i, _ in objects})
         if self._video_graphs is not None:  # the last video's graphs hold its banks: done
             self._video_graphs.close()
         self._video_graphs = GraphCache(self.cuda_graphs and self._image_graphs.enabled, self.backend,
                                         self._graph_pool)
         with self._on_stream():  # working memory on the stream that uses it
             self.backend.reserve_batch(num_obj * num_path)  # the most rows a frame runs
-        spill = SpillStore()
+        spill = self._spill_store()
         return _Session(
-            prompts=list(prompts),
+            obj_ids=[i for i, _ in objects],
+            conds=[dict(c) for _, c in objects],
             bank=bank,
             copy_class=torch.zeros(num_obj, num_path, dtype=torch.int64, device=self.device),
             acc=torch.zeros(num_obj, num_path, dtype=torch.float64, device=self.device),
             spill=spill,
-            lineages=[ObjectLineage(spill) for _ in prompts],
-            decided=[deque() for _ in prompts],
+            lineages=[ObjectLineage(spill) for _ in objects],
+            decided=[deque() for _ in objects],
             trace=trace,
-            starts=[p.frame_idx for p in prompts],
+            starts=[min(c) for _, c in objects],
             graphs=self._video_graphs,
         )
+
+    def _spill_store(self) -> SpillStore:
+        return SpillStore()
 
     def _on_stream(self):
         return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
@@ -233,19 +279,36 @@ class SAM2LongTracker:
         for obj, start in enumerate(s.starts):
             if start == t:
                 self._decide(s, obj, [(t, self._start_object(s, obj, feats, video_hw))])
-        active = [obj for obj, start in enumerate(s.starts) if start < t]
+            elif start < t and t in s.conds[obj]:
+                self._condition_again(s, obj, t, feats, video_hw)
+        active = [obj for obj, start in enumerate(s.starts) if start < t and t not in s.conds[obj]]
         if active:
             self._track_active(s, t, feats, active)
 
-    # -- the prompt frame --------------------------------------------------------------
-    def _start_object(self, s: _Session, obj: int, feats: ImageFeatures, video_hw) -> np.ndarray:
-        prompt = s.prompts[obj]
-        low, ptr, score = decode_prompt(self.backend, feats, prompt, video_hw)
+    # -- prompt frames -----------------------------------------------------------------
+    def _condition(self, s: _Session, obj: int, t: int, feats: ImageFeatures, video_hw):
+        """A prompt frame -> (low-res logits [h, w] on the host, memory [HW, Cm], pointer [C])."""
+        low, ptr, score = decode_prompt(self.backend, feats, s.conds[obj][t], video_hw)
         mem = self.backend.encode_memory(feats.feat, low, score, from_prompt=True)
-        s.bank.set_condition(obj, mem[0].flatten(1).transpose(0, 1), ptr, prompt.frame_idx)
+        return low[0, 0].float().cpu().numpy(), mem[0].flatten(1).transpose(0, 1), ptr
+
+    def _start_object(self, s: _Session, obj: int, feats: ImageFeatures, video_hw) -> np.ndarray:
+        t = s.starts[obj]
+        mask, feat, ptr = self._condition(s, obj, t, feats, video_hw)
+        s.bank.set_condition(obj, feat, ptr, t)
         s.copy_class[obj] = 0
         s.acc[obj] = 0
-        return low[0, 0].float().cpu().numpy()
+        return mask
+
+    def _condition_again(self, s: _Session, obj: int, t: int, feats: ImageFeatures, video_hw):
+        """A later prompt frame: the frames still waiting take slot 0's lineage at t - 1,
+        frame t shows the prompt, every pathway keeps its own memory and gains the prompt's
+        as conditioning memory, and the accumulated scores restart at 0."""
+        mask, feat, ptr = self._condition(s, obj, t, feats, video_hw)
+        self._decide(s, obj, s.lineages[obj].finish())
+        self._decide(s, obj, [(t, mask)])
+        s.bank.add_condition(obj, feat, ptr, t)
+        s.acc[obj] = 0
 
     # -- frames after the prompt --------------------------------------------------------
     def _track_active(self, s: _Session, t: int, feats: ImageFeatures, active: list[int]):
@@ -378,7 +441,7 @@ class SAM2LongTracker:
             row_iou, row_score = iou_np[a].copy(), score_np[a].copy()
             if first_np[a]:  # the reference has one slot at the first tracked frame
                 row_iou[1:], row_score[1:] = np.nan, np.nan
-            s.trace[s.prompts[obj].obj_id].append(TraceRow(t, row_iou, row_score, acc_np[a]))
+            s.trace[s.obj_ids[obj]].append(TraceRow(t, row_iou, row_score, acc_np[a]))
 
     # -- output ----------------------------------------------------------------------
     @staticmethod
@@ -396,5 +459,5 @@ class SAM2LongTracker:
             masks = [s.spill.take(s.decided[o].popleft()[1]) for o in started]
             size = self.geo.low_res
             stacked = np.stack(masks) if masks else np.zeros((0, size, size), np.float32)
-            yield FrameResult(f, [s.prompts[o].obj_id for o in started], stacked)
+            yield FrameResult(f, [s.obj_ids[o] for o in started], stacked)
             s.next_emit += 1

@@ -82,6 +82,9 @@ class SAM2LongVideoPredictor:
     def reset_state(self, inference_state: InferenceSession) -> None:
         """Forget every object, prompt and result (the video stays loaded)."""
         inference_state.objects.clear()
+        for run in inference_state.tree_runs.values():
+            run.store.discard()
+        inference_state.tree_runs.clear()
 
     # -- prompts ---------------------------------------------------------------------
     @torch.inference_mode()
@@ -146,24 +149,26 @@ class SAM2LongVideoPredictor:
         return self._prompted(s, obj, frame_idx, points=False)
 
     def _check_tree_prompt(self, s: InferenceSession, obj_id, frame_idx: int):
-        """Mode sam2long's limits, checked before the session changes."""
+        """Mode sam2long's limits, checked before the session changes: on the graph
+        backends, one prompt frame per object (several need more memory frames than the
+        graphs take)."""
         obj = s.objects.get(obj_id)
-        if self.mode != "sam2long" or obj is None:
+        if self.mode != "sam2long" or obj is None or self.backend.name == "torch":
             return
-        if frame_idx in obj.tracked:
-            raise SessionError(f"mode 'sam2long' takes one prompt frame per object and no corrections "
-                               f"on tracked frames yet (object {obj_id}, frame {frame_idx}); "
-                               "use mode='sam2' for corrections")
         others = (set(obj.cond) | set(obj.temp_cond)) - {frame_idx}
         if others:
-            raise SessionError(f"mode 'sam2long' takes one prompt frame per object: object "
-                               f"{obj_id} already has one on frame {min(others)}; "
-                               "use mode='sam2' for prompts on several frames")
+            raise SessionError(f"mode 'sam2long' on backend {self.backend.name!r} takes one prompt frame "
+                               f"per object: object {obj_id} already has one on frame {min(others)}; "
+                               "use backend='torch' for prompts on several frames and corrections")
 
     def _prompted(self, s: InferenceSession, obj: ObjectTrack, frame_idx: int, points: bool):
         is_init = frame_idx not in obj.tracked
         reverse = obj.tracked.get(frame_idx, False)
         is_cond = is_init or self._sam2.rules.add_all_frames_to_correct_as_cond
+        if self.mode == "sam2long":
+            # The tree: every prompt frame conditions; a click is decoded on the frame's own
+            # features, the mask it shows going back in (runtime/sam2long_session.py).
+            is_init = is_cond = True
         temp = obj.temp_cond if is_cond else obj.temp_non_cond
         if points:
             # A mask the frame already shows goes back in with the new clicks.
@@ -288,7 +293,8 @@ class SAM2LongVideoPredictor:
     def _propagate_tree(self, s: InferenceSession, order: range, reverse: bool):
         from sam2long.runtime.sam2long_session import propagate_tree
 
-        yield from propagate_tree(self.backend, self.tracker_config, s, order, reverse)
+        yield from propagate_tree(self.backend, self.tracker_config, s, order, reverse,
+                                  self._sam2.rules.max_cond_frames_in_attn)
 
     # -- helpers ---------------------------------------------------------------------
     def _frame_masks(self, s: InferenceSession, frame_idx: int, temp_cond: bool) -> torch.Tensor:
@@ -338,7 +344,8 @@ def build_sam2long_video_predictor(config_file: str, ckpt_path: str, device: str
     Its default (None) is sam2's builder's in mode "sam2" (on) and the original SAM2Long's
     in mode "sam2long" (off: the batch tools' masks). `add_all_frames_to_correct_as_cond`
     (default: the config's, else off as in sam2) makes a click on a tracked frame a
-    conditioning frame, so that re-tracking through it keeps the correction."""
+    conditioning frame, so that re-tracking through it keeps the correction (mode "sam2long"
+    always does: runtime/sam2long_session.py)."""
     from sam2long.engine.factory import build_backend
     from sam2long.engine.model_loading import resolve_config_path
 
