@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.stages import ImageFeatures, StageBackend
 from sam2long.runtime import host_memory
 from sam2long.runtime.config import TrackerConfig
@@ -222,11 +221,6 @@ class SAM2LongTracker:
         """`objects`: (object id, {prompt frame: its prompt}) in output order."""
         num_obj, num_path = len(objects), self.config.num_pathway
         max_conds = max((len(conds) for _, conds in objects), default=1)
-        if max_conds > 1 and self.backend.name != "torch":
-            many = {i: sorted(c) for i, c in objects if len(c) > 1}
-            raise SAM2LongError(
-                f"objects with several prompt frames {many} need more memory frames than the "
-                f"{self.geo.num_maskmem} the {self.backend.name} graphs take; use backend='torch'")
         bank = PathwayBank(self.geo, num_obj, num_path, num_frames, self.config.iou_thre, self.device,
                            max_conds=max_conds, max_cond_in_attn=self.max_cond_frames_in_attn)
         if trace is not None:

@@ -114,7 +114,6 @@ class SAM2LongVideoPredictor:
         if normalize_coords:
             pts = pts / torch.tensor([s.video_width, s.video_height])
         pts = pts * self.image_size
-        self._check_tree_prompt(s, obj_id, frame_idx)
         obj = self._object(s, obj_id, create=True)
         if not clear_old_points and frame_idx in obj.points:
             old_pts, old_lab = obj.points[frame_idx]
@@ -142,24 +141,10 @@ class SAM2LongVideoPredictor:
         if m.shape[-2:] != (size, size):
             m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             m = (m >= 0.5).float()
-        self._check_tree_prompt(s, obj_id, frame_idx)
         obj = self._object(s, obj_id, create=True)
         obj.masks[frame_idx] = m
         obj.points.pop(frame_idx, None)
         return self._prompted(s, obj, frame_idx, points=False)
-
-    def _check_tree_prompt(self, s: InferenceSession, obj_id, frame_idx: int):
-        """Mode sam2long's limits, checked before the session changes: on the graph
-        backends, one prompt frame per object (several need more memory frames than the
-        graphs take)."""
-        obj = s.objects.get(obj_id)
-        if self.mode != "sam2long" or obj is None or self.backend.name == "torch":
-            return
-        others = (set(obj.cond) | set(obj.temp_cond)) - {frame_idx}
-        if others:
-            raise SessionError(f"mode 'sam2long' on backend {self.backend.name!r} takes one prompt frame "
-                               f"per object: object {obj_id} already has one on frame {min(others)}; "
-                               "use backend='torch' for prompts on several frames and corrections")
 
     def _prompted(self, s: InferenceSession, obj: ObjectTrack, frame_idx: int, points: bool):
         is_init = frame_idx not in obj.tracked

@@ -248,19 +248,30 @@ def test_reverse_is_the_tree_on_the_mirrored_video(predictor, video_dir, frames)
     assert [f for f, _, _ in forward] == list(range(2, N))
 
 
-def test_graph_backends_refuse_several_prompt_frames_clearly(predictor, video_dir, frames, monkeypatch):
-    from sam2long.engine.errors import SAM2LongError
+def test_onnx_runtime_takes_several_prompt_frames(micro_checkpoints, video_dir, frames, tmp_path_factory):
+    """The graphs take any number of memory frames (graph format 2): a later prompt frame in
+    mode sam2long gives torch's masks on ONNX Runtime (the batch tracker and the predictor)."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/setup_env.sh")
+    from sam2long import build_sam2long_video_predictor
+    from sam2long.engine.factory import build_backend
+    from sam2long.export.build_engines import build
+    from sam2long.runtime.metrics import mask_iou
 
-    p = predictor
-    state = p.init_state(video_path=video_dir)
-    p.add_new_mask(state, frame_idx=0, obj_id=1, mask=synthetic_mask(0))
-    monkeypatch.setattr(p.backend, "name", "onnx")
-    with pytest.raises(SAM2LongError, match="backend 'onnx' takes one prompt frame per object: object 1"):
-        p.add_new_mask(state, frame_idx=3, obj_id=1, mask=later_mask())
-    assert list(state.objects[1].masks) == [0]  # refused before the session changed
-    with pytest.raises(SAM2LongError, match=r"several prompt frames \{1: \[0, 3\]\}.*use backend='torch'"):
-        batch(p.backend, frames, [ObjectPrompt(1, 0, mask=synthetic_mask(0)),
-                                  ObjectPrompt(1, 3, mask=later_mask())])
+    checkpoint = str(micro_checkpoints["lively"])
+    engines = str(build(MICRO_CFG, checkpoint, str(tmp_path_factory.mktemp("engines"))))
+    prompts = [ObjectPrompt(1, 0, mask=synthetic_mask(0)), ObjectPrompt(1, LATER, mask=later_mask())]
+    want = batch(build_backend("torch", MICRO_CFG, checkpoint, "cpu"), frames, prompts)
+    onnx = build_sam2long_video_predictor(MICRO_CFG, checkpoint, backend="onnx", engine_dir=engines,
+                                          mode="sam2long")
+    got_batch = batch(onnx.backend, frames, prompts)
+    state = onnx.init_state(video_path=video_dir)
+    onnx.add_new_mask(state, frame_idx=0, obj_id=1, mask=synthetic_mask(0))
+    onnx.add_new_mask(state, frame_idx=LATER, obj_id=1, mask=later_mask())
+    got = [(ids, masks[:, 0].numpy()) for _, ids, masks in onnx.propagate_in_video(state)]
+    assert len(got) == len(got_batch) == len(want) == N
+    for t, ((_, expected), (_, from_batch), (_, interactive)) in enumerate(zip(want, got_batch, got)):
+        assert mask_iou(from_batch[0] > 0, expected[0] > 0) >= 0.999, t
+        assert mask_iou(interactive[0] > 0, expected[0] > 0) >= 0.999, t
 
 
 def test_the_newest_conditioning_frames_under_max_cond_frames_in_attn(predictor):
