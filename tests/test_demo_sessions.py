@@ -100,6 +100,7 @@ def test_twenty_sessions_hold_little_and_release_everything(lively_backend, tmp_
     held = _live_rss_mb() - base_rss
     files_held = _files(demo._root)
     assert demo.sessions == 20 and len(demo._features) <= 2
+    assert sum(bool(s.inference.features) for s in sessions) <= 2  # image features: 2 sessions
     assert held < 20, f"20 sessions hold {held:.1f} MiB"
     assert files_held[0] == 40  # its 2 frames per session
 

@@ -217,6 +217,8 @@ def test_demo_limits_errors_and_cleanup_without_a_browser(lively_backend, tmp_pa
     state, image, message, _, slider = demo.load_video(str(SAMPLE_VIDEO))
     assert image.shape == (540, 720, 3) and "click the object" in message  # 320x240, shown enlarged
     assert slider["maximum"] == 23 and slider["value"] == 0
+    # A refused load resets the slider; that change shows nothing over the refusal's message.
+    assert demo.show_frame(None, 0) == (None, {"__type__": "update"}, {"__type__": "update"})
     shown, video, masks, status = demo.track_forward(state, 3, 0.1, 2.0)
     assert video is None and "object(s) 1 have no prompts" in status
     assert "Cannot read" in demo.load_video(str(ROOT / "README.md"))[2]

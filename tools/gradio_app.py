@@ -405,8 +405,8 @@ class Demo:
             paths[session.video] = session.name  # the session's own folder: cut to file names
         text = _public(report_error(e), paths)
         # The predictor names its modes as the API spells them; the page shows their names.
-        for name, mode in MODES.items():
-            text = text.replace(f"mode={mode!r}", f"mode {name}").replace(f"mode {mode!r}", f"mode {name}")
+        for shown, mode in MODES.items():
+            text = text.replace(f"mode={mode!r}", f"mode {shown}").replace(f"mode {mode!r}", f"mode {shown}")
         return text
 
     def _cannot_read(self, e: BaseException, path: str, name: str) -> str:
@@ -472,6 +472,9 @@ class Demo:
 
     def show_frame(self, session, t):
         """The slider moved: show frame `t` with its masks and prompts."""
+        if not session:  # a refused load resets the slider: its message stays
+            return session, gr.update(), gr.update()
+
         def body():
             session.frame = self._frame_index(session, t)
             return self._render(session)
