@@ -116,16 +116,48 @@ def test_prompt_on_a_later_frame_tracks_backward_and_a_box_prompts(demo, video):
     assert all(2 not in masks for masks in session.results.values())
 
 
-def test_sam2long_refusals_are_messages_and_change_nothing(demo, video):
-    """What mode SAM2Long does not take (today: a correction on a tracked frame, a second
-    prompt frame, tracking backward) is refused by the predictor; the page shows its
-    message in the demo's words, and the session is as it was."""
+class _Refusing:
+    """A SAM2Long-mode predictor that refuses, in the predictor's words (a SessionError
+    before any change), a click and tracking backward: what the mode refused when the demo
+    was written. The real predictor takes more as the tree's extension lands (branch
+    tree), so the demo's handling of a refusal is tested with this stand-in."""
+
+    def __init__(self, predictor):
+        self._predictor = predictor
+
+    def __getattr__(self, name):
+        return getattr(self._predictor, name)
+
+    def add_new_points_or_box(self, inference_state, frame_idx, obj_id, **kwargs):
+        from sam2long.predictor import SessionError
+
+        raise SessionError(f"mode 'sam2long' takes one prompt frame per object and no corrections on "
+                           f"tracked frames yet (object {obj_id}, frame {frame_idx}); use mode='sam2' "
+                           "for corrections")
+
+    def propagate_in_video(self, inference_state, start_frame_idx=None, max_frame_num_to_track=None,
+                           reverse=False):
+        from sam2long.predictor import SessionError
+
+        if reverse:
+            raise SessionError("mode 'sam2long' propagates forward only for now: use mode='sam2' "
+                               "for reverse propagation")
+        yield from self._predictor.propagate_in_video(inference_state, start_frame_idx,
+                                                      max_frame_num_to_track, reverse)
+
+
+def test_sam2long_refusals_are_messages_and_change_nothing(demo, video, monkeypatch):
+    """Mode SAM2Long through the real predictor: a click on frame 0, Track forward. What
+    the mode does not take is refused by the predictor; the page shows its message in the
+    demo's words (the page's mode names, not the API's), and the session is as it was."""
     session = _load(demo, video, "SAM2Long")
     _click(demo, session, 40, 60)
     assert "Tracked 8 frames forward" in demo.track_forward(session, 3, 0.1, 2.0)[3]
     results, prompts = _snapshot(session), {o: dict(f) for o, f in session.objects.items()}
     points = {t: (c.clone(), lab.clone()) for t, (c, lab) in session.inference.objects[1].points.items()}
 
+    real = demo.predictor
+    monkeypatch.setattr(demo, "predictor", lambda mode, config=None: _Refusing(real(mode, config)))
     demo.show_frame(session, 4)
     shown, status = _click(demo, session, 46, 66, "negative")[1:]
     assert status.startswith("Error: mode SAM2Long takes one prompt frame per object"), status
@@ -133,6 +165,7 @@ def test_sam2long_refusals_are_messages_and_change_nothing(demo, video):
     assert shown == {"__type__": "update"}  # the picture on screen stays as it is
     status = demo.track_backward(session, 3, 0.1, 2.0)[3]
     assert status.startswith("Error: mode SAM2Long propagates forward only"), status
+    assert "use mode SAM 2 for reverse" in status, status
 
     demo.add_object(session)
     demo.remove_object(session)
@@ -140,6 +173,7 @@ def test_sam2long_refusals_are_messages_and_change_nothing(demo, video):
     assert list(session.inference.objects[1].points) == list(points)
     for t, (coords, labels) in session.inference.objects[1].points.items():
         assert coords.equal(points[t][0]) and labels.equal(points[t][1])
+    monkeypatch.setattr(demo, "predictor", real)
 
     # Another mode starts the session over (its prompts were made for this one).
     message = demo.set_mode(session, "SAM 2")[2]

@@ -157,6 +157,25 @@ def _set_frame(page, t):
     _wait_status(page, f"on frame {t}.")
 
 
+def _shot(page, target, name):
+    """A screenshot for test-artifacts/demo_correction/, the same pixels on every run (the
+    pointer off the frame, whose hover shows buttons; no transitions), so that rerunning the
+    test leaves the committed files unchanged."""
+    page.mouse.move(0, 0)
+    page.wait_for_function("() => [...document.querySelectorAll('#frame img')].every(i => i.complete)")
+    page.wait_for_timeout(300)  # gradio's pending-state fade on the frame ends
+    if target is page:
+        page.screenshot(path=str(CORRECTION_ARTIFACTS / name), animations="disabled")
+        return
+    # The frame without its rounded corners' edge pixels (their antialiasing follows the
+    # layout's sub-pixel offsets, which vary from run to run).
+    box = target.bounding_box()
+    x, y = int(box["x"]) + 2, int(box["y"]) + 2
+    clip = {"x": x, "y": y, "width": int(box["x"] + box["width"]) - 2 - x,
+            "height": int(box["y"] + box["height"]) - 2 - y}
+    page.screenshot(path=str(CORRECTION_ARTIFACTS / name), clip=clip, animations="disabled")
+
+
 def test_correction_on_a_later_frame_in_the_browser(app, tmp_path):
     """Mode SAM 2 on an 8-frame 160x120 clip: upload, click the object on frame 0, track
     forward, move the slider to frame 4, a negative click there, track forward again from
@@ -186,23 +205,26 @@ def test_correction_on_a_later_frame_in_the_browser(app, tmp_path):
             assert sorted(tracked) == list(range(8))
 
             _set_frame(page, 4)
-            image.screenshot(path=str(CORRECTION_ARTIFACTS / "1_tracked_frame4.png"))
+            _shot(page, image, "1_tracked_frame4.png")
             page.locator("#click_label").get_by_text("negative").click()
             _click(page, image, 49, 66, 1, size=(160, 120))
             corrected = session.results[4][1]
             assert corrected != tracked[4][1]
-            image.screenshot(path=str(CORRECTION_ARTIFACTS / "2_corrected_frame4.png"))
+            _shot(page, image, "2_corrected_frame4.png")
             page.locator("#track_forward").click()
             _wait_status(page, "Tracked 4 frames forward (frames 4..7)")
-            page.screenshot(path=str(CORRECTION_ARTIFACTS / "3_retracked_from_frame4.png"))
             for t in range(4):
                 assert session.results[t] == tracked[t], f"frame {t}, before the correction, changed"
             assert session.results[4][1] == corrected
             for t in range(5, 8):
                 assert session.results[t][1] != tracked[t][1], f"frame {t}, after the correction, is unchanged"
+            _shot(page, image, "3_retracked_frame4.png")
             _set_frame(page, 6)  # scrubbing shows the new masks
-            image.screenshot(path=str(CORRECTION_ARTIFACTS / "4_retracked_frame6.png"))
-            assert page.locator("#video_out video").get_attribute("src").endswith(".mp4")
+            _shot(page, image, "4_retracked_frame6.png")
+            video = page.locator("#video_out video")
+            assert video.get_attribute("src").endswith(".mp4")
+            page.wait_for_function("() => document.querySelector('#video_out video').readyState >= 2")
+            _shot(page, page, "5_page_after_the_correction.png")
         finally:
             browser.close()
 
