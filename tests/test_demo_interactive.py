@@ -179,3 +179,34 @@ def test_sam2long_refusals_are_messages_and_change_nothing(demo, video, monkeypa
     message = demo.set_mode(session, "SAM 2")[2]
     assert "cleared" in message and session.mode == "sam2"
     assert not session.results and session.objects == {1: {}} and not session.inference.objects
+
+
+class _TwoClickEngines:
+    """The torch backend, saying what exported engines built for 2 clicks say."""
+
+    max_clicks = 2
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
+def test_more_clicks_than_the_engines_take_are_refused_before_the_model(lively_backend, video):
+    from sam2long.tools.gradio_app import Demo
+
+    demo = Demo(_TwoClickEngines(lively_backend), None)
+    try:
+        session = _load(demo, video, "SAM 2")
+        _click(demo, session, 40, 60)
+        _click(demo, session, 50, 60)
+        masks = _snapshot(session)
+        message = _click(demo, session, 60, 60)[2]
+        assert message.startswith("Error: object 1: the engines take at most 2 clicks"), message
+        _click(demo, session, 10, 10, "box")
+        assert "at most 2 clicks" in _click(demo, session, 90, 90, "box")[2]
+        assert len(session.objects[1][0].points) == 2 and session.objects[1][0].box is None
+        assert len(session.inference.objects[1].points[0][1]) == 2 and _snapshot(session) == masks
+    finally:
+        demo.close()

@@ -282,8 +282,9 @@ class Demo:
             while len(self._features) > self.feature_cache:
                 dropped.append(self._features.popitem(last=False)[1])
         for old in dropped + ([session] if session.ended else []):
-            if old.inference is not None:
-                old.inference.features.clear()
+            inference = old.inference  # None once the session is released
+            if inference is not None:
+                inference.features.clear()
 
     # -- sessions ----------------------------------------------------------------------------
     @property
@@ -507,6 +508,9 @@ class Demo:
             else:
                 prompts.points.append((x, y))
                 prompts.labels.append(1 if label == "positive" else 0)
+            too_many = self._too_many(obj, prompts)
+            if too_many:
+                return session, gr.update(), f"Error: {too_many}"
             try:
                 self._prompt(session, obj, t, prompts)
             except (SAM2LongError, ValueError) as e:
@@ -650,9 +654,12 @@ class Demo:
             return f"object {obj}: click coordinates must be finite numbers, got ({x}, {y})"
         if not (0 <= x < w and 0 <= y < h):
             return f"object {obj}: point [{x:g}, {y:g}] is outside the {w}x{h} frame"
+        return None
+
+    def _too_many(self, obj: int, prompts: FramePrompts) -> str | None:
+        """Why the exported engines cannot take these prompts (too many clicks), or None."""
         limit = getattr(self.backend, "max_clicks", None)
-        given = session.objects[obj].get(session.frame, FramePrompts())
-        if limit is not None and len(given.points) + 2 * (given.box is not None) + 1 > limit:
+        if limit is not None and len(prompts.points) + 2 * (prompts.box is not None) > limit:
             return (f"object {obj}: the engines take at most {limit} clicks per object on a frame "
                     "(a box counts as two); clear its prompts on this frame and give fewer")
         return None
