@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from tests.conftest import write_frames
@@ -209,4 +208,35 @@ def test_more_clicks_than_the_engines_take_are_refused_before_the_model(lively_b
         assert len(session.objects[1][0].points) == 2 and session.objects[1][0].box is None
         assert len(session.inference.objects[1].points[0][1]) == 2 and _snapshot(session) == masks
     finally:
+        demo.close()
+
+
+def test_sam2_mode_binarises_clicked_masks_only_while_it_runs(lively_backend, video):
+    """Mode SAM 2 has sam2's post-processing (its builder's default): clicked masks enter
+    memory binarised, set on the shared backend only for that mode's calls."""
+    from sam2long.tools.gradio_app import Demo
+
+    encoder = lively_backend.memory_encoder
+    loaded = encoder.binarize_prompt_masks
+    seen = []
+    encode = encoder.forward
+
+    def spy(*args, **kwargs):
+        seen.append(encoder.binarize_prompt_masks)
+        return encode(*args, **kwargs)
+
+    demo = Demo(lively_backend, None)
+    try:
+        encoder.forward = spy
+        for mode, want in (("SAM 2", True), ("SAM2Long", loaded)):
+            session = _load(demo, video, mode)
+            _click(demo, session, 40, 60)
+            seen.clear()
+            demo.track_forward(session, 2, 0.1, 2.0)
+            assert seen and set(seen) == {want}, (mode, seen)
+            assert encoder.binarize_prompt_masks == loaded  # the backend as it was loaded
+        assert demo.predictor("sam2").post.fill_hole_area == 8
+        assert demo.predictor("sam2long").post.fill_hole_area == 0
+    finally:
+        del encoder.forward
         demo.close()

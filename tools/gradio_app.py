@@ -261,13 +261,16 @@ class Demo:
 
     @contextlib.contextmanager
     def _model(self, session: DemoSession):
-        """The model lock, with the memory encoder set for the session's mode."""
+        """The model lock, with the memory encoder set for the session's mode while it is
+        held (the backend may be shared: it is left as it was loaded)."""
         with self._model_lock:
             if self._binarize_default is not None:
                 self.backend.memory_encoder.binarize_prompt_masks = session.mode == "sam2" or self._binarize_default
             try:
                 yield
             finally:
+                if self._binarize_default is not None:
+                    self.backend.memory_encoder.binarize_prompt_masks = self._binarize_default
                 self._keep_features(session)
 
     def _keep_features(self, session: DemoSession):
