@@ -1,19 +1,24 @@
 #!/usr/bin/env python
-"""SAM2Long web demo: upload a video (or take the sample), click objects on the first frame
-(positive / negative clicks; "Add object" starts the next one), see every object's mask at
-once, then track them all through the video in one pass and get the overlaid video and the
-masks.
+"""SAM2Long web demo: upload a video (or take the sample), pick any frame with the slider and
+prompt objects on it (positive / negative clicks and a box per object; "Add object" starts
+the next one), see every object's mask at once, track forward or backward from the selected
+frame, scrub the result, correct a frame where a mask drifts and track again from there. Get
+the overlaid video and the masks.
+
+Built on the Python API (`sam2long.predictor`): mode "sam2" is plain SAM 2, mode "sam2long"
+SAM2Long's memory tree (what it does not take yet is refused with a message).
 
 The model is loaded once, on the fastest backend this machine has. Each browser session
-keeps its own video, objects and clicks, as files in its own folder, removed when the session
-ends. Click previews and tracking share the one model: they take turns (a click waits while
-another session's Track runs).
+keeps its own video, objects, prompts and results; its frames and outputs are files in its
+own folder, removed when the session ends. Clicks and tracking share the one model: they
+take turns (a click waits while another session's Track runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import re
 import secrets
@@ -22,8 +27,9 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -32,21 +38,24 @@ from PIL import Image
 
 from sam2long.engine.errors import SAM2LongError
 from sam2long.runtime.config import TrackerConfig
-from sam2long.runtime.frames import preprocess_frame
-from sam2long.runtime.postprocess import to_video_resolution
-from sam2long.runtime.prompts import ObjectPrompt, click_prompt
-from sam2long.runtime.tracker import SAM2LongTracker, decode_prompt
-from sam2long.runtime.video_io import VideoSource
-from sam2long.runtime.video_job import VideoOutputs, overlay_frame, run_video_job
+from sam2long.runtime.mask_writer import MaskWriter, apply_non_overlap
+from sam2long.runtime.memory_bank import Sam2Rules
+from sam2long.runtime.video_io import H264Writer, VideoSource
+from sam2long.runtime.video_job import overlay_frame
 from sam2long.resources import add_version, sample_file
 from sam2long.tools.cli import HelpFormatter, add_backend_args, add_model_args, report_error
 
 SAMPLE_VIDEO = sample_file()
 CLICK_COLOURS = {1: (40, 220, 60), 0: (230, 40, 40)}
+BOX_COLOUR = (60, 140, 255)
+MODES = {"SAM2Long": "sam2long", "SAM 2": "sam2"}  # shown name -> the predictor's mode
+CLICK_KINDS = ["positive", "negative", "box"]
 # The clickable frame is shown with its longer side at least this many pixels (a 320x240
 # video would be tiny at its own size). Gradio never scales an image up, and maps a click to
 # the shown image's pixels, so the frame is enlarged here and clicks are mapped back.
 DISPLAY_SIDE = 720
+FRAME_QUALITY = 92  # the session's frames on disk (shown, and the overlaid video's source)
+MB = 1 << 20
 
 
 def display_scale(hw) -> float:
@@ -74,7 +83,17 @@ def click_to_frame(index, hw) -> tuple[float, float]:
         p = (v + 0.5) / scale - 0.5
         mapped.append(min(max(p, 0.0), limit) if 0 <= v < side else p)
     return mapped[0], mapped[1]
-MB = 1 << 20
+
+
+def pack_mask(mask: np.ndarray) -> bytes:
+    """A bool mask as the session keeps it: bit-packed and deflated (a few KiB a frame at
+    1080p, where the predictor's float logits take 8 MiB)."""
+    return zlib.compress(np.packbits(mask, axis=None).tobytes(), 1)
+
+
+def unpack_mask(packed: bytes, hw) -> np.ndarray:
+    bits = np.frombuffer(zlib.decompress(packed), np.uint8)
+    return np.unpackbits(bits, count=hw[0] * hw[1]).reshape(hw).astype(bool)
 
 
 def _draw_clicks(rgb: np.ndarray, points, labels, radius: int = 5) -> np.ndarray:
@@ -88,20 +107,39 @@ def _draw_clicks(rgb: np.ndarray, points, labels, radius: int = 5) -> np.ndarray
     return out
 
 
+def _draw_box(rgb: np.ndarray, box, width: int = 2) -> np.ndarray:
+    out = rgb.copy()
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, min(x0, w - 1)), max(0, min(x1, w - 1))
+    y0, y1 = max(0, min(y0, h - 1)), max(0, min(y1, h - 1))
+    for y in (y0, y1):
+        out[max(0, y - width // 2): y + width - width // 2, x0:x1 + 1] = BOX_COLOUR
+    for x in (x0, x1):
+        out[y0:y1 + 1, max(0, x - width // 2): x + width - width // 2] = BOX_COLOUR
+    return out
+
+
 @dataclass
-class ObjectClicks:
+class FramePrompts:
+    """One object's prompts on one frame, in video pixels, as the user gave them."""
+
     points: list[tuple[float, float]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
-    # The preview mask for these clicks at the model's low resolution (a few hundred KiB at
-    # most): it is brought to the video's size only to draw it.
-    low_res: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
+
+    def copy(self) -> "FramePrompts":
+        return FramePrompts(list(self.points), list(self.labels), self.box)
+
+    def describe(self) -> str:
+        return f"{len(self.points)} click(s)" + (" and a box" if self.box is not None else "")
 
 
 @dataclass
 class DemoSession:
-    """One browser session. In memory only its clicks and low-resolution previews; its first
-    frame and its last Track's outputs are files in its own folder, which goes when the
-    session ends (see Demo.end_session)."""
+    """One browser session: its video (frames on disk in its folder, resized in the
+    predictor's state), every object's prompts per frame, and the masks shown per frame
+    (bit-packed and compressed). Everything goes when the session ends (Demo.end_session)."""
 
     key: str
     folder: Path
@@ -110,27 +148,39 @@ class DemoSession:
     height: int
     width: int
     num_frames: int
-    objects: dict[int, ObjectClicks] = field(default_factory=lambda: {1: ObjectClicks()})
+    mode: str = "sam2long"
+    fps: object = None
+    timestamps: object = None
+    frame_names: list[str] = field(default_factory=list)
+    inference: object = None  # the predictor's InferenceSession
+    objects: dict[int, dict[int, FramePrompts]] = field(default_factory=lambda: {1: {}})
     current: int = 1
+    frame: int = 0  # the frame shown and clicked
+    corner: tuple[int, int, float, float] | None = None  # a box's first corner: (frame, obj, x, y)
+    results: dict[int, dict[int, bytes]] = field(default_factory=dict)  # frame -> obj -> packed mask
     work_dir: Path | None = None
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0  # events running on it: the idle timeout leaves it alone meanwhile
     ended: bool = False
+    # One event at a time changes the session (a slider move waits for its Track).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    @property
-    def first_frame(self) -> Path:
-        return self.folder / "first.png"
+    def frame_path(self, t: int) -> Path:
+        return self.folder / "frames" / f"{t:05d}.jpg"
 
     def choices(self) -> list[str]:
         return [str(obj) for obj in self.objects]
 
-    def prompts(self) -> list[ObjectPrompt]:
-        empty = [obj for obj, c in self.objects.items() if not c.points]
-        if empty:
-            raise SAM2LongError(f"object(s) {', '.join(map(str, empty))} have no clicks: click them "
-                                "on the frame, or remove them")
-        return [click_prompt(obj, 0, np.array(c.points), np.array(c.labels))
-                for obj, c in self.objects.items()]
+    def masks(self, t: int) -> dict[int, np.ndarray]:
+        hw = (self.height, self.width)
+        return {obj: unpack_mask(packed, hw) for obj, packed in self.results.get(t, {}).items()}
+
+    def store(self, t: int, obj_ids, video_res_masks) -> None:
+        """The predictor's masks on frame `t` (logits [objects, 1, H, W]), as the outputs
+        show them: objects do not overlap."""
+        logits = video_res_masks[:, 0].float().cpu().numpy()
+        kept = apply_non_overlap(logits) > 0
+        self.results[t] = {int(obj): pack_mask(kept[i]) for i, obj in enumerate(obj_ids)}
 
 
 def _remove_work_dir(session: DemoSession | None):
@@ -156,18 +206,20 @@ class Demo:
     """The model and what every event does with one session (a DemoSession).
 
     What the demo holds is bounded: at most `max_sessions` sessions at once (a new one beyond
-    that is refused with a message), each holding clicks and small previews in memory and its
-    files on disk, and the first-frame features of the `feature_cache` most recently clicked
-    sessions (the others recompute theirs on their next click). A session ends, and its
-    folder is removed, when its browser tab closes (gradio's unload), when its state is
-    dropped by gradio, when it has been idle `session_timeout` seconds (API clients never
-    close a tab), when the same tab loads another video, and at shutdown (close())."""
+    that is refused with a message), each holding its frames resized to the model's input
+    (the predictor's state), the memory of the frames it tracked, and its masks bit-packed;
+    on disk its frames and its last Track's outputs. Image features are kept for the
+    `feature_cache` most recently used sessions only (the others compute theirs again). A
+    session ends, and its folder is removed, when its browser tab closes (gradio's unload),
+    when its state is dropped by gradio, when it has been idle `session_timeout` seconds
+    (API clients never close a tab), when the same tab loads another video, and at shutdown
+    (close())."""
 
     def __init__(self, backend, max_frames: int | None, note: str = "", cuda_graphs: bool = False,
                  *, max_sessions: int = 8, session_timeout: float = 1800.0, max_side: int | None = None,
-                 max_upload_mb: float | None = None, feature_cache: int = 2):
+                 max_upload_mb: float | None = None, feature_cache: int = 2, rules: Sam2Rules | None = None):
         self.backend = backend
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graphs = cuda_graphs  # the batch tools' option: the predictor runs without graphs
         self.max_frames = max_frames
         self.note = note
         self.max_sessions = max_sessions
@@ -175,18 +227,67 @@ class Demo:
         self.max_side = max_side
         self.max_upload_mb = max_upload_mb
         self.feature_cache = max(1, feature_cache)
-        # Previews and Track share the backend (its contexts, scratch and streams): one at a time.
+        # A click on a tracked frame becomes a conditioning frame, so that tracking again
+        # through it keeps the correction (sam2's default would recompute it).
+        self.rules = replace(rules or Sam2Rules(), add_all_frames_to_correct_as_cond=True)
+        # sam2's post-processing binarises clicked masks in the memory encoder: only the
+        # torch stages can (the exported graphs take the sigmoid); the flag is set per call.
+        encoder = getattr(backend, "memory_encoder", None)
+        self._binarize_default = getattr(encoder, "binarize_prompt_masks", None)
+        # Clicks and Track share the backend (its contexts, scratch and streams): one at a time.
         self._model_lock = threading.Lock()
-        # The session table and the feature cache: held briefly, never across model work.
+        # The session table and the feature cache's order: held briefly, never across model work.
         self._lock = threading.Lock()
         self._sessions: dict[str, DemoSession] = {}
-        self._features: OrderedDict[str, object] = OrderedDict()
+        self._features: OrderedDict[str, DemoSession] = OrderedDict()  # sessions holding features
         self._root = Path(tempfile.mkdtemp(prefix="sam2long_demo_"))
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="demo-session-timeout",
                                          daemon=True)
         self._sweeper.start()
         atexit.register(self.close)
+
+    # -- the model ---------------------------------------------------------------------------
+    def predictor(self, mode: str, config: TrackerConfig | None = None):
+        """A predictor in `mode` over the demo's one backend (cheap: it holds no state of
+        its own; the session's state is its InferenceSession)."""
+        from sam2long.predictor import SAM2LongVideoPredictor
+        from sam2long.runtime.interactive import PostProcessing
+
+        post = PostProcessing()
+        if mode == "sam2" and self._binarize_default is not None:
+            post = PostProcessing(dynamic_multimask=True, fill_hole_area=8)  # sam2's builder's default
+        return SAM2LongVideoPredictor(self.backend, self.rules, mode, config, post)
+
+    @contextlib.contextmanager
+    def _model(self, session: DemoSession):
+        """The model lock, with the memory encoder set for the session's mode while it is
+        held (the backend may be shared: it is left as it was loaded)."""
+        with self._model_lock:
+            if self._binarize_default is not None:
+                self.backend.memory_encoder.binarize_prompt_masks = session.mode == "sam2" or self._binarize_default
+            try:
+                yield
+            finally:
+                if self._binarize_default is not None:
+                    self.backend.memory_encoder.binarize_prompt_masks = self._binarize_default
+                self._keep_features(session)
+
+    def _keep_features(self, session: DemoSession):
+        """Only the most recently used sessions keep image features (on the GPU they take
+        tens of MiB a frame at 1024 px). Runs under the model lock: no other session is in
+        model work meanwhile."""
+        with self._lock:
+            self._features.pop(session.key, None)
+            if not session.ended:
+                self._features[session.key] = session
+            dropped = []
+            while len(self._features) > self.feature_cache:
+                dropped.append(self._features.popitem(last=False)[1])
+        for old in dropped + ([session] if session.ended else []):
+            inference = old.inference  # None once the session is released
+            if inference is not None:
+                inference.features.clear()
 
     # -- sessions ----------------------------------------------------------------------------
     @property
@@ -210,6 +311,7 @@ class Demo:
                               f"session ends when its tab closes or after {minutes:g} min idle.")
             folder = Path(tempfile.mkdtemp(prefix="session_", dir=self._root))
             session = DemoSession(key, folder, "", "", 0, 0, 0)
+            session.busy = 1  # loading: the idle timeout leaves it alone
             self._sessions[key] = session
         self.end_session(displaced)
         return session, None
@@ -221,7 +323,8 @@ class Demo:
         with self._lock:
             if self._sessions.get(session.key) is session:
                 del self._sessions[session.key]
-            self._features.pop(session.key, None)
+            if self._features.get(session.key) is session:
+                del self._features[session.key]
             session.ended = True
             if session.busy:
                 return  # the event that runs on it removes the folder when it finishes
@@ -229,12 +332,12 @@ class Demo:
 
     @staticmethod
     def _release(session: DemoSession):
-        """An ended session's files, and its previews: gradio may keep the (now small) state
-        object of a client that never closes its tab."""
+        """An ended session's files, frames, model state and masks: gradio may keep the
+        state object of a client that never closes its tab."""
         shutil.rmtree(session.folder, ignore_errors=True)
         session.work_dir = None
-        for clicks in session.objects.values():
-            clicks.low_res = None
+        session.inference = None
+        session.results = {}
 
     def end_request(self, request: gr.Request):
         """gradio's unload: the tab closed (or reloaded)."""
@@ -268,11 +371,14 @@ class Demo:
             return "Upload a video first."
         with self._lock:
             if session.ended:
-                return ("This session has ended (its tab closed, or it was idle for more than "
-                        f"{self.session_timeout / 60:g} min): load the video again.")
+                return self._ended()
             session.busy += 1
             session.last_used = time.monotonic()
         return None
+
+    def _ended(self) -> str:
+        return ("This session has ended (its tab closed, or it was idle for more than "
+                f"{self.session_timeout / 60:g} min): load the video again.")
 
     def _leave(self, session):
         with self._lock:
@@ -282,12 +388,30 @@ class Demo:
         if orphaned:
             self._release(session)
 
+    def _run(self, session, body, refused):
+        """Run `body()` on the session (marked in use, its lock held), or return
+        `refused(message)` when the session cannot take events."""
+        busy = self._enter(session)
+        if busy:
+            return refused(busy)
+        try:
+            with session.lock:
+                if session.ended:  # ended while this event waited for the lock
+                    return refused(self._ended())
+                return body()
+        finally:
+            self._leave(session)
+
     def _message(self, e: BaseException, session: DemoSession | None = None, path: str = "",
                  name: str = "") -> str:
         paths = {path: name} if path else {}
         if session is not None:
             paths[session.video] = session.name  # the session's own folder: cut to file names
-        return _public(report_error(e), paths)
+        text = _public(report_error(e), paths)
+        # The predictor names its modes as the API spells them; the page shows their names.
+        for shown, mode in MODES.items():
+            text = text.replace(f"mode={mode!r}", f"mode {shown}").replace(f"mode {mode!r}", f"mode {shown}")
+        return text
 
     def _cannot_read(self, e: BaseException, path: str, name: str) -> str:
         text = self._message(e, path=path, name=name)
@@ -296,9 +420,10 @@ class Demo:
         return f"Cannot read this video: {text}"
 
     # -- events --------------------------------------------------------------------------
-    def load_video(self, path, session=None, request: gr.Request = None):
+    def load_video(self, path, session=None, request: gr.Request = None, mode: str = "SAM2Long"):
+        """-> (state, frame, status, object selector, frame slider)."""
         if not path:
-            return session, None, "Upload a video or use the sample.", self._selector(session)
+            return session, None, "Upload a video or use the sample.", self._selector(session), self._slider(session)
         path = str(path)
         name = os.path.basename(os.path.normpath(path))  # gradio keeps the upload's own name
         refused = None
@@ -320,189 +445,311 @@ class Demo:
             refused = self._cannot_read(e, path, name)
         if refused:  # the page no longer shows the session's video: it ends
             self.end_session(session)
-            return None, None, refused, self._selector(None)
+            return None, None, refused, self._selector(None), self._slider(None)
         key = getattr(request, "session_hash", None) or secrets.token_hex(8)
         new, refused = self._open_session(key, session)
         if new is None:
-            return None, None, refused, self._selector(None)
-        new.video, new.name, new.num_frames = path, name, info.num_frames
-        new.height, new.width = info.height, info.width
+            return None, None, refused, self._selector(None), self._slider(None)
         try:
-            frames = source.frames()
+            new.video, new.name, new.num_frames = path, name, info.num_frames
+            new.height, new.width, new.fps = info.height, info.width, info.fps
+            new.mode = MODES.get(mode, "sam2long")
             try:
-                first = next(frames)
-            finally:
-                frames.close()
-            Image.fromarray(first).save(new.first_frame, compress_level=1)
-        except (SAM2LongError, OSError, StopIteration) as e:
-            self.end_session(new)
-            return None, None, self._cannot_read(e, path, name), self._selector(None)
-        return new, for_display(first), (
-            f"{info.num_frames} frames, {info.width}x{info.height}. Click the object "
-            "(\"Add object\" for another)."), self._selector(new)
+                # The frames once, as files: what the page shows and the overlaid video is made
+                # of. The predictor reads the video itself, resized to the model's input.
+                (new.folder / "frames").mkdir()
+                for t, rgb in enumerate(source.frames()):
+                    Image.fromarray(rgb).save(new.frame_path(t), quality=FRAME_QUALITY)
+                new.frame_names, new.timestamps = source.frame_names, source.timestamps()
+                with self._model(new):
+                    new.inference = self.predictor(new.mode).init_state(path)
+            except (SAM2LongError, OSError, ValueError) as e:
+                self.end_session(new)
+                return None, None, self._cannot_read(e, path, name), self._selector(None), self._slider(None)
+            shown, status = self._render(new)
+        finally:
+            self._leave(new)
+        return new, shown, (
+            f"{info.num_frames} frames, {info.width}x{info.height}, mode {self._mode_name(new)}. "
+            "Pick a frame with the slider and click the object (\"Add object\" for another)."
+        ), self._selector(new), self._slider(new)
+
+    def show_frame(self, session, t):
+        """The slider moved: show frame `t` with its masks and prompts."""
+        if not session:  # a refused load resets the slider: its message stays
+            return session, gr.update(), gr.update()
+
+        def body():
+            session.frame = self._frame_index(session, t)
+            return self._render(session)
+        return self._run(session, lambda: (session, *body()), lambda m: (session, gr.update(), m))
 
     def click(self, session, label, evt: gr.SelectData):
-        """A click on the frame. A refused one (outside the frame, not a point) leaves the
-        session as it was."""
-        busy = self._enter(session)
-        if busy:
-            return session, gr.update(), busy
-        try:
+        """A click on the shown frame: a positive or negative click for the selected object,
+        or a box corner (two make the box). A refused one (outside the frame, not a point,
+        not what the mode takes) leaves the session as it was."""
+        def body():
             try:
                 x, y = click_to_frame(evt.index, (session.height, session.width))
             except (TypeError, ValueError):
                 return session, gr.update(), f"Error: a click needs an x and a y, got {evt.index!r}"
-            clicks = session.objects[session.current]
-            before = (list(clicks.points), list(clicks.labels), clicks.low_res)
-            clicks.points.append((x, y))
-            clicks.labels.append(1 if label == "positive" else 0)
-            clicks.low_res = None
+            obj, t = session.current, session.frame
+            bad = self._check_point(session, obj, x, y)
+            if bad:
+                return session, gr.update(), f"Error: {bad}"
+            prompts = session.objects[obj].get(t, FramePrompts()).copy()
+            if label == "box":
+                corner = session.corner
+                if corner is None or corner[:2] != (t, obj):
+                    session.corner = (t, obj, x, y)
+                    shown, status = self._render(session)
+                    return session, shown, f"Box corner at ({x:.0f}, {y:.0f}): click the opposite corner. {status}"
+                (x0, x1), (y0, y1) = sorted((corner[2], x)), sorted((corner[3], y))
+                if x1 - x0 < 1 or y1 - y0 < 1:
+                    return session, gr.update(), "Error: a box needs two corners apart: click the opposite corner"
+                prompts.box = (x0, y0, x1, y1)
+            else:
+                prompts.points.append((x, y))
+                prompts.labels.append(1 if label == "positive" else 0)
+            too_many = self._too_many(obj, prompts)
+            if too_many:
+                return session, gr.update(), f"Error: {too_many}"
             try:
-                self._update_previews(session)
-            except SAM2LongError as e:
-                clicks.points, clicks.labels, clicks.low_res = before
+                self._prompt(session, obj, t, prompts)
+            except (SAM2LongError, ValueError) as e:
                 return session, gr.update(), f"Error: {self._message(e, session)}"
-            return self._render(session)
-        finally:
-            self._leave(session)
+            session.corner = None
+            return (session, *self._render(session))
+        return self._run(session, body, lambda m: (session, gr.update(), m))
 
     def _edit(self, session, change, *extra):
-        """Run `change(session)`, then show the previews; `extra` outputs follow."""
-        busy = self._enter(session)
-        if busy:
-            return (session, gr.update(), busy, *(self._selector(None) for _ in extra))
-        try:
-            change(session)
+        """Run `change(session)` (it may refuse with a message), then show the frame;
+        `extra` outputs (the object selector) follow."""
+        def body():
             try:
-                self._update_previews(session)
-                shown = self._render(session)
-            except SAM2LongError as e:
-                shown = session, gr.update(), f"Error: {self._message(e, session)}"
-            return (*shown, *(self._selector(session) for _ in extra))
-        finally:
-            self._leave(session)
+                refused = change(session)
+            except (SAM2LongError, ValueError) as e:
+                refused = f"Error: {self._message(e, session)}"
+            shown, status = self._render(session)
+            return (session, shown, refused or status, *(self._selector(session) for _ in extra))
+        return self._run(session, body, lambda m: (session, gr.update(), m, *(self._selector(None) for _ in extra)))
 
     def clear(self, session):
+        """Take back the selected object's prompts on the shown frame."""
         def change(s):
-            s.objects[s.current] = ObjectClicks()
+            s.corner = None
+            if s.frame not in s.objects[s.current]:
+                return f"Object {s.current} has no prompts on frame {s.frame}."
+            if s.current in s.inference.obj_ids:
+                with self._model(s):
+                    out = self.predictor(s.mode).clear_all_prompts_in_frame(s.inference, s.frame, s.current)
+                s.store(*out)
+            del s.objects[s.current][s.frame]
+            return None
         return self._edit(session, change)
 
     def add_object(self, session):
         def change(s):
-            s.current = max(s.objects) + 1
-            s.objects[s.current] = ObjectClicks()
+            s.current, s.corner = max(s.objects) + 1, None
+            s.objects[s.current] = {}
         return self._edit(session, change, "selector")
 
     def remove_object(self, session):
         def change(s):
-            del s.objects[s.current]
+            obj = s.current
+            if obj in s.inference.obj_ids:
+                with self._model(s):
+                    self.predictor(s.mode).remove_object(s.inference, obj, need_output=False)
+            del s.objects[obj]
+            for masks in s.results.values():
+                masks.pop(obj, None)
             if not s.objects:
-                s.objects[1] = ObjectClicks()
-            s.current = list(s.objects)[-1]
+                s.objects[1] = {}
+            s.current, s.corner = list(s.objects)[-1], None
         return self._edit(session, change, "selector")
 
     def select_object(self, session, choice):
         def change(s):
             if choice is not None and str(choice).isdigit() and int(choice) in s.objects:
-                s.current = int(choice)
+                s.current, s.corner = int(choice), None
         return self._edit(session, change)
 
-    def track(self, session, num_pathway, iou_thre, uncertainty, progress=gr.Progress(track_tqdm=True)):
-        """-> (video, masks zip, status). Every failure ends up in the status line."""
+    def set_mode(self, session, mode):
+        """A session tracks in one mode: another mode starts its objects over."""
         if not session:
-            return None, None, "Upload a video and click the object first."
-        busy = self._enter(session)
-        if busy:
-            return None, None, busy
-        try:
-            config = TrackerConfig(int(num_pathway), float(iou_thre), float(uncertainty))
-            prompts = session.prompts()
-            source = VideoSource(session.video)
-            _remove_work_dir(session)
-            session.work_dir = Path(tempfile.mkdtemp(prefix="track_", dir=session.folder))
-            outputs = VideoOutputs(str(session.work_dir / "tracked.mp4"), str(session.work_dir / "masks"),
-                                   per_obj_png_file=True)
+            return session, gr.update(), f"Mode {mode}: it applies to the next video."
+
+        def change(s):
+            new = MODES.get(mode)
+            if new is None or new == s.mode:
+                return None
+            with self._model(s):
+                self.predictor(s.mode).reset_state(s.inference)
+            s.mode, s.objects, s.current, s.corner, s.results = new, {1: {}}, 1, None, {}
+            _remove_work_dir(s)
+            return f"Mode {mode}: the objects, prompts and masks were cleared (a session tracks in one mode)."
+        return self._edit(session, change)
+
+    def track(self, session, num_pathway, iou_thre, uncertainty, reverse: bool = False,
+              progress=gr.Progress(track_tqdm=True)):
+        """Track every object forward (or backward) from the shown frame, keep the masks,
+        and write the overlaid video and the masks of every frame -> (frame, video, masks
+        zip, status). Every failure ends up in the status line."""
+        if not session:
+            return gr.update(), None, None, "Upload a video and click the object first."
+
+        def body():
             from tqdm import tqdm
 
-            with self._model_lock:
-                tracker = SAM2LongTracker(self.backend, config, cuda_graphs=self.cuda_graphs)
-                fps = run_video_job(tracker, source, prompts, outputs, progress=tqdm)
-            archive = shutil.make_archive(str(session.work_dir / "masks"), "zip", outputs.mask_dir)
-        except (SAM2LongError, OSError, ValueError) as e:
-            _remove_work_dir(session)
-            return None, None, f"Error: {self._message(e, session)}"
-        finally:
-            self._leave(session)
-        return outputs.video, archive, (
-            f"Tracked {source.info.num_frames} frames, {len(prompts)} object(s) ({fps:.1f} frames/s). "
-            "Masks: one folder per object in the zip.")
+            direction = "backward" if reverse else "forward"
+            try:
+                empty = [obj for obj, frames in session.objects.items() if not frames]
+                if empty:
+                    raise SAM2LongError(f"object(s) {', '.join(map(str, empty))} have no prompts: click "
+                                        "them on a frame, or remove them")
+                config = TrackerConfig(int(num_pathway), float(iou_thre), float(uncertainty))
+                start, tracked = time.perf_counter(), []
+                predictor = self.predictor(session.mode, config)
+                with self._model(session):
+                    frames = predictor.propagate_in_video(session.inference, start_frame_idx=session.frame,
+                                                          reverse=reverse)
+                    total = session.frame + 1 if reverse else session.num_frames - session.frame
+                    for t, obj_ids, masks in tqdm(frames, total=total, unit="frame", desc=f"tracking {direction}"):
+                        session.store(t, obj_ids, masks)
+                        tracked.append(t)
+                fps = len(tracked) / max(time.perf_counter() - start, 1e-9)
+                video, archive = self._write_outputs(session)
+            except (SAM2LongError, OSError, ValueError) as e:
+                shown, _ = self._render(session)
+                return shown, None, None, f"Error: {self._message(e, session)}"
+            shown, _ = self._render(session)
+            span = f"{min(tracked)}..{max(tracked)}" if tracked else "none"
+            return shown, video, archive, (
+                f"Tracked {len(tracked)} frames {direction} (frames {span}), {len(session.objects)} object(s) "
+                f"({fps:.1f} frames/s). Scrub with the slider; click a frame to correct it, then track "
+                "again from there. Masks: one folder per object in the zip.")
+        return self._run(session, body, lambda m: (gr.update(), None, None, m))
+
+    def track_forward(self, session, num_pathway, iou_thre, uncertainty, progress=gr.Progress(track_tqdm=True)):
+        return self.track(session, num_pathway, iou_thre, uncertainty, reverse=False)
+
+    def track_backward(self, session, num_pathway, iou_thre, uncertainty, progress=gr.Progress(track_tqdm=True)):
+        return self.track(session, num_pathway, iou_thre, uncertainty, reverse=True)
 
     # -- helpers ---------------------------------------------------------------------------
+    def _prompt(self, session: DemoSession, obj: int, t: int, prompts: FramePrompts):
+        """Give the predictor the object's prompts on frame t (all of them: the box must come
+        first) and keep them and the masks it returns; a refusal changes nothing."""
+        box = prompts.box
+        points = np.array(prompts.points, np.float32).reshape(-1, 2) if prompts.points else None
+        labels = np.array(prompts.labels, np.int32) if prompts.points else None
+        with self._model(session):
+            out = self.predictor(session.mode).add_new_points_or_box(
+                session.inference, frame_idx=t, obj_id=obj, points=points, labels=labels,
+                clear_old_points=True, box=None if box is None else list(box))
+        session.objects[obj][t] = prompts
+        session.store(*out)
+
+    def _check_point(self, session: DemoSession, obj: int, x: float, y: float) -> str | None:
+        """Why a click cannot be taken (before the model sees it), or None."""
+        w, h = session.width, session.height
+        if not (np.isfinite(x) and np.isfinite(y)):
+            return f"object {obj}: click coordinates must be finite numbers, got ({x}, {y})"
+        if not (0 <= x < w and 0 <= y < h):
+            return f"object {obj}: point [{x:g}, {y:g}] is outside the {w}x{h} frame"
+        return None
+
+    def _too_many(self, obj: int, prompts: FramePrompts) -> str | None:
+        """Why the exported engines cannot take these prompts (too many clicks), or None."""
+        limit = getattr(self.backend, "max_clicks", None)
+        if limit is not None and len(prompts.points) + 2 * (prompts.box is not None) > limit:
+            return (f"object {obj}: the engines take at most {limit} clicks per object on a frame "
+                    "(a box counts as two); clear its prompts on this frame and give fewer")
+        return None
+
+    def _write_outputs(self, session: DemoSession):
+        """The overlaid video and a zip of every object's masks over every frame (a frame
+        never tracked has empty masks), replacing the last Track's."""
+        _remove_work_dir(session)
+        session.work_dir = Path(tempfile.mkdtemp(prefix="track_", dir=session.folder))
+        video = str(session.work_dir / "tracked.mp4")
+        hw = (session.height, session.width)
+        writer = H264Writer(video, session.height, session.width, session.fps, timestamps=session.timestamps)
+        masks = MaskWriter(str(session.work_dir / "masks"), True, None, *hw, list(session.objects))
+        try:
+            for t in range(session.num_frames):
+                with Image.open(session.frame_path(t)) as image:
+                    rgb = np.asarray(image.convert("RGB"))
+                shown = session.masks(t)
+                logits = {obj: np.where(m, 1.0, -1.0).astype(np.float32) for obj, m in shown.items()}
+                writer.write(overlay_frame(rgb, list(logits), np.stack(list(logits.values()))) if logits else rgb)
+                masks.write(session.frame_names[t], logits)
+            masks.close()
+            writer.close()
+        except BaseException:
+            masks.abandon()
+            writer.close(keep=False)
+            _remove_work_dir(session)
+            raise
+        return video, shutil.make_archive(str(session.work_dir / "masks"), "zip", session.work_dir / "masks")
+
+    @staticmethod
+    def _frame_index(session: DemoSession, t) -> int:
+        try:
+            t = int(round(float(t)))
+        except (TypeError, ValueError):
+            return session.frame
+        return min(max(t, 0), session.num_frames - 1)
+
+    @staticmethod
+    def _mode_name(session: DemoSession) -> str:
+        return next(name for name, mode in MODES.items() if mode == session.mode)
+
     @staticmethod
     def _selector(session):
         if session is None or session.ended:
             return gr.update(choices=["1"], value="1")
         return gr.update(choices=session.choices(), value=str(session.current))
 
-    def _features_of(self, session):
-        """The first frame's features: cached for the most recently clicked sessions only."""
-        with self._lock:
-            feats = self._features.get(session.key)
-            if feats is not None:
-                self._features.move_to_end(session.key)
-                return feats
-        image = preprocess_frame(Image.open(session.first_frame), self.backend.geometry.image_size)
-        feats = self.backend.encode_image(image)
-        with self._lock:
-            if not session.ended:
-                self._features[session.key] = feats
-                while len(self._features) > self.feature_cache:
-                    self._features.popitem(last=False)
-        return feats
-
-    def _update_previews(self, session):
-        """Each object's preview mask for its clicks, where it is not known yet."""
-        hw = (session.height, session.width)
-        todo = [(obj, c) for obj, c in session.objects.items() if c.points and c.low_res is None]
-        for obj, clicks in todo:  # refused before any model work
-            click_prompt(obj, 0, np.array(clicks.points), np.array(clicks.labels)).validate(
-                hw, session.num_frames)
-        if not todo:
-            return
-        with self._model_lock:
-            feats = self._features_of(session)
-            for obj, clicks in todo:
-                prompt = click_prompt(obj, 0, np.array(clicks.points), np.array(clicks.labels))
-                low, _, _ = decode_prompt(self.backend, feats, prompt, hw)
-                clicks.low_res = low[:, 0].float().cpu().numpy()
-
-    def _preview(self, session):
-        self._update_previews(session)
-        return self._render(session)
+    @staticmethod
+    def _slider(session):
+        if session is None or session.ended or not session.num_frames:
+            return gr.update(minimum=0, maximum=1, value=0, interactive=False)
+        return gr.update(minimum=0, maximum=max(1, session.num_frames - 1), value=session.frame,
+                         interactive=session.num_frames > 1)
 
     def _render(self, session):
-        """Every object's mask and clicks drawn on the first frame (read from the session's
-        folder), and the status line."""
-        hw = (session.height, session.width)
-        with Image.open(session.first_frame) as image:
-            first = np.asarray(image.convert("RGB"))
-        logits = {obj: to_video_resolution(c.low_res, hw)[0]
-                  for obj, c in session.objects.items() if c.low_res is not None}
-        shown = overlay_frame(first, list(logits), np.stack(list(logits.values()))) if logits else first
-        for obj, clicks in session.objects.items():
-            shown = _draw_clicks(shown, clicks.points, clicks.labels, radius=7 if obj == session.current else 4)
-        current = session.objects[session.current]
-        summary = ", ".join(f"{obj}: {int((logits[obj] > 0).sum()) if obj in logits else 0} px"
-                            for obj in session.objects)
-        return session, for_display(shown), (f"Object {session.current}: {len(current.points)} click(s). "
-                                f"Mask pixels per object: {summary}.")
+        """The shown frame with every object's mask, prompts and any box corner -> (the
+        picture, the status line)."""
+        t = session.frame
+        with Image.open(session.frame_path(t)) as image:
+            shown = np.asarray(image.convert("RGB"))
+        masks = session.masks(t)
+        if masks:
+            logits = np.stack([np.where(m, 1.0, -1.0) for m in masks.values()])
+            shown = overlay_frame(shown, list(masks), logits)
+        for obj, frames in session.objects.items():
+            prompts = frames.get(t)
+            if prompts is None:
+                continue
+            if prompts.box is not None:
+                shown = _draw_box(shown, prompts.box)
+            shown = _draw_clicks(shown, prompts.points, prompts.labels, radius=7 if obj == session.current else 4)
+        if session.corner is not None and session.corner[0] == t:
+            shown = _draw_clicks(shown, [session.corner[2:]], [1], radius=3)
+        here = session.objects[session.current].get(t, FramePrompts())
+        summary = ", ".join(f"{obj}: {int(masks[obj].sum()) if obj in masks else 0} px" for obj in session.objects)
+        return for_display(shown), (f"Object {session.current}: {here.describe()} on frame {t}. "
+                                    f"Mask pixels per object: {summary}.")
 
     def build(self) -> gr.Blocks:
         # Gradio's own cache (uploads, and the previews and results sent to the browser) is
         # swept every 15 min of files older than 30 min, and removed at shutdown.
         with gr.Blocks(title="SAM2Long", delete_cache=(900, 1800)) as demo:
-            gr.Markdown("# SAM2Long\nUpload a video, click each object on its first frame "
-                        "(**Add object** for the next one), then **Track** them all. Backend: "
+            gr.Markdown("# SAM2Long\nUpload a video, pick a frame with the slider and click each object "
+                        "(**Add object** for the next one), then **Track forward** or **backward** from "
+                        "that frame. Scrub the result; where a mask drifts, click that frame to correct "
+                        "it and track again from there. Backend: "
                         f"`{self.backend.name}` on `{self.backend.device}`. " + self.note)
             # No time_to_live: gradio would count it from the last event that returned the
             # state (a Track does not), so the demo's own idle timeout ends sessions.
@@ -511,43 +758,56 @@ class Demo:
                 with gr.Column():
                     video_in = gr.Video(label="Input video", sources=["upload"], elem_id="video_in")
                     sample = gr.Button("Use the sample video", elem_id="use_sample")
+                    mode = gr.Radio(list(MODES), value="SAM2Long", label="Mode (another mode starts over)",
+                                    elem_id="mode")
                     with gr.Row():
                         selector = gr.Radio(["1"], value="1", label="Object (clicks go to it)",
                                             elem_id="object_select")
                         add = gr.Button("Add object", elem_id="add_object")
                         remove = gr.Button("Remove object", elem_id="remove_object")
-                    label = gr.Radio(["positive", "negative"], value="positive",
-                                     label="A click adds a", elem_id="click_label")
-                    clear = gr.Button("Clear this object's clicks", elem_id="clear")
+                    label = gr.Radio(CLICK_KINDS, value="positive",
+                                     label="A click adds a (box: click two corners)", elem_id="click_label")
+                    clear = gr.Button("Clear this object's prompts on this frame", elem_id="clear")
                     with gr.Accordion("SAM2Long settings", open=False):
                         pathways = gr.Slider(1, 8, value=3, step=1, label="Pathways")
                         iou_thre = gr.Slider(0.0, 0.95, value=0.1, step=0.05,
                                              label="IoU threshold for memory")
                         uncertainty = gr.Slider(0.0, 10.0, value=2.0, step=0.5,
                                                 label="Uncertainty threshold")
-                    track = gr.Button("Track", variant="primary", elem_id="track")
+                    with gr.Row():
+                        back = gr.Button("Track backward", elem_id="track_backward")
+                        forward = gr.Button("Track forward", variant="primary", elem_id="track_forward")
                 with gr.Column():
                     # The title above the frame, not Gradio's label on it (it covered the
                     # frame's top-left corner, where objects may need clicks).
-                    gr.Markdown("**First frame: click the objects**")
-                    frame = gr.Image(label="First frame: click the objects", show_label=False,
-                                     type="numpy", interactive=False, elem_id="first_frame")
+                    gr.Markdown("**The selected frame: click the objects**")
+                    frame = gr.Image(label="The selected frame", show_label=False,
+                                     type="numpy", interactive=False, elem_id="frame")
+                    slider = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
+                                       elem_id="frame_slider")
                     status = gr.Markdown("Upload a video or use the sample.", elem_id="status")
                     video_out = gr.Video(label="Tracked video", interactive=False, elem_id="video_out")
                     masks_out = gr.File(label="Masks (zip: a folder of PNGs per object)", elem_id="masks_out")
-            video_in.change(self.load_video, [video_in, state], [state, frame, status, selector])
+
+            def load(path, session, chosen, request: gr.Request):
+                return self.load_video(path, session, request, chosen)
+
+            video_in.change(load, [video_in, state, mode], [state, frame, status, selector, slider])
             sample.click(lambda: str(SAMPLE_VIDEO), None, video_in)
+            slider.change(self.show_frame, [state, slider], [state, frame, status], trigger_mode="always_last")
             frame.select(self.click, [state, label], [state, frame, status])
             clear.click(self.clear, [state], [state, frame, status])
             add.click(self.add_object, [state], [state, frame, status, selector])
             remove.click(self.remove_object, [state], [state, frame, status, selector])
             selector.input(self.select_object, [state, selector], [state, frame, status])
-            track.click(self.track, [state, pathways, iou_thre, uncertainty],
-                        [video_out, masks_out, status], concurrency_limit=1)
+            mode.input(self.set_mode, [state, mode], [state, frame, status])
+            inputs = [state, pathways, iou_thre, uncertainty]
+            outputs = [frame, video_out, masks_out, status]
+            forward.click(self.track_forward, inputs, outputs, concurrency_limit=1)
+            back.click(self.track_backward, inputs, outputs, concurrency_limit=1)
             demo.unload(self.end_request)
         demo.sam2long_demo = self  # so that shutdown can end the sessions
         return demo
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -574,18 +834,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def create_demo(args) -> gr.Blocks:
     from sam2long.engine.errors import ConfigError
-    from sam2long.tools.cli import load_backend
+    from sam2long.tools.cli import RANDOM_CFG, load_backend
 
     for flag in ("max_sessions", "session_timeout"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag):g}")
     backend = load_backend(args)
+    rules = _model_rules(RANDOM_CFG if args.random_weights else args.sam2_cfg)
     if args.cuda_graphs and backend.device.type != "cuda":
         raise ConfigError(f"--cuda_graphs needs a CUDA device; the backend runs on {backend.device}")
     note = "**Random weights: the masks are meaningless.**" if args.random_weights else ""
     return Demo(backend, args.max_frames or None, note, bool(args.cuda_graphs),
                 max_sessions=args.max_sessions, session_timeout=args.session_timeout * 60,
-                max_side=args.max_side or None, max_upload_mb=args.max_upload_mb or None).build()
+                max_side=args.max_side or None, max_upload_mb=args.max_upload_mb or None, rules=rules).build()
+
+
+def _model_rules(config: str) -> Sam2Rules:
+    """The model config's settings for SAM 2's memory (the predictor follows them)."""
+    from omegaconf import OmegaConf
+
+    from sam2long.engine.model_loading import resolve_config_path
+
+    return Sam2Rules.from_model_config(OmegaConf.load(resolve_config_path(config)).model)
 
 
 def launch(blocks: gr.Blocks, args, block: bool = True) -> gr.Blocks:
