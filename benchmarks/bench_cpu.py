@@ -27,7 +27,6 @@ measured fp32 matrix-multiply rate, beside each backend's measured time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -47,6 +46,7 @@ sys.path.insert(0, str(BENCH))
 from bench_gpu import make_prompts  # noqa: E402
 from bench_vs_reference import agreement, tracked_frames  # noqa: E402
 from parity_data import fixture_dir  # noqa: E402
+from report import publish  # noqa: E402
 
 STAGES = ("encode_image", "attend_memory", "decode_masks", "encode_memory")
 SIDES = ("original", "sam2", "torch", "onnx", "torch_bf16")
@@ -356,13 +356,7 @@ def main(argv=None):
                     table, numbers = config_table(name, num_pathway, num_objects, results, plain)
                     lines += table
                     report[f"{name}_p{num_pathway}_o{num_objects}"] = numbers
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+    publish(lines, report, args.markdown, args.json)
 
 
 if __name__ == "__main__":

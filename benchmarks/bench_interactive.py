@@ -29,7 +29,6 @@ refuses the correction (mode sam2long before it takes corrections) is reported a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 from bench_cpu import LIVELY, build_onnx, clip, model_files  # noqa: E402
 from parity_data import fixture_dir  # noqa: E402
+from report import publish  # noqa: E402
 
 BACKENDS = ("torch", "onnx")
 MODES = ("sam2", "sam2long")
@@ -355,13 +355,7 @@ def main(argv=None):
     if correction_lines:
         lines += [f"\n**A correction on frame {t} of {args.num_frames}: what propagating again computes**",
                   "", *CORRECTION_HEADER, *correction_lines]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+    publish(lines, report, args.markdown, args.json)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 from bench_vs_reference import agreement  # noqa: E402  (light: numpy and our metrics)
 from parity_data import fixture_dir  # noqa: E402
+from report import publish  # noqa: E402
 
 SIDES = ("original", "torch", "onnx", "auto")
 PARTS = ("steady", "dataset", "startup")
@@ -549,13 +550,7 @@ def main(argv=None) -> int:
                 folder.mkdir()
                 report[f"{name}_startup"] = startup_runs(sides, prep, args, folder)
                 lines += startup_table(name, report[f"{name}_startup"], args.startup_limit)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    publish(lines, report, args.markdown, args.json, indent=1, default=str)
     if args.csv:
         write_csv(args.csv, report)
     return 0
