@@ -33,7 +33,8 @@ from sam2long.engine.cpu_speed import best_seconds
 PROBE_VERSION = 2  # bump when the probe changes what it measures: old timings are then ignored
 PROBE_ROWS = 3  # one object x the default 3 pathways
 STAGES = ("image", "attention", "decoder", "memory")
-# ONNX Runtime costs more memory (issue 24: about 2x torch's RSS): take it only for a clear gain.
+# ONNX Runtime holds a little more memory (its arena keeps the largest stage's buffers):
+# take it only for a clear gain.
 ONNX_MARGIN = 1.05
 NO_BUILD_ENV = "SAM2LONG_NO_BUILD_GRAPHS"
 
