@@ -116,6 +116,18 @@ def write_dataset(root: Path, names=("v1", "v2"), frames: int = 3) -> list[str]:
             "--output_mask_dir", str(root / "out")]
 
 
+def write_scored_dataset(root: Path, names, frames: int, offset_per_video: int = 0) -> None:
+    """A DAVIS 2017 layout (480p) with ground truth on every frame, for --score and the
+    evaluator: video k's frame t is synthetic frame / mask t + k * offset_per_video."""
+    for k, name in enumerate(names):
+        for t in range(frames):
+            shift = t + k * offset_per_video
+            folder = root / "JPEGImages" / "480p" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(synthetic_frame(shift)).save(folder / f"{t:05d}.jpg")
+            write_png(root / "Annotations" / "480p" / name / f"{t:05d}.png", synthetic_mask(shift))
+
+
 def write_png(path: Path, arr: np.ndarray, palette=None) -> Path:
     from sam2long.runtime.image_io import DAVIS_PALETTE
 

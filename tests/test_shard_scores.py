@@ -121,22 +121,11 @@ def test_merge_refuses_mixed_runs_and_videos_scored_twice(tmp_path):
 def test_two_sharded_score_runs_merge_into_the_unsharded_numbers(tmp_path, micro_checkpoints, capsys):
     """tools/vos_inference.py --score with --num_chunks 2: each shard writes its own folder (no
     shard overwrites another), and the merge equals the unsharded run's own --score."""
-    from PIL import Image
-
-    from sam2long.runtime.image_io import DAVIS_PALETTE
     from sam2long.tools import vos_inference
-    from tests.conftest import MICRO_CFG, synthetic_frame, synthetic_mask
+    from tests.conftest import MICRO_CFG, write_scored_dataset
 
     root = tmp_path / "DAVIS"
-    for n, name in enumerate(("a", "b", "c")):
-        frames, gt = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
-        frames.mkdir(parents=True)
-        gt.mkdir(parents=True)
-        for t in range(4):
-            Image.fromarray(synthetic_frame(t + n)).save(frames / f"{t:05d}.jpg")
-            png = Image.fromarray(synthetic_mask(t + n).astype(np.uint8), mode="P")
-            png.putpalette(DAVIS_PALETTE)
-            png.save(gt / f"{t:05d}.png")
+    write_scored_dataset(root, ("a", "b", "c"), 4, offset_per_video=1)
     out = tmp_path / "pred"
     args = ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(micro_checkpoints["lively"]), "--device", "cpu",
             "--base_video_dir", str(root / "JPEGImages" / "480p"),

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from sam2long.runtime.image_io import DAVIS_PALETTE
-from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask
+from tests.conftest import MICRO_CFG, ROOT, synthetic_frame, synthetic_mask, write_scored_dataset
 from sam2long.tools import vos_inference
 
 SAMPLE = ROOT / "samples" / "shapes"
@@ -179,16 +179,7 @@ def test_the_run_scores_itself_as_the_official_davis_tool(tmp_path, micro_checkp
     from sam2long.tools import evaluate
 
     root = tmp_path / "DAVIS"
-    for name in ("a", "b"):
-        frames = root / "JPEGImages" / "480p" / name
-        gt = root / "Annotations" / "480p" / name
-        frames.mkdir(parents=True)
-        gt.mkdir(parents=True)
-        for t in range(5):
-            Image.fromarray(synthetic_frame(t)).save(frames / f"{t:05d}.jpg")
-            png = Image.fromarray(synthetic_mask(t).astype(np.uint8), mode="P")
-            png.putpalette(DAVIS_PALETTE)
-            png.save(gt / f"{t:05d}.png")
+    write_scored_dataset(root, ("a", "b"), 5)
     out = tmp_path / "pred"
     args = ["--sam2_cfg", MICRO_CFG, "--sam2_checkpoint", str(micro_checkpoints["lively"]), "--device", "cpu",
             "--base_video_dir", str(root / "JPEGImages" / "480p"),
