@@ -17,7 +17,12 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float32)[:, None,
 def preprocess_frame(image: Image.Image, image_size: int) -> torch.Tensor:
     """PIL image -> [1, 3, S, S] normalised float32, exactly as SAM 2's frame loader
     (Pillow's bicubic resize of the RGB image, /255 in float64, ImageNet mean/std)."""
-    resized = np.array(image.convert("RGB").resize((image_size, image_size)))
+    return normalize_frame(np.array(image.convert("RGB").resize((image_size, image_size))))
+
+
+def normalize_frame(resized: np.ndarray) -> torch.Tensor:
+    """An RGB frame already at the model's size [S, S, 3] uint8 -> [1, 3, S, S] as SAM 2
+    normalises it (/255 in float64, then float32, ImageNet mean/std)."""
     tensor = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
     return ((tensor - IMAGENET_MEAN) / IMAGENET_STD)[None]
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from sam2long.engine.graph_backend import ProfileError
 from sam2long.engine.stages import DecoderOutput, ImageFeatures, StageBackend
 from sam2long.engine.torch_stages import NO_OBJ_SCORE
-from sam2long.runtime.frames import IMAGENET_MEAN, IMAGENET_STD
+from sam2long.runtime.frames import normalize_frame
 from sam2long.runtime.memory_bank import Sam2Rules, StoredFrame, memory_key, sam2_memory, stack_sam2_memory
 from sam2long.runtime.postprocess import fill_small_holes
 from sam2long.runtime.tracker import PROMPT_LOGIT
@@ -119,9 +119,7 @@ class Sam2Stepper:
         if cached is not None:
             s.features.move_to_end(frame_idx)
             return cached
-        resized = torch.from_numpy(s.frames[frame_idx] / 255.0).permute(2, 0, 1).float()
-        image = ((resized - IMAGENET_MEAN) / IMAGENET_STD)[None].to(self.backend.device)
-        feats = self.backend.encode_image(image)
+        feats = self.backend.encode_image(normalize_frame(s.frames[frame_idx]).to(self.backend.device))
         s.features[frame_idx] = feats
         while len(s.features) > FEATURE_CACHE:
             s.features.popitem(last=False)

@@ -296,6 +296,15 @@ class Sam2Rules:
     add_all_frames_to_correct_as_cond: bool = False
 
     @classmethod
+    def from_config_file(cls, config: str) -> "Sam2Rules":
+        """From a config name (inside the sam2 package) or YAML path."""
+        from omegaconf import OmegaConf
+
+        from sam2long.engine.model_loading import resolve_config_path
+
+        return cls.from_model_config(OmegaConf.load(resolve_config_path(config)).model)
+
+    @classmethod
     def from_model_config(cls, model_cfg) -> "Sam2Rules":
         """From a config's `model:` mapping (anything with .get)."""
         return cls(**{f: type(getattr(cls, f))(model_cfg.get(f, getattr(cls, f)))

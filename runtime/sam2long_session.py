@@ -37,7 +37,7 @@ import torch
 
 from sam2long.engine.stages import ImageFeatures, StageBackend
 from sam2long.runtime.config import TrackerConfig
-from sam2long.runtime.frames import IMAGENET_MEAN, IMAGENET_STD
+from sam2long.runtime.frames import normalize_frame
 from sam2long.runtime.interactive import InferenceSession, empty_masks, video_res
 from sam2long.runtime.memory_bank import StoredFrame
 from sam2long.runtime.spill import Held, SpillStore
@@ -172,11 +172,6 @@ class _PromptedTracker(SAM2LongTracker):
         return s
 
 
-def _image(rgb: np.ndarray) -> torch.Tensor:
-    resized = torch.from_numpy(rgb / 255.0).permute(2, 0, 1).float()
-    return ((resized - IMAGENET_MEAN) / IMAGENET_STD)[None]
-
-
 def propagate_tree(backend: StageBackend, config: TrackerConfig, s: InferenceSession, order: range,
                    reverse: bool, max_cond_frames_in_attn: int = -1
                    ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
@@ -214,7 +209,7 @@ def propagate_tree(backend: StageBackend, config: TrackerConfig, s: InferenceSes
     objects = [(o.obj_id, dict(sorted(conds[o.obj_id].items()))) for o in objs]
     tracker = _PromptedTracker(backend, config, run, max_cond_frames_in_attn, s)
     session = tracker.resume(objects, n, snap, first)
-    frames = ((t, _image(s.frames[mirror(t)])) for t in range(first, n))
+    frames = ((t, normalize_frame(s.frames[mirror(t)])) for t in range(first, n))
     results = tracker._run(session, frames, n, hw) if last >= emitted else iter(())
     wanted_set = set(wanted)
     try:

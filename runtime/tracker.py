@@ -32,7 +32,7 @@ from sam2long.runtime.config import TrackerConfig
 from sam2long.runtime.cuda_graphs import GraphCache, blocking_event
 from sam2long.runtime.lineage import ObjectLineage
 from sam2long.runtime.memory_bank import NewEntries, PathwayBank
-from sam2long.runtime.prompts import ObjectPrompt, PromptError, validate_prompts
+from sam2long.runtime.prompts import ObjectPrompt, validate_prompts
 from sam2long.runtime.selection import NUM_MASKS, select_candidates
 from sam2long.runtime.spill import SpillStore
 
@@ -100,14 +100,11 @@ def _slot_table(a_idx, s_idx, shape, device):
 
 
 def _by_object(prompts: list[ObjectPrompt]) -> list[tuple[int, dict[int, ObjectPrompt]]]:
-    """Prompts grouped per object id (first-seen order), by frame; two on one frame of one
-    object cannot both hold."""
+    """Prompts grouped per object id (first-seen order), by frame (validate_prompts has
+    refused two on one frame of one object)."""
     objects: dict[int, dict[int, ObjectPrompt]] = {}
     for p in prompts:
-        frames = objects.setdefault(p.obj_id, {})
-        if p.frame_idx in frames:
-            raise PromptError(f"object {p.obj_id}: two prompts on frame {p.frame_idx}; give one per frame")
-        frames[p.frame_idx] = p
+        objects.setdefault(p.obj_id, {})[p.frame_idx] = p
     return [(i, dict(sorted(f.items()))) for i, f in objects.items()]
 
 

@@ -310,12 +310,6 @@ class SAM2LongVideoPredictor:
         return s.objects[obj_id]
 
 
-def _model_rules(config_path) -> Sam2Rules:
-    from omegaconf import OmegaConf
-
-    return Sam2Rules.from_model_config(OmegaConf.load(config_path).model)
-
-
 def build_sam2long_video_predictor(config_file: str, ckpt_path: str, device: str = "cpu",
                                    backend: str = "torch", mode: str = "sam2long", num_pathway: int = 3,
                                    iou_thre: float = 0.1, uncertainty: float = 2.0, precision: str = "fp32",
@@ -332,7 +326,6 @@ def build_sam2long_video_predictor(config_file: str, ckpt_path: str, device: str
     conditioning frame, so that re-tracking through it keeps the correction (mode "sam2long"
     always does: runtime/sam2long_session.py)."""
     from sam2long.engine.factory import build_backend
-    from sam2long.engine.model_loading import resolve_config_path
 
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r}: choose from {MODES}")
@@ -348,7 +341,7 @@ def build_sam2long_video_predictor(config_file: str, ckpt_path: str, device: str
             raise ConfigError(f"apply_postprocessing=True needs backend='torch' (the {backend} graphs "
                               "encode clicked masks without binarising them); pass apply_postprocessing=False")
         encoder.binarize_prompt_masks = True
-    rules = _model_rules(resolve_config_path(config_file))
+    rules = Sam2Rules.from_config_file(config_file)
     if add_all_frames_to_correct_as_cond is not None:
         rules = replace(rules, add_all_frames_to_correct_as_cond=bool(add_all_frames_to_correct_as_cond))
     return SAM2LongVideoPredictor(stage_backend, rules, mode, tracker_config, post)

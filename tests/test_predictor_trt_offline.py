@@ -20,9 +20,10 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is installed by tools/set
 def _predictor(backend, corrections_as_cond: bool):
     from dataclasses import replace
 
-    from sam2long.predictor import SAM2LongVideoPredictor, _model_rules
+    from sam2long.predictor import SAM2LongVideoPredictor
+    from sam2long.runtime.memory_bank import Sam2Rules
 
-    rules = replace(_model_rules(MICRO_CFG), add_all_frames_to_correct_as_cond=corrections_as_cond)
+    rules = replace(Sam2Rules.from_config_file(MICRO_CFG), add_all_frames_to_correct_as_cond=corrections_as_cond)
     return SAM2LongVideoPredictor(backend, rules, mode="sam2", post=PostProcessing())
 
 

@@ -840,22 +840,13 @@ def create_demo(args) -> gr.Blocks:
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag):g}")
     backend = load_backend(args)
-    rules = _model_rules(RANDOM_CFG if args.random_weights else args.sam2_cfg)
+    rules = Sam2Rules.from_config_file(RANDOM_CFG if args.random_weights else args.sam2_cfg)
     if args.cuda_graphs and backend.device.type != "cuda":
         raise ConfigError(f"--cuda_graphs needs a CUDA device; the backend runs on {backend.device}")
     note = "**Random weights: the masks are meaningless.**" if args.random_weights else ""
     return Demo(backend, args.max_frames or None, note, bool(args.cuda_graphs),
                 max_sessions=args.max_sessions, session_timeout=args.session_timeout * 60,
                 max_side=args.max_side or None, max_upload_mb=args.max_upload_mb or None, rules=rules).build()
-
-
-def _model_rules(config: str) -> Sam2Rules:
-    """The model config's settings for SAM 2's memory (the predictor follows them)."""
-    from omegaconf import OmegaConf
-
-    from sam2long.engine.model_loading import resolve_config_path
-
-    return Sam2Rules.from_model_config(OmegaConf.load(resolve_config_path(config)).model)
 
 
 def launch(blocks: gr.Blocks, args, block: bool = True) -> gr.Blocks:

@@ -160,9 +160,6 @@ def use_sample(args) -> None:
 def make_predictor(args):
     """The interactive predictor (sam2long.predictor) over the backend the flags ask for,
     without sam2's post-processing, so its masks are the batch tools' kind."""
-    from omegaconf import OmegaConf
-
-    from sam2long.engine.model_loading import resolve_config_path
     from sam2long.predictor import SAM2LongVideoPredictor
     from sam2long.runtime.memory_bank import Sam2Rules
 
@@ -172,7 +169,7 @@ def make_predictor(args):
     cfg, checkpoint = model_files(args)
     backend = build_chosen_backend(args.backend, cfg, checkpoint, args.device, args.engine_dir, args.precision,
                                    build_graphs=not args.no_build_graphs)
-    rules = Sam2Rules.from_model_config(OmegaConf.load(resolve_config_path(cfg)).model)
+    rules = Sam2Rules.from_config_file(cfg)
     return SAM2LongVideoPredictor(backend, rules, args.mode, tracker_config(args))
 
 
