@@ -7,7 +7,9 @@
    --warmup untimed runs, then --repeats timed runs in alternating order, median);
 3. whether auto's pick is the backend that tracked faster. A pick of torch counts as right
    when onnx was less than auto's margin (5%) faster: auto keeps to torch there on purpose
-   (ONNX Runtime holds more memory).
+   (ONNX Runtime holds more memory). A mixed pick (each stage in the faster library) is
+   tracked too, with auto's recorded choice, and counts as right when it tracked at least
+   as fast as the faster of the two, less that margin.
 
 Models: `micro` (the parity fixture's lively micro model), `tiny` and `b+` (seeded random
 lively weights, as benchmarks/bench_cpu.py makes them). The clip is --num_frames frames of
@@ -46,7 +48,8 @@ MICRO_CFG = str(ROOT / "configs" / "micro_sam2.1_256.yaml")
 
 def auto_pick(model, engine_dir: str, cache_file: Path) -> tuple[str, dict, str]:
     """(auto's choice, its probe's seconds per stage per backend, its one-line reason), measured
-    now: the cache file starts empty."""
+    now: the cache file starts empty (`cache_file` is $XDG_CACHE_HOME/sam2long/backend_choice.json
+    for the tracking run of a mixed pick to find)."""
     from sam2long.engine.auto_backend import ChoiceCache, choose_cpu_backend
 
     cache = ChoiceCache(cache_file)
@@ -56,10 +59,11 @@ def auto_pick(model, engine_dir: str, cache_file: Path) -> tuple[str, dict, str]
     return choice.name, entry["seconds"], choice.reason
 
 
-def tracked_fps(model, frames, prompts, engine_dir, args, tmp: Path) -> dict[str, float]:
-    """Frames per second of each backend over the whole clip (median of the timed runs)."""
+def tracked_fps(model, frames, prompts, engine_dir, args, tmp: Path, mixed: bool = False) -> dict[str, float]:
+    """Frames per second of each backend over the whole clip (median of the timed runs); with
+    `mixed`, also `--backend auto` ("auto") with the choice in $XDG_CACHE_HOME."""
     runner_args = argparse.Namespace(iou_thre=0.1, uncertainty=2.0, memory=False, engine_arg=[])
-    seconds = {"torch": [], "onnx": []}
+    seconds = {"torch": [], "onnx": [], **({"auto": []} if mixed else {})}
     sides = list(seconds)
     for r in range(args.warmup + args.repeats):
         for side in (sides if r % 2 == 0 else sides[::-1]):
@@ -74,7 +78,11 @@ def tracked_fps(model, frames, prompts, engine_dir, args, tmp: Path) -> dict[str
 def verdict(pick: str, fps: dict[str, float]) -> str:
     from sam2long.engine.auto_backend import ONNX_MARGIN
 
-    faster = max(fps, key=fps.get)
+    faster = max(("torch", "onnx"), key=fps.get)
+    if pick == "mixed":
+        if fps["auto"] >= fps[faster]:
+            return "yes"
+        return "yes (within the margin)" if fps["auto"] * ONNX_MARGIN >= fps[faster] else "NO"
     if pick == faster:
         return "yes"
     if pick == "torch" and fps["onnx"] < ONNX_MARGIN * fps["torch"]:
@@ -138,7 +146,7 @@ def main(argv=None) -> int:
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
              + (" (DRY RUN: numbers mean nothing)" if args.dry_run else ""), "",
              "| model | auto picks | probe ms/frame torch | probe ms/frame onnx | tracked fps torch "
-             "| tracked fps onnx | auto picked the faster |", "|---|---|---|---|---|---|---|"]
+             "| tracked fps onnx | tracked fps mixed | auto picked the faster |", "|---" * 8 + "|"]
     report = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -152,13 +160,23 @@ def main(argv=None) -> int:
                 prompts = args.prompts
             engine_dir = args.engine_dir or build_onnx(model, tmp / f"engines_{name}", args.python)
             print(f"{name}: auto's probe", flush=True)
-            pick, probe, reason = auto_pick(model, engine_dir, tmp / f"choice_{name}.json")
+            xdg = tmp / f"xdg_{name}"
+            pick, probe, reason = auto_pick(model, engine_dir, xdg / "sam2long" / "backend_choice.json")
             print(f"  {reason}\n{name}: tracking with both backends", flush=True)
-            fps = tracked_fps(model, frames, prompts, engine_dir, args, tmp)
+            saved = os.environ.get("XDG_CACHE_HOME")
+            os.environ["XDG_CACHE_HOME"] = str(xdg)
+            try:
+                fps = tracked_fps(model, frames, prompts, engine_dir, args, tmp, mixed=pick == "mixed")
+            finally:
+                if saved is None:
+                    os.environ.pop("XDG_CACHE_HOME", None)
+                else:
+                    os.environ["XDG_CACHE_HOME"] = saved
             agrees = verdict(pick, fps)
             per_frame = {side: 1e3 * sum(stages.values()) for side, stages in probe.items()}
+            mixed_fps = f"{fps['auto']:.2f}" if "auto" in fps else "-"
             lines.append(f"| {name} | {pick} | {per_frame['torch']:.0f} | {per_frame['onnx']:.0f} "
-                         f"| {fps['torch']:.2f} | {fps['onnx']:.2f} | {agrees} |")
+                         f"| {fps['torch']:.2f} | {fps['onnx']:.2f} | {mixed_fps} | {agrees} |")
             report[name] = {"pick": pick, "probe_seconds": probe, "tracked_fps": fps, "agrees": agrees}
             print(lines[-1], flush=True)
     print("\n".join(lines))

@@ -107,6 +107,8 @@ def run_side(side, model, frames, prompts, num_pathway, engine_dir, reference_re
         cmd += ["--backend", backend, "--precision", precision or "fp32"]
         cmd += ["--engine_dir", engine_dir] if backend == "onnx" else []
         cmd += [a for extra in args.engine_arg for a in extra.split()]
+    elif side == "auto":  # the choice recorded in the caller's $XDG_CACHE_HOME
+        cmd += ["--backend", "auto", "--engine_dir", engine_dir]
     env = dict(os.environ, PYTHONPATH=str(Path(reference_repo).resolve()) if side == "original" else str(ROOT))
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -6,7 +6,8 @@ Plain mode (`--parts plain`): `build_sam2long_video_predictor(mode="sam2", P=1)`
 backend of --backends and sam2 1.1.0's `build_sam2_video_predictor`, on the same frames
 (--plain_frames of the bedroom clip played forwards and backwards, as bench_cpu.py --memory)
 and the same prompt (the parity fixture's mask on its frame), both without sam2's
-post-processing (`apply_postprocessing=False`: the onnx backend takes no other). Every side
+post-processing (`apply_postprocessing=False`: the onnx backend takes no other). `auto` is
+`--backend auto` (each stage in the faster library, measured in its first run's setup). Every side
 runs in its own process: --warmup untimed runs, then --repeats timed runs in alternating
 order; the median is reported. Per side: frames/s of `propagate_in_video` (init_state and
 the prompt are timed apart), the ratio over sam2's, and the per-frame mask IoU against sam2's
@@ -48,7 +49,8 @@ from bench_cpu import LIVELY, build_onnx, clip, model_files  # noqa: E402
 from parity_data import fixture_dir  # noqa: E402
 from report import publish  # noqa: E402
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "auto")
+GRAPH_BACKENDS = ("onnx", "auto")  # run over the graphs built here
 MODES = ("sam2", "sam2long")
 
 
@@ -220,7 +222,7 @@ def plain_part(args, name, model, frames, engine_dir, tmp) -> tuple[list[str], d
             "--prompts", args.prompts]
 
     def once(side):
-        extra = ["--engine_dir", engine_dir] if side == "onnx" else []
+        extra = ["--engine_dir", engine_dir] if side in GRAPH_BACKENDS else []
         return run_side(args, [*base, "--side", side, *extra], tmp / f"plain_{side}.npz")
 
     for _ in range(args.warmup):
@@ -262,7 +264,7 @@ def correction_part(args, name, model, frames, engine_dir, tmp, num_frames, t) -
         for mode in args.correction_modes:
             cmd = ["--part", "correction", "--backend", backend, "--mode", mode, "--config", model[0],
                    "--checkpoint", model[1], "--frames", frames, "--prompts", args.prompts,
-                   "--correction_frame", str(t), *(["--engine_dir", engine_dir] if backend == "onnx" else [])]
+                   "--correction_frame", str(t), *(["--engine_dir", engine_dir] if backend in GRAPH_BACKENDS else [])]
             runs = []
             for r in range(args.warmup + args.repeats):
                 data = run_side(args, cmd, tmp / f"correction_{backend}_{mode}.npz")
@@ -334,10 +336,14 @@ def main(argv=None):
     plain_lines, correction_lines, report = [], [], {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        # auto's choice is measured in its first run (its setup) and kept for the next,
+        # in a cache of this run's own.
+        os.environ["XDG_CACHE_HOME"] = str(tmp / "auto_cache")
         for name in (["custom"] if args.model else args.models):
             bias, gain = LIVELY.get(name, (0.0, 1.0))
             model = tuple(args.model) if args.model else model_files(name, Path(args.checkpoint_dir), bias, gain)
-            engine_dir = build_onnx(model, tmp / f"engines_{name}", args.python) if "onnx" in args.backends else None
+            engine_dir = (build_onnx(model, tmp / f"engines_{name}", args.python)
+                          if set(GRAPH_BACKENDS) & set(args.backends) else None)
             if "plain" in args.parts:
                 frames = clip(Path(args.frames), args.plain_frames, tmp / f"plain_{name}")
                 print(f"{name}: plain SAM 2, {args.plain_frames} frames", flush=True)

@@ -139,26 +139,68 @@ def probe_stage_seconds(backend, rows: int = PROBE_ROWS, repeats: int = 2) -> di
 
 
 # -- the decision ------------------------------------------------------------------------------
-def decide(seconds: dict[str, dict[str, float]]) -> tuple[str, str]:
-    """("torch" or "onnx", the measured numbers in one line) from per-stage seconds per backend.
-    onnx must be ONNX_MARGIN times faster per frame: it holds more memory."""
+def stage_plan(seconds: dict[str, dict[str, float]], torch_stages: tuple[str, ...] = ()) -> dict[str, str]:
+    """{stage: "torch" or "onnx"}: each stage in the backend that runs it faster, onnx only
+    when ONNX_MARGIN times faster there (its arena holds more memory), and all in torch
+    unless that saves ONNX_MARGIN on the whole frame. `torch_stages` stay in torch."""
+    torch_s, onnx_s = seconds["torch"], seconds.get("onnx")
+    everything_torch = {stage: "torch" for stage in STAGES}
+    if onnx_s is None:
+        return everything_torch
+    plan = {stage: "onnx" if stage not in torch_stages and torch_s[stage] > ONNX_MARGIN * onnx_s[stage]
+            else "torch" for stage in STAGES}
+    if ONNX_MARGIN * sum(seconds[plan[stage]][stage] for stage in STAGES) > sum(torch_s.values()):
+        return everything_torch
+    return plan
+
+
+def plan_name(plan: dict[str, str]) -> str:
+    """"torch", "onnx", or "mixed" when the stages are split."""
+    names = set(plan.values())
+    return names.pop() if len(names) == 1 else "mixed"
+
+
+def decide(seconds: dict[str, dict[str, float]], torch_stages: tuple[str, ...] = ()) -> tuple[str, str]:
+    """("torch", "onnx" or "mixed", the measured numbers in one line) from per-stage seconds
+    per backend (`stage_plan`)."""
+    plan = stage_plan(seconds, torch_stages)
+    choice = plan_name(plan)
     total = {name: sum(stages.values()) for name, stages in seconds.items()}
-    choice = "torch"
-    if "onnx" in total and total["torch"] > ONNX_MARGIN * total["onnx"]:
-        choice = "onnx"
     parts = []
     for name in sorted(total, key=lambda n: n != choice):
         stages = ", ".join(f"{s} {seconds[name][s] * 1e3:.0f}" for s in STAGES if s in seconds[name])
         parts.append(f"{name} {total[name] * 1e3:.0f} ms ({stages})")
     why = (f"one tracked frame (1 object x {PROBE_ROWS} pathways, memory full): " + " against ".join(parts))
-    if choice == "torch" and "onnx" in total and total["onnx"] < total["torch"]:
+    if choice == "mixed":
+        mixed = sum(seconds[plan[s]][s] for s in STAGES)
+        why += (f"; each stage in the faster one ({', '.join(f'{s} {plan[s]}' for s in STAGES)}): "
+                f"{mixed * 1e3:.0f} ms")
+    elif choice == "torch" and "onnx" in total and total["onnx"] < total["torch"]:
         why += f" (onnx is less than {ONNX_MARGIN:.2f}x faster: not worth its extra memory)"
+    if torch_stages and "onnx" in total:
+        why += f" ({', '.join(torch_stages)} kept in torch: asked for)"
     return choice, why
+
+
+def build_planned(plan: dict[str, str], torch_backend, onnx) -> object:
+    """The StageBackend for `plan` from the two built backends (either may be None when the
+    plan does not use it); a mixed one frees what each side does not run."""
+    name = plan_name(plan)
+    if name != "mixed":
+        return torch_backend if name == "torch" else onnx
+    from sam2long.engine.mixed_backend import MixedBackend
+    from sam2long.engine.stages import STAGE_NAMES
+
+    torch_backend.drop_stages([s for s in STAGES if plan[s] != "torch"])
+    for stage in STAGES:
+        if plan[stage] != "onnx":
+            onnx.sessions.pop(STAGE_NAMES[stage], None)
+    return MixedBackend({s: torch_backend if plan[s] == "torch" else onnx for s in STAGES})
 
 
 @dataclass
 class Choice:
-    name: str  # "torch" or "onnx"
+    name: str  # "torch", "onnx" or "mixed"
     reason: str  # one line, with the measured numbers
     backend: object  # the StageBackend, built
 
@@ -194,9 +236,12 @@ class ChoiceCache:
 def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_dir: str | None,
                        build: bool = True, cache: ChoiceCache | None = None,
                        say: Callable[[str], None] = print,
-                       probe: Callable[[object], dict] | None = None) -> Choice:
-    """The faster CPU backend for this model here, built; timings measured once and cached.
-    `probe` (default probe_stage_seconds): a backend's seconds per stage."""
+                       probe: Callable[[object], dict] | None = None,
+                       torch_stages: tuple[str, ...] = ()) -> Choice:
+    """The faster CPU backend for this model here, built: torch, onnx, or each stage in the
+    faster of the two (`stage_plan`); timings measured once and cached. `probe` (default
+    probe_stage_seconds): a backend's seconds per stage. `torch_stages`: stages that must run
+    in torch (sam2's post-processing binarises prompt masks in torch's memory encoder)."""
     from sam2long.engine.factory import build_backend
     from sam2long.engine.manifest import EngineMismatchError, model_sha256
     from sam2long.engine.model_loading import resolve_config_path
@@ -206,13 +251,13 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
     key = choice_key(machine_identity(), cfg_sha, ckpt_sha)
     graphs = Path(engine_dir) if engine_dir else graphs_dir(cfg_sha, ckpt_sha)
 
-    def load_onnx(allow_build: bool):
-        """The onnx backend over `graphs`, built first into the cache when allowed; None with
-        why when it cannot be had."""
+    def load_onnx(allow_build: bool, stages=None):
+        """The onnx backend over `graphs` (the graphs of `stages`, default all), built first
+        into the cache when allowed; None with why when it cannot be had."""
         stale = False
         try:
             if (graphs / "manifest.json").is_file():
-                return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
+                return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs), stages=stages), ""
             if engine_dir:
                 return None, f"--engine_dir {engine_dir} has no graphs"
         except EngineMismatchError as e:
@@ -228,21 +273,33 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
         try:
             with locked(graphs.with_name(graphs.name + ".lock")):
                 build_onnx(sam2_cfg, sam2_checkpoint, str(graphs), force=stale)
-            return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs)), ""
+            return build_backend("onnx", sam2_cfg, sam2_checkpoint, device, str(graphs), stages=stages), ""
         except Exception as e:  # noqa: BLE001 -- an optimisation: torch runs whatever broke here
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             return None, f"building the ONNX graphs into {graphs} failed ({first})"
 
+    def chose(plan, why, torch_backend, onnx) -> Choice:
+        backend = build_planned(plan, torch_backend, onnx)
+        name = plan_name(plan)
+        label = f"mixed ({backend.describe()})" if name == "mixed" else name
+        return Choice(name, f"{label}: {why}", backend)
+
     entry = cache.get(key)
     if entry is not None:
-        name, why = decide(entry["seconds"])
-        when = f"measured {entry.get('measured', 'before')}, kept in {cache.path}"
-        if name == "onnx":
-            onnx, missing = load_onnx(build)
+        plan = stage_plan(entry["seconds"], torch_stages)
+        _, why = decide(entry["seconds"], torch_stages)
+        why += f" [measured {entry.get('measured', 'before')}, kept in {cache.path}]"
+        if plan_name(plan) != "torch":
+            from sam2long.engine.stages import STAGE_NAMES
+
+            onnx, missing = load_onnx(build, tuple(STAGE_NAMES[s] for s in STAGES if plan[s] == "onnx"))
             if onnx is not None:
-                return Choice("onnx", f"onnx: {why} [{when}]", onnx)
+                torch_backend = (build_backend("torch", sam2_cfg, sam2_checkpoint, device)
+                                 if plan_name(plan) == "mixed" else None)
+                return chose(plan, why, torch_backend, onnx)
             why = f"{why}; but {missing}"
-        return Choice("torch", f"torch: {why} [{when}]", build_backend("torch", sam2_cfg, sam2_checkpoint, device))
+            plan = {stage: "torch" for stage in STAGES}
+        return chose(plan, why, build_backend("torch", sam2_cfg, sam2_checkpoint, device), None)
 
     torch_backend = build_backend("torch", sam2_cfg, sam2_checkpoint, device)
     onnx, missing = load_onnx(build)
@@ -258,6 +315,6 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
                                f"{str(e).splitlines()[0] if str(e) else ''})", torch_backend)
     cache.put(key, {"seconds": seconds, "measured": time.strftime("%Y-%m-%d %H:%M"),
                     "machine": machine_identity(), "config": str(sam2_cfg), "checkpoint": str(sam2_checkpoint)})
-    name, why = decide(seconds)
-    chosen = onnx if name == "onnx" else torch_backend
-    return Choice(name, f"{name}: {why} [measured now, kept in {cache.path}]", chosen)
+    _, why = decide(seconds, torch_stages)
+    return chose(stage_plan(seconds, torch_stages), f"{why} [measured now, kept in {cache.path}]",
+                 torch_backend, onnx)

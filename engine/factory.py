@@ -86,11 +86,12 @@ def resolve_device(device: str, environ=None) -> torch.device:
 
 
 def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str = "auto",
-                  engine_dir: str | None = None, precision: str = "fp32") -> StageBackend:
+                  engine_dir: str | None = None, precision: str = "fp32",
+                  stages: tuple[str, ...] | None = None) -> StageBackend:
     """torch: the sam2 modules (autocast for bf16/fp16); onnx: the fp32 graphs in
     `engine_dir`; trt: the TensorRT engines built for this GPU under `engine_dir`. Graphs
     and engines are checked against this config and checkpoint first (a mismatch says how
-    to rebuild)."""
+    to rebuild). `stages` (onnx): open only these graphs, for a mixed backend."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r} is not available; choose from {BACKENDS}")
     if precision not in PRECISIONS:
@@ -115,7 +116,7 @@ def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str
     if backend == "onnx":
         from sam2long.engine.onnx_backend import OnnxBackend
 
-        return OnnxBackend(engine_dir, manifest, dev)
+        return OnnxBackend(engine_dir, manifest, dev, **({} if stages is None else {"stages": stages}))
     from sam2long.engine.manifest import check_trt_manifest
     from sam2long.engine.trt_backend import TensorRTUnavailable, TrtBackend, gpu_identity, import_tensorrt
 
@@ -126,3 +127,30 @@ def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str
     folder, trt_manifest = check_trt_manifest(Path(engine_dir), manifest, gpu_name, capability,
                                               trt.__version__, precision, sam2_cfg, sam2_checkpoint)
     return TrtBackend(engine_dir, folder, trt_manifest, dev)
+
+
+def build_auto_backend(sam2_cfg: str, sam2_checkpoint: str, device: str = "auto", engine_dir: str | None = None,
+                       precision: str = "fp32", build_graphs: bool = True,
+                       torch_stages: tuple[str, ...] = ()) -> StageBackend:
+    """`--backend auto`: on a GPU, the TensorRT engines in `engine_dir` when they are usable
+    here; on a CPU in fp32, the faster of torch and onnx for this model, or each stage in the
+    faster one, measured on its stages (engine/auto_backend.py; `torch_stages` stay in
+    torch); otherwise torch. A note says which and why."""
+    from sam2long.engine.manifest import EngineMismatchError
+
+    on_cuda = resolve_device(device).type == "cuda"
+    if on_cuda and engine_dir:
+        from sam2long.engine.trt_backend import TensorRTUnavailable
+
+        try:
+            return build_backend("trt", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
+        except (TensorRTUnavailable, EngineMismatchError) as e:
+            print(f"NOTE: --backend auto: not using TensorRT ({e}); using torch")
+    elif not on_cuda and precision == "fp32":
+        from sam2long.engine.auto_backend import build_graphs_allowed, choose_cpu_backend
+
+        choice = choose_cpu_backend(sam2_cfg, sam2_checkpoint, device, engine_dir,
+                                    build=build_graphs_allowed(not build_graphs), torch_stages=torch_stages)
+        print(f"NOTE: --backend auto: {choice.reason}")
+        return choice.backend
+    return build_backend("torch", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)

@@ -95,7 +95,10 @@ def share_cpu_arena(ort) -> None:
 class OnnxBackend(GraphBackend):
     name = "onnx"
 
-    def __init__(self, engine_dir: str | Path, manifest: Manifest, device: str | torch.device = "cpu"):
+    def __init__(self, engine_dir: str | Path, manifest: Manifest, device: str | torch.device = "cpu",
+                 stages: tuple[str, ...] = STAGES):
+        """`stages`: the graphs to open (a mixed backend runs the others elsewhere); calling a
+        stage left out is an error."""
         import onnxruntime as ort
 
         self.engine_dir = Path(engine_dir)
@@ -114,11 +117,19 @@ class OnnxBackend(GraphBackend):
             # 1.3x shared); shared, it holds the largest one.
             share_cpu_arena(ort)
             options.add_session_config_entry("session.use_env_allocators", "1")
+            # No busy-waiting between calls: the tracker's torch ops, and in a mixed backend
+            # torch's stages, run on the same cores right after each call, and threads
+            # spinning there slowed them (tiny, one frame: the decoder 58 against 90 ms after
+            # onnx's attention, the whole frame 3-5% faster).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.device.type != "cpu":
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         self.sessions = {}
         self.profiled = False  # the TensorRT provider's profiles cap the batch
-        for stage in STAGES:
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"stages {sorted(unknown)}: choose from {STAGES}")
+        for stage in stages:
             providers = _providers(stage, self.device, self.engine_dir, self.geometry, manifest.max_batch)
             tensorrt = any(p[0] == "TensorrtExecutionProvider" for p in providers if isinstance(p, tuple))
             self.profiled |= tensorrt
@@ -139,9 +150,10 @@ class OnnxBackend(GraphBackend):
             self.sessions[stage] = session
         # Graphs exported with dynamic memory slots take only the slots some row uses,
         # and more than the model's M with several prompt frames per object.
-        slots = {i.name: i.shape for i in self.sessions["memory_attention"].get_inputs()}["mem_feats"][1]
-        if isinstance(slots, str):
-            self.slot_dynamic_stages = frozenset({"memory_attention"})
+        if "memory_attention" in self.sessions:
+            slots = {i.name: i.shape for i in self.sessions["memory_attention"].get_inputs()}["mem_feats"][1]
+            if isinstance(slots, str):
+                self.slot_dynamic_stages = frozenset({"memory_attention"})
 
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
         """Rows go in groups whose attention scores fit ATTENTION_SCORE_BYTES, on every
@@ -177,7 +189,9 @@ class OnnxBackend(GraphBackend):
                                    f"{self.device} ({_first_line(e)})") from None
 
     def _run_session(self, stage: str, feeds: dict[str, torch.Tensor], batch: int) -> list[torch.Tensor]:
-        session = self.sessions[stage]
+        session = self.sessions.get(stage)
+        if session is None:
+            raise RuntimeError(f"stage {stage}: this onnx backend opened only {sorted(self.sessions)}")
         if self.device.type == "cpu":
             outputs = session.run(output_names(stage), {k: v.contiguous().numpy() for k, v in feeds.items()})
             return [torch.from_numpy(o) for o in outputs]

@@ -129,6 +129,11 @@ def _t(name, dtype, *dims):
     return TensorSpec(name, dtype, tuple(dims))
 
 
+# The four stages by their short names (auto's timings, a mixed backend's plan) and their
+# full ones (the graphs, the torch backend's modules).
+STAGE_NAMES = {"image": "image_encoder", "attention": "memory_attention", "decoder": "mask_decoder",
+               "memory": "memory_encoder"}
+
 STAGE_SPECS = {
     "image_encoder": StageSpec(
         "image_encoder",

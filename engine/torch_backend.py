@@ -11,7 +11,7 @@ from dataclasses import fields
 
 import torch
 
-from sam2long.engine.stages import DecoderOutput, ImageFeatures, MemoryInputs, StageBackend
+from sam2long.engine.stages import STAGE_NAMES, DecoderOutput, ImageFeatures, MemoryInputs, StageBackend
 from sam2long.engine.torch_stages import (
     ImageEncoderStage,
     MaskDecoderStage,
@@ -49,6 +49,12 @@ class TorchBackend(StageBackend):
         # boolean index makes the host wait for the device and changes shapes: on CUDA
         # (where shapes must stay fixed for CUDA graphs) every slot is kept, masked.
         self.compact_memory = self.device.type == "cpu"
+
+    def drop_stages(self, stages) -> None:
+        """Free the modules of `stages` ("image", "attention", "decoder", "memory"): another
+        backend runs them (engine/mixed_backend.py). Calling a dropped stage is an error."""
+        for stage in stages:
+            setattr(self, STAGE_NAMES[stage], None)
 
     def _autocast(self):
         dtype = AUTOCAST_DTYPES[self.precision]

@@ -316,7 +316,8 @@ def build_sam2long_video_predictor(config_file: str, ckpt_path: str, device: str
                                    engine_dir: str | None = None,
                                    apply_postprocessing: bool | None = None,
                                    add_all_frames_to_correct_as_cond: bool | None = None) -> SAM2LongVideoPredictor:
-    """A predictor over `backend` ("torch", "onnx" with `engine_dir`, "trt"), in `mode`
+    """A predictor over `backend` ("torch", "onnx" with `engine_dir`, "trt", or "auto" as the
+    tools' --backend auto: on a CPU each stage in the faster library), in `mode`
     "sam2long" (the memory tree: num_pathway, iou_thre, uncertainty) or "sam2" (plain
     SAM 2). `apply_postprocessing` as sam2's builder: an unstable single mask falls back
     to the best of three, clicked masks enter memory binarised, small holes are filled.
@@ -325,15 +326,20 @@ def build_sam2long_video_predictor(config_file: str, ckpt_path: str, device: str
     (default: the config's, else off as in sam2) makes a click on a tracked frame a
     conditioning frame, so that re-tracking through it keeps the correction (mode "sam2long"
     always does: runtime/sam2long_session.py)."""
-    from sam2long.engine.factory import build_backend
+    from sam2long.engine.factory import build_auto_backend, build_backend
 
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r}: choose from {MODES}")
     tracker_config = TrackerConfig(num_pathway, iou_thre, uncertainty)
-    stage_backend = build_backend(backend, config_file, ckpt_path, device, engine_dir, precision)
     post = PostProcessing()
     if apply_postprocessing is None:
         apply_postprocessing = mode == "sam2"
+    if backend == "auto":
+        # sam2's post-processing binarises clicked masks in torch's memory encoder.
+        stage_backend = build_auto_backend(config_file, ckpt_path, device, engine_dir, precision,
+                                           torch_stages=("memory",) if apply_postprocessing else ())
+    else:
+        stage_backend = build_backend(backend, config_file, ckpt_path, device, engine_dir, precision)
     if apply_postprocessing:
         post = PostProcessing(dynamic_multimask=True, fill_hole_area=8)
         encoder = getattr(stage_backend, "memory_encoder", None)

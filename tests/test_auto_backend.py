@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sam2long.engine import auto_backend
-from sam2long.engine.auto_backend import ChoiceCache, choice_key, choose_cpu_backend, decide
+from sam2long.engine.auto_backend import ChoiceCache, choice_key, choose_cpu_backend, decide, stage_plan
 from tests.conftest import MICRO_CFG
 
 
@@ -31,10 +31,30 @@ def test_decision_follows_the_measured_frame_time(torch_ms, onnx_ms, want):
 
 
 def test_decision_weighs_every_stage_not_one():
-    # onnx wins the attention but loses the image encoder by more: torch is faster per frame
+    # onnx wins the attention, torch the image encoder: each stage goes where it is faster
     torch_s = {"image": 0.10, "attention": 0.20, "decoder": 0.02, "memory": 0.01}
     onnx_s = {"image": 0.25, "attention": 0.10, "decoder": 0.02, "memory": 0.01}
-    assert decide({"torch": torch_s, "onnx": onnx_s})[0] == "torch"
+    name, why = decide({"torch": torch_s, "onnx": onnx_s})
+    assert name == "mixed"
+    assert "image torch, attention onnx, decoder torch, memory torch): 230 ms" in why
+    assert stage_plan({"torch": torch_s, "onnx": onnx_s}) == {
+        "image": "torch", "attention": "onnx", "decoder": "torch", "memory": "torch"}
+
+
+def test_the_stage_plan_needs_a_margin_per_stage_and_per_frame():
+    torch_s = {"image": 1.00, "attention": 2.00, "decoder": 0.10, "memory": 0.10}
+    # 4% faster on every stage: within ONNX_MARGIN per stage, all torch
+    assert set(stage_plan({"torch": torch_s, "onnx": {k: v / 1.04 for k, v in torch_s.items()}}).values()) == {"torch"}
+    # a clear gain on one small stage only: under 5% of the frame, not worth a second library
+    small = dict(torch_s, memory=0.05)
+    assert set(stage_plan({"torch": torch_s, "onnx": {**torch_s, **small}}).values()) == {"torch"}
+    # clearly faster everywhere: all onnx
+    assert set(stage_plan({"torch": torch_s, "onnx": {k: v / 2 for k, v in torch_s.items()}}).values()) == {"onnx"}
+    # asked to keep a stage in torch: kept, however fast onnx runs it
+    plan = stage_plan({"torch": torch_s, "onnx": {k: v / 2 for k, v in torch_s.items()}}, torch_stages=("memory",))
+    assert plan == {"image": "onnx", "attention": "onnx", "decoder": "onnx", "memory": "torch"}
+    assert "memory kept in torch" in decide({"torch": torch_s, "onnx": {k: v / 2 for k, v in torch_s.items()}},
+                                            torch_stages=("memory",))[1]
 
 
 def test_the_key_changes_with_machine_versions_and_model():
@@ -97,8 +117,9 @@ def real_choice(tmp_path_factory, micro_checkpoints):
 def test_real_run_builds_graphs_once_times_both_and_records(real_choice, micro_checkpoints, monkeypatch, capsys):
     backend, note = real_choice
     assert "building this model's ONNX graphs once" in note
-    line = [l for l in note.splitlines() if l.startswith("NOTE: --backend auto: torch:")
-            or l.startswith("NOTE: --backend auto: onnx:")]
+    line = [l for l in note.splitlines() if l.startswith(("NOTE: --backend auto: torch:",
+                                                          "NOTE: --backend auto: onnx:",
+                                                          "NOTE: --backend auto: mixed ("))]
     assert len(line) == 1 and " ms (image " in line[0] and "measured now" in line[0], note
     data = json.loads((auto_backend.cache_root() / "backend_choice.json").read_text())
     (entry,) = [e for e in data.values() if e["checkpoint"] == str(micro_checkpoints["lively"])]
@@ -162,7 +183,7 @@ def test_the_benchmark_dry_run_compares_the_pick_with_tracked_speed(real_choice,
     def fake_run_side(side, model, frames, prompts, num_pathway, engine_dir, reference_repo, out, python, args):
         runs.append(side)
         assert model[1] == str(micro_checkpoints["lively"]) and len(os.listdir(frames)) == 3
-        return {"seconds": 1.0 if side == "onnx" else 1.5, "num_frames": 3}
+        return {"seconds": {"onnx": 1.0, "auto": 0.9}.get(side, 1.5), "num_frames": 3}
     monkeypatch.setattr(bench_auto_choice, "run_side", fake_run_side)
 
     graphs = next((auto_backend.cache_root() / "graphs").glob("*/manifest.json")).parent
@@ -170,11 +191,16 @@ def test_the_benchmark_dry_run_compares_the_pick_with_tracked_speed(real_choice,
     assert bench_auto_choice.main(["--dry_run", "--engine_dir", str(graphs), "--checkpoint",
                                    str(micro_checkpoints["lively"]), "--json", str(out)]) == 0
     micro = json.loads(out.read_text())["micro"]
-    assert micro["pick"] in ("torch", "onnx") and micro["tracked_fps"] == {"torch": 2.0, "onnx": 3.0}
-    assert sorted(runs) == ["onnx", "torch"]
+    assert micro["pick"] in ("torch", "onnx", "mixed")
+    mixed = micro["pick"] == "mixed"  # the micro model's stages are a few ms: either can win
+    assert micro["tracked_fps"] == {"torch": 2.0, "onnx": 3.0, **({"auto": 3 / 0.9} if mixed else {})}
+    assert sorted(runs) == (["auto"] if mixed else []) + ["onnx", "torch"]
     assert micro["agrees"] == bench_auto_choice.verdict(micro["pick"], micro["tracked_fps"])
     assert bench_auto_choice.verdict("torch", {"torch": 10.0, "onnx": 10.2}).startswith("yes")
     assert bench_auto_choice.verdict("torch", {"torch": 10.0, "onnx": 12.0}) == "NO"
+    assert bench_auto_choice.verdict("mixed", {"torch": 10.0, "onnx": 12.0, "auto": 12.5}) == "yes"
+    assert bench_auto_choice.verdict("mixed", {"torch": 10.0, "onnx": 12.0, "auto": 11.8}).startswith("yes")
+    assert bench_auto_choice.verdict("mixed", {"torch": 10.0, "onnx": 12.0, "auto": 10.5}) == "NO"
 
 
 def test_a_failed_graph_build_falls_back_to_torch(tmp_path, micro_checkpoints, monkeypatch):

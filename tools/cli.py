@@ -81,7 +81,8 @@ def add_backend_args(parser, default: str = "auto"):
                              "graphs in --engine_dir; trt: TensorRT engines built for this GPU in "
                              "--engine_dir; auto: on a GPU, trt when TensorRT and engines for this GPU "
                              "are there, else torch; on a CPU (fp32), the faster of torch and onnx for "
-                             "this model, measured by timing one frame's stages in both (once per "
+                             "this model, or each stage in the faster of the two (mixed), measured by "
+                             "timing one frame's stages in both (once per "
                              "machine and model, kept in ~/.cache/sam2long), with the graphs of "
                              "--engine_dir or, when none are given, graphs built once into that cache "
                              "(see --no_build_graphs); it prints the numbers it chose by")
@@ -116,32 +117,14 @@ def tracker_config(args):
 
 # -- the backend -----------------------------------------------------------------------------
 def build_chosen_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str,
-                         engine_dir: str | None, precision: str, build_graphs: bool = True):
-    """build_backend, with `auto` resolved: on a GPU, TensorRT engines for it when they are
-    usable here; on a CPU in fp32, the faster of torch and onnx for this model, measured on its
-    stages (engine/auto_backend.py); otherwise torch. A note says which and why."""
-    from sam2long.engine.factory import build_backend, resolve_device
+                         engine_dir: str | None, precision: str, build_graphs: bool = True,
+                         torch_stages: tuple[str, ...] = ()):
+    """build_backend, with `auto` resolved (engine.factory.build_auto_backend)."""
+    from sam2long.engine.factory import build_auto_backend, build_backend
 
     if backend != "auto":
         return build_backend(backend, sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
-    from sam2long.engine.manifest import EngineMismatchError
-
-    on_cuda = resolve_device(device).type == "cuda"
-    if on_cuda and engine_dir:
-        from sam2long.engine.trt_backend import TensorRTUnavailable
-
-        try:
-            return build_backend("trt", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
-        except (TensorRTUnavailable, EngineMismatchError) as e:
-            print(f"NOTE: --backend auto: not using TensorRT ({e}); using torch")
-    elif not on_cuda and precision == "fp32":
-        from sam2long.engine.auto_backend import build_graphs_allowed, choose_cpu_backend
-
-        choice = choose_cpu_backend(sam2_cfg, sam2_checkpoint, device, engine_dir,
-                                    build=build_graphs_allowed(not build_graphs))
-        print(f"NOTE: --backend auto: {choice.reason}")
-        return choice.backend
-    return build_backend("torch", sam2_cfg, sam2_checkpoint, device, engine_dir, precision)
+    return build_auto_backend(sam2_cfg, sam2_checkpoint, device, engine_dir, precision, build_graphs, torch_stages)
 
 
 def model_files(args) -> tuple[str, str]:
