@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         backend = build_chosen_backend(args.backend, args.config, args.checkpoint, args.device,
                                        args.engine_dir, args.precision, build_graphs=False)
     stamps["backend_built"] = time.monotonic()
-    backend_name = getattr(backend, "name", type(backend).__name__)
+    backend_name = backend.describe()
     # Per-stage times need a wait after every call on a GPU, which would change what is
     # measured: only on the CPU (where calls are synchronous anyway).
     stage_seconds = {} if memory.cuda else time_stages(backend)

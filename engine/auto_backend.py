@@ -281,8 +281,7 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
     def chose(plan, why, torch_backend, onnx) -> Choice:
         backend = build_planned(plan, torch_backend, onnx)
         name = plan_name(plan)
-        label = f"mixed ({backend.describe()})" if name == "mixed" else name
-        return Choice(name, f"{label}: {why}", backend)
+        return Choice(name, f"{backend.describe()}: {why}", backend)
 
     entry = cache.get(key)
     if entry is not None:

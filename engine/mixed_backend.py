@@ -35,8 +35,8 @@ class MixedBackend(StageBackend):
         self.memory_encoder = getattr(plan["memory"], "memory_encoder", None)
 
     def describe(self) -> str:
-        """"image torch, attention onnx, ...": which backend runs each stage."""
-        return ", ".join(f"{stage} {backend.name}" for stage, backend in self.plan.items())
+        """"mixed (image torch, attention onnx, ...)": which backend runs each stage."""
+        return f"mixed ({', '.join(f'{stage} {backend.name}' for stage, backend in self.plan.items())})"
 
     def reserve_batch(self, rows: int):
         for backend in {id(b): b for b in self.plan.values()}.values():

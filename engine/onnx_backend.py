@@ -92,6 +92,28 @@ def share_cpu_arena(ort) -> None:
     _SHARED_ARENA = True
 
 
+def session_options(ort, device: torch.device, stage: str):
+    """One stage's ONNX Runtime session options."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: shape-merge notes are noise
+    if device.type != "cpu":
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        return options
+    # One arena for the four sessions, grown by what is asked: each session's own arena
+    # kept its largest call's buffers, so the process held the sum of the four stages'
+    # peaks (2.3x the torch backend's peak resident memory on micro, 1.3x shared); shared,
+    # it holds the largest one.
+    share_cpu_arena(ort)
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    # No busy-waiting between calls: the tracker's torch ops, and in a mixed backend torch's
+    # stages, run on the same cores right after each call, and threads spinning there
+    # slowed them (tiny, one frame: the decoder 58 against 90 ms after onnx's attention, the
+    # whole frame 3-5% faster).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxBackend(GraphBackend):
     name = "onnx"
 
@@ -107,23 +129,6 @@ class OnnxBackend(GraphBackend):
         self.manifest = manifest
         self.max_batch = manifest.max_batch
         self._load_constants(self.engine_dir)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: shape-merge notes are noise
-        if self.device.type == "cpu":
-            # One arena for the four sessions, grown by what is asked: each session's own
-            # arena kept its largest call's buffers, so the process held the sum of the
-            # four stages' peaks (2.3x the torch backend's peak resident memory on micro,
-            # 1.3x shared); shared, it holds the largest one.
-            share_cpu_arena(ort)
-            options.add_session_config_entry("session.use_env_allocators", "1")
-            # No busy-waiting between calls: the tracker's torch ops, and in a mixed backend
-            # torch's stages, run on the same cores right after each call, and threads
-            # spinning there slowed them (tiny, one frame: the decoder 58 against 90 ms after
-            # onnx's attention, the whole frame 3-5% faster).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.device.type != "cpu":
-            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         self.sessions = {}
         self.profiled = False  # the TensorRT provider's profiles cap the batch
         unknown = set(stages) - set(STAGES)
@@ -135,7 +140,8 @@ class OnnxBackend(GraphBackend):
             self.profiled |= tensorrt
             path = self.engine_dir / graph_file(manifest, stage, tensorrt)
             try:
-                session = ort.InferenceSession(str(path), options, providers=providers)
+                session = ort.InferenceSession(str(path), session_options(ort, self.device, stage),
+                                               providers=providers)
             except Exception as e:
                 if type(e).__name__ in UNREADABLE_GRAPH:
                     raise EngineMismatchError(

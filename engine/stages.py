@@ -288,6 +288,10 @@ class StageBackend(ABC):
     # The most clicks (a box counts as two) one object's prompt may have; None: any.
     max_clicks: int | None = None
 
+    def describe(self) -> str:
+        """The backend in a few words, for notes and completion records."""
+        return self.name
+
     # -- optional hooks for the runtime's CUDA-graph cache (runtime/cuda_graphs.py) --------
     def graph_scope(self, scope):
         """Calls made inside belong to the CUDA graph `scope` (its eager warm-up and its

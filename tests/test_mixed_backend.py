@@ -78,7 +78,7 @@ def test_each_stage_runs_where_planned_and_the_masks_are_torchs(plan, engines, m
                                                                 lively_backend):
     mixed = _mixed(plan, engines, micro_checkpoints)
     assert isinstance(mixed, MixedBackend) and mixed.name == "mixed"
-    assert mixed.describe() == ", ".join(f"{s} {plan[s]}" for s in STAGE_NAMES)
+    assert mixed.describe() == f"mixed ({', '.join(f'{s} {plan[s]}' for s in STAGE_NAMES)})"
     calls = _spy(mixed)
     got = _track(mixed)
     for stage, names in calls.items():

@@ -750,7 +750,7 @@ class Demo:
                         "(**Add object** for the next one), then **Track forward** or **backward** from "
                         "that frame. Scrub the result; where a mask drifts, click that frame to correct "
                         "it and track again from there. Backend: "
-                        f"`{self.backend.name}` on `{self.backend.device}`. " + self.note)
+                        f"`{self.backend.describe()}` on `{self.backend.device}`. " + self.note)
             # No time_to_live: gradio would count it from the last event that returned the
             # state (a Track does not), so the demo's own idle timeout ends sessions.
             state = gr.State(None, delete_callback=self.end_session)

@@ -201,7 +201,7 @@ def run(args) -> int:
         several = "" if one_frame_per_object(prompts) else f", {len(prompts)} prompt frames"
         print(f"{args.video_path}: {info.num_frames} frames, {info.width}x{info.height} at "
               f"{float(info.fps):.2f} fps; {len(obj_ids)} object(s){several}; mode {args.mode}; backend "
-              f"{backend.name} ({args.precision}) on {backend.device}")
+              f"{backend.describe()} ({args.precision}) on {backend.device}")
         if batch:
             fps = run_video_job(tracker, source, prompts, outputs, progress=progress)
         else:

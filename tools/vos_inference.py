@@ -123,7 +123,7 @@ def produced_by(args, backend) -> dict:
     return {
         "config_sha256": model_sha256(resolve_config_path(args.sam2_cfg)),
         "checkpoint_sha256": model_sha256(args.sam2_checkpoint),
-        "backend": backend.name, "device": backend.device.type, "precision": args.precision,
+        "backend": backend.describe(), "device": backend.device.type, "precision": args.precision,
         "num_pathway": args.num_pathway, "iou_thre": args.iou_thre, "uncertainty": args.uncertainty,
         "score_thresh": args.score_thresh, "per_obj_png_file": args.per_obj_png_file,
         "track_object_appearing_later_in_video": args.track_object_appearing_later_in_video,
@@ -398,7 +398,7 @@ def run(args) -> int:
     identity = produced_by(args, backend)
     todo = plan_videos(args, shard, identity)
     config = tracker.config
-    print(f"backend {backend.name} ({args.precision}) on {backend.device}; P={config.num_pathway} "
+    print(f"backend {backend.describe()} ({args.precision}) on {backend.device}; P={config.num_pathway} "
           f"iou_thre={config.iou_thre} uncertainty={config.uncertainty}; {len(shard) - len(todo)} "
           f"video(s) already complete")
 
