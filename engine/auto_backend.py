@@ -29,10 +29,11 @@ from typing import Callable
 import torch
 
 from sam2long.engine.cpu_speed import best_seconds
+from sam2long.engine.stages import STAGE_NAMES
 
 PROBE_VERSION = 2  # bump when the probe changes what it measures: old timings are then ignored
 PROBE_ROWS = 3  # one object x the default 3 pathways
-STAGES = ("image", "attention", "decoder", "memory")
+STAGES = tuple(STAGE_NAMES)  # "image", "attention", "decoder", "memory"
 # ONNX Runtime holds a little more memory (its arena keeps the largest stage's buffers):
 # take it only for a clear gain.
 ONNX_MARGIN = 1.05
@@ -189,7 +190,6 @@ def build_planned(plan: dict[str, str], torch_backend, onnx) -> object:
     if name != "mixed":
         return torch_backend if name == "torch" else onnx
     from sam2long.engine.mixed_backend import MixedBackend
-    from sam2long.engine.stages import STAGE_NAMES
 
     torch_backend.drop_stages([s for s in STAGES if plan[s] != "torch"])
     for stage in STAGES:
@@ -289,8 +289,6 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
         _, why = decide(entry["seconds"], torch_stages)
         why += f" [measured {entry.get('measured', 'before')}, kept in {cache.path}]"
         if plan_name(plan) != "torch":
-            from sam2long.engine.stages import STAGE_NAMES
-
             onnx, missing = load_onnx(build, tuple(STAGE_NAMES[s] for s in STAGES if plan[s] == "onnx"))
             if onnx is not None:
                 torch_backend = (build_backend("torch", sam2_cfg, sam2_checkpoint, device)
