@@ -1,4 +1,5 @@
-"""`--backend auto` on a CPU: the faster of torch and ONNX Runtime for this model on this machine.
+"""`--backend auto` on a CPU: each stage in the faster of torch and ONNX Runtime, for this model
+on this machine.
 
 The two backends' speeds depend on the model and the machine together: one matrix product says
 little about a run whose time goes to convolutions in the image encoder, an attention over full
@@ -8,6 +9,8 @@ attention with every slot full, the mask decoder and the memory encoder, on 1 ob
 pathways at the model's shapes -- and keeps the numbers in the user's cache, keyed by the CPU,
 its core count, torch's threads, the torch and onnxruntime versions and the config's and
 checkpoint's hashes. Any change re-measures; the same machine and model never pays twice.
+Each stage then runs where it ran faster (`stage_plan`): torch, onnx, or a mixed backend
+(engine/mixed_backend.py) when the libraries win different stages.
 
 ONNX Runtime needs the model's graphs. When none are given (`--engine_dir`), they are built once
 into the same cache (a progress bar shows the export); `build=False` (`--no_build_graphs`, or
