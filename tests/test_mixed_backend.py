@@ -161,3 +161,18 @@ def test_the_predictor_takes_auto_and_keeps_postprocessing(engines, micro_checkp
     plain = build_sam2long_video_predictor(MICRO_CFG, lively, "cpu", backend="auto", mode="sam2",
                                            engine_dir=str(engines), apply_postprocessing=False)
     assert plain.backend.plan["memory"].name == "onnx"
+
+
+def test_the_demo_keeps_the_memory_encoder_in_torch_under_auto(monkeypatch, lively_backend):
+    """The demo's mode SAM 2 applies sam2's post-processing (torch's memory encoder binarises
+    clicked masks), so under --backend auto it asks for that stage in torch."""
+    from sam2long.tools import cli, gradio_app
+
+    seen = {}
+
+    def record(backend, cfg, ckpt, device, engine_dir, precision, build_graphs=True, torch_stages=()):
+        seen.update(backend=backend, torch_stages=torch_stages)
+        return lively_backend
+    monkeypatch.setattr(cli, "build_chosen_backend", record)
+    gradio_app.create_demo(gradio_app.build_parser().parse_args(["--random_weights", "--device", "cpu"]))
+    assert seen == {"backend": "auto", "torch_stages": ("memory",)}

@@ -162,11 +162,13 @@ def model_inputs(args) -> list[str]:
     return [p for p in paths if p and os.path.exists(p)]
 
 
-def load_backend(args):
-    """The backend the flags ask for (add_model_args + add_backend_args)."""
+def load_backend(args, torch_stages: tuple[str, ...] = ()):
+    """The backend the flags ask for (add_model_args + add_backend_args); with --backend auto,
+    `torch_stages` stay in torch."""
     cfg, checkpoint = model_files(args)
     return build_chosen_backend(args.backend, cfg, checkpoint, args.device, args.engine_dir, args.precision,
-                                build_graphs=not getattr(args, "no_build_graphs", False))
+                                build_graphs=not getattr(args, "no_build_graphs", False),
+                                torch_stages=torch_stages)
 
 
 def make_tracker(args, backend):

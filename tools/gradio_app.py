@@ -839,7 +839,9 @@ def create_demo(args) -> gr.Blocks:
     for flag in ("max_sessions", "session_timeout"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag):g}")
-    backend = load_backend(args)
+    # Mode SAM 2 applies sam2's post-processing, which binarises clicked masks in torch's
+    # memory encoder: under --backend auto that stage stays in torch (2-4% of a frame).
+    backend = load_backend(args, torch_stages=("memory",))
     rules = Sam2Rules.from_config_file(RANDOM_CFG if args.random_weights else args.sam2_cfg)
     if args.cuda_graphs and backend.device.type != "cuda":
         raise ConfigError(f"--cuda_graphs needs a CUDA device; the backend runs on {backend.device}")
