@@ -59,11 +59,12 @@ def auto_pick(model, engine_dir: str, cache_file: Path) -> tuple[str, dict, str]
     return choice.name, entry["seconds"], choice.reason
 
 
-def tracked_fps(model, frames, prompts, engine_dir, args, tmp: Path, mixed: bool = False) -> dict[str, float]:
+def tracked_fps(model, frames, prompts, engine_dir, args, tmp: Path, auto_cache: Path | None = None) -> dict[str, float]:
     """Frames per second of each backend over the whole clip (median of the timed runs); with
-    `mixed`, also `--backend auto` ("auto") with the choice in $XDG_CACHE_HOME."""
-    runner_args = argparse.Namespace(iou_thre=0.1, uncertainty=2.0, memory=False, engine_arg=[])
-    seconds = {"torch": [], "onnx": [], **({"auto": []} if mixed else {})}
+    `auto_cache`, also `--backend auto` ("auto") with the choice kept there (an XDG_CACHE_HOME)."""
+    runner_args = argparse.Namespace(iou_thre=0.1, uncertainty=2.0, memory=False, engine_arg=[],
+                                     auto_cache=auto_cache)
+    seconds = {"torch": [], "onnx": [], **({"auto": []} if auto_cache else {})}
     sides = list(seconds)
     for r in range(args.warmup + args.repeats):
         for side in (sides if r % 2 == 0 else sides[::-1]):
@@ -163,15 +164,8 @@ def main(argv=None) -> int:
             xdg = tmp / f"xdg_{name}"
             pick, probe, reason = auto_pick(model, engine_dir, xdg / "sam2long" / "backend_choice.json")
             print(f"  {reason}\n{name}: tracking with both backends", flush=True)
-            saved = os.environ.get("XDG_CACHE_HOME")
-            os.environ["XDG_CACHE_HOME"] = str(xdg)
-            try:
-                fps = tracked_fps(model, frames, prompts, engine_dir, args, tmp, mixed=pick == "mixed")
-            finally:
-                if saved is None:
-                    os.environ.pop("XDG_CACHE_HOME", None)
-                else:
-                    os.environ["XDG_CACHE_HOME"] = saved
+            fps = tracked_fps(model, frames, prompts, engine_dir, args, tmp,
+                              auto_cache=xdg if pick == "mixed" else None)
             agrees = verdict(pick, fps)
             per_frame = {side: 1e3 * sum(stages.values()) for side, stages in probe.items()}
             mixed_fps = f"{fps['auto']:.2f}" if "auto" in fps else "-"

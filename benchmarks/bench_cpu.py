@@ -107,9 +107,11 @@ def run_side(side, model, frames, prompts, num_pathway, engine_dir, reference_re
         cmd += ["--backend", backend, "--precision", precision or "fp32"]
         cmd += ["--engine_dir", engine_dir] if backend == "onnx" else []
         cmd += [a for extra in args.engine_arg for a in extra.split()]
-    elif side == "auto":  # the choice recorded in the caller's $XDG_CACHE_HOME
+    elif side == "auto":  # the choice recorded in args.auto_cache (an XDG_CACHE_HOME)
         cmd += ["--backend", "auto", "--engine_dir", engine_dir]
     env = dict(os.environ, PYTHONPATH=str(Path(reference_repo).resolve()) if side == "original" else str(ROOT))
+    if side == "auto":
+        env["XDG_CACHE_HOME"] = str(args.auto_cache)
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])

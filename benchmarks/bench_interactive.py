@@ -196,7 +196,7 @@ def side_main(argv) -> None:
 def run_side(args, cmd: list[str], out: Path) -> dict:
     full = [args.python, str(Path(__file__).resolve()), "_side", *cmd, "--out", str(out)]
     proc = subprocess.run(full, cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(args.auto_cache)))
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         raise RuntimeError(f"{' '.join(cmd[:4])} failed with exit code {proc.returncode}")
@@ -342,7 +342,7 @@ def main(argv=None):
         tmp = Path(tmp_name)
         # auto's choice is measured in its first run (its setup) and kept for the next,
         # in a cache of this run's own unless --auto_cache names one.
-        os.environ["XDG_CACHE_HOME"] = str(args.auto_cache or tmp / "auto_cache")
+        args.auto_cache = args.auto_cache or str(tmp / "auto_cache")
         for name in (["custom"] if args.model else args.models):
             bias, gain = LIVELY.get(name, (0.0, 1.0))
             model = tuple(args.model) if args.model else model_files(name, Path(args.checkpoint_dir), bias, gain)

@@ -168,6 +168,11 @@ def decide(seconds: dict[str, dict[str, float]], torch_stages: tuple[str, ...] =
     """("torch", "onnx" or "mixed", the measured numbers in one line) from per-stage seconds
     per backend (`stage_plan`)."""
     plan = stage_plan(seconds, torch_stages)
+    return plan_name(plan), explain(seconds, plan, torch_stages)
+
+
+def explain(seconds: dict[str, dict[str, float]], plan: dict[str, str], torch_stages: tuple[str, ...] = ()) -> str:
+    """The measured numbers behind `plan`, in one line."""
     choice = plan_name(plan)
     total = {name: sum(stages.values()) for name, stages in seconds.items()}
     parts = []
@@ -183,7 +188,7 @@ def decide(seconds: dict[str, dict[str, float]], torch_stages: tuple[str, ...] =
         why += f" (onnx is less than {ONNX_MARGIN:.2f}x faster: not worth its extra memory)"
     if torch_stages and "onnx" in total:
         why += f" ({', '.join(torch_stages)} kept in torch: asked for)"
-    return choice, why
+    return why
 
 
 def build_planned(plan: dict[str, str], torch_backend, onnx) -> object:
@@ -283,19 +288,18 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
 
     def chose(plan, why, torch_backend, onnx) -> Choice:
         backend = build_planned(plan, torch_backend, onnx)
-        name = plan_name(plan)
-        return Choice(name, f"{backend.describe()}: {why}", backend)
+        return Choice(plan_name(plan), f"{backend.describe()}: {why}", backend)
 
     entry = cache.get(key)
     if entry is not None:
         plan = stage_plan(entry["seconds"], torch_stages)
-        _, why = decide(entry["seconds"], torch_stages)
-        why += f" [measured {entry.get('measured', 'before')}, kept in {cache.path}]"
-        if plan_name(plan) != "torch":
+        why = (f"{explain(entry['seconds'], plan, torch_stages)} "
+               f"[measured {entry.get('measured', 'before')}, kept in {cache.path}]")
+        name = plan_name(plan)
+        if name != "torch":
             onnx, missing = load_onnx(build, tuple(STAGE_NAMES[s] for s in STAGES if plan[s] == "onnx"))
             if onnx is not None:
-                torch_backend = (build_backend("torch", sam2_cfg, sam2_checkpoint, device)
-                                 if plan_name(plan) == "mixed" else None)
+                torch_backend = build_backend("torch", sam2_cfg, sam2_checkpoint, device) if name == "mixed" else None
                 return chose(plan, why, torch_backend, onnx)
             why = f"{why}; but {missing}"
             plan = {stage: "torch" for stage in STAGES}
@@ -315,6 +319,6 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
                                f"{str(e).splitlines()[0] if str(e) else ''})", torch_backend)
     cache.put(key, {"seconds": seconds, "measured": time.strftime("%Y-%m-%d %H:%M"),
                     "machine": machine_identity(), "config": str(sam2_cfg), "checkpoint": str(sam2_checkpoint)})
-    _, why = decide(seconds, torch_stages)
-    return chose(stage_plan(seconds, torch_stages), f"{why} [measured now, kept in {cache.path}]",
+    plan = stage_plan(seconds, torch_stages)
+    return chose(plan, f"{explain(seconds, plan, torch_stages)} [measured now, kept in {cache.path}]",
                  torch_backend, onnx)

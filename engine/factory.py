@@ -116,7 +116,7 @@ def build_backend(backend: str, sam2_cfg: str, sam2_checkpoint: str, device: str
     if backend == "onnx":
         from sam2long.engine.onnx_backend import OnnxBackend
 
-        return OnnxBackend(engine_dir, manifest, dev, **({} if stages is None else {"stages": stages}))
+        return OnnxBackend(engine_dir, manifest, dev, stages)
     from sam2long.engine.manifest import check_trt_manifest
     from sam2long.engine.trt_backend import TensorRTUnavailable, TrtBackend, gpu_identity, import_tensorrt
 

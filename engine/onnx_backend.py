@@ -118,9 +118,9 @@ class OnnxBackend(GraphBackend):
     name = "onnx"
 
     def __init__(self, engine_dir: str | Path, manifest: Manifest, device: str | torch.device = "cpu",
-                 stages: tuple[str, ...] = STAGES):
-        """`stages`: the graphs to open (a mixed backend runs the others elsewhere); calling a
-        stage left out is an error."""
+                 stages: tuple[str, ...] | None = None):
+        """`stages`: the graphs to open (default all; a mixed backend runs the others
+        elsewhere); calling a stage left out is an error."""
         import onnxruntime as ort
 
         self.engine_dir = Path(engine_dir)
@@ -131,6 +131,7 @@ class OnnxBackend(GraphBackend):
         self._load_constants(self.engine_dir)
         self.sessions = {}
         self.profiled = False  # the TensorRT provider's profiles cap the batch
+        stages = STAGES if stages is None else stages
         unknown = set(stages) - set(STAGES)
         if unknown:
             raise ValueError(f"stages {sorted(unknown)}: choose from {STAGES}")
