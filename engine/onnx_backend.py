@@ -106,6 +106,11 @@ def session_options(ort, device: torch.device, stage: str):
     # it holds the largest one.
     share_cpu_arena(ort)
     options.add_session_config_entry("session.use_env_allocators", "1")
+    # No memory pattern: after its first run a session asks the arena for one block the
+    # size of all its intermediate tensors, a region beside the first run's, which the
+    # arena then keeps too (tiny, probe frame: peak 1975 against 1362 MiB, at the same
+    # speed; torch 1179). Without it each run reuses the first run's chunks.
+    options.enable_mem_pattern = False
     # No busy-waiting between calls: the tracker's torch ops, and in a mixed backend torch's
     # stages, run on the same cores right after each call, and threads spinning there
     # slowed them (tiny, one frame: the decoder 58 against 90 ms after onnx's attention, the
