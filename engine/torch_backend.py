@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import torch
 
+from sam2long.engine import hiera_cpu
 from sam2long.engine.stages import STAGE_NAMES, DecoderOutput, ImageFeatures, MemoryInputs, StageBackend
 from sam2long.engine.torch_stages import (
     ImageEncoderStage,
@@ -41,6 +42,9 @@ class TorchBackend(StageBackend):
         move_position_caches(model, self.device)
         self.geometry = model_geometry(model)
         self.image_encoder = ImageEncoderStage(model).to(self.device)
+        # fp32 on the CPU: the same encoder with oneDNN's fused products (engine/hiera_cpu.py).
+        self.fused_cpu_encoder = (self.device.type == "cpu" and precision == "fp32"
+                                  and hiera_cpu.supports(self.image_encoder))
         self.memory_attention = MemoryAttentionStage(model).to(self.device)
         self.mask_decoder = MaskDecoderStage(model).to(self.device)
         self.memory_encoder = MemoryEncoderStage(model).to(self.device)
@@ -66,7 +70,11 @@ class TorchBackend(StageBackend):
     @torch.inference_mode()
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
         with self._autocast():
-            feat, hr0, hr1 = self.image_encoder(image.to(self.device))
+            image = image.to(self.device)
+            if self.fused_cpu_encoder:
+                feat, hr0, hr1 = hiera_cpu.encode(self.image_encoder, image)
+            else:
+                feat, hr0, hr1 = self.image_encoder(image)
         return ImageFeatures(feat=_fp32(feat), hr0=_fp32(hr0), hr1=_fp32(hr1))
 
     @torch.inference_mode()

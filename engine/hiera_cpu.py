@@ -1,0 +1,186 @@
+"""SAM 2's image encoder in fp32 on the CPU, with its products fused the way oneDNN runs them.
+
+`ImageEncoderStage.forward` runs sam2's own Hiera blocks and FPN neck (what the graphs are
+exported from, and what CUDA and autocast run). On the CPU a quarter of that time is memory
+traffic around the products: `F.linear` first fills its output with the bias and then
+accumulates the product into it, GELU reads and writes the MLP's widest tensor once more,
+each residual add another full pass, max pooling on the channels-last maps goes through an
+NCHW copy, and the neck's 1x1 convolutions run at a fifth of the product rate on those
+channels-last maps. Here the same weights run with the bias and GELU inside oneDNN's
+product (`mkldnn._linear_pointwise`), the residual and the following layer's bias summed
+first and the product accumulated into that sum in place (`addmm_`), pooling as the max of
+strided views, and 1x1 convolutions as products over the channels of the NHWC tokens.
+
+Every value is the same function of the same weights; only the order of float additions
+differs (features within a few 1e-6 of sam2's path at unit scale, tests/test_hiera_cpu.py).
+On this project's 2-core AVX-512 machine the stage takes about 13% less time on tiny and
+base+ (RESULTS.md). `supports(stage)` says whether a model's encoder is one this covers;
+otherwise, or off the CPU, or under autocast, sam2's path runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def available() -> bool:
+    """oneDNN's fused linear is registered (CPU builds of torch with mkldnn)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _pointwise_1x1(conv) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def _pool_ok(pool) -> bool:
+    """MaxPool2d whose windows tile the map (kernel = stride, no padding), as Hiera builds it."""
+    if pool is None:
+        return True
+    kernel = pool.kernel_size if isinstance(pool.kernel_size, tuple) else (pool.kernel_size,) * 2
+    stride = pool.stride if isinstance(pool.stride, tuple) else (pool.stride,) * 2
+    padding = pool.padding if isinstance(pool.padding, tuple) else (pool.padding,) * 2
+    return (isinstance(pool, nn.MaxPool2d) and kernel == stride and padding == (0, 0)
+            and not pool.ceil_mode and pool.dilation in (1, (1, 1)))
+
+
+def _block_ok(block) -> bool:
+    mlp = getattr(block, "mlp", None)
+    act = getattr(mlp, "act", None)
+    return (mlp is not None and len(mlp.layers) == 2 and not mlp.sigmoid_output
+            and isinstance(act, nn.GELU) and act.approximate == "none"
+            and isinstance(block.norm1, nn.LayerNorm) and isinstance(block.norm2, nn.LayerNorm)
+            and isinstance(block.drop_path, nn.Identity) and _pool_ok(block.pool)
+            and block.attn.q_pool is block.pool
+            and (block.pool is None or block.window_size % block.q_stride[0] == 0))
+
+
+def supports(stage) -> bool:
+    """Whether `stage` (an ImageEncoderStage) is a Hiera + FPN encoder this module runs."""
+    trunk, neck = stage.trunk, stage.neck
+    return (available() and hasattr(trunk, "blocks") and all(_block_ok(b) for b in trunk.blocks)
+            and neck.fpn_interp_model == "nearest" and neck.fuse_type in ("sum", "avg")
+            and all(_pointwise_1x1(c.conv) for c in neck.convs)
+            and _pointwise_1x1(stage.conv_s0) and _pointwise_1x1(stage.conv_s1))
+
+
+# -- the pieces ----------------------------------------------------------------------------------
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, post: str = "none"):
+    """x @ weight.T + bias over the last dim, then `post` ("none" or "gelu"), in one call."""
+    shape = x.shape
+    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), weight, bias, post, [],
+                                           "none" if post == "gelu" else "")
+    return y.view(*shape[:-1], y.shape[-1])
+
+
+def _add_linear(residual: torch.Tensor, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """residual + layer(x): the bias joins the residual's copy, the product accumulates into it."""
+    out = residual + layer.bias if layer.bias is not None else residual.clone()
+    out.view(-1, out.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), layer.weight.t())
+    return out
+
+
+def _max_pool(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """MaxPool2d(kernel=stride, stride) on an NHWC map, as the max of its strided views."""
+    sh, sw = stride
+    h, w = x.shape[1] // sh * sh, x.shape[2] // sw * sw
+    x = x[:, :h, :w]
+    out = x[:, 0::sh, 0::sw].clone()
+    for i in range(sh):
+        for j in range(sw):
+            if i or j:
+                torch.maximum(out, x[:, i::sh, j::sw], out=out)
+    return out
+
+
+def _conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution on NHWC tokens (NHWC out)."""
+    return _linear(x, conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
+
+
+def _windows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """sam2's window_partition: [B, H, W, C] zero-padded to multiples of `size` -> [B*n, size, size, C]."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (size - h % size) % size, (size - w % size) % size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    return x.view(b, hp // size, size, wp // size, size, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, size, size, c)
+
+
+def _unwindow(x: torch.Tensor, size: int, b: int, h: int, w: int) -> torch.Tensor:
+    """sam2's window_unpartition onto an h x w map (the padding dropped)."""
+    hp, wp = h + (size - h % size) % size, w + (size - w % size) % size
+    x = x.reshape(b, hp // size, wp // size, size, size, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w]
+
+
+def _block(block, x: torch.Tensor) -> torch.Tensor:
+    """MultiScaleBlock.forward (sam2's hieradet)."""
+    b = x.shape[0]
+    normed = block.norm1(x)
+    shortcut = x
+    if block.dim != block.dim_out:
+        shortcut = _linear(normed, block.proj.weight, block.proj.bias)
+        if block.pool is not None:
+            shortcut = _max_pool(shortcut, block.q_stride)
+    size = block.window_size
+    tokens = _windows(normed, size) if size > 0 else normed
+
+    attn = block.attn
+    rows, h, w, _ = tokens.shape
+    qkv = _linear(tokens, attn.qkv.weight, attn.qkv.bias).reshape(rows, h * w, 3, attn.num_heads, -1)
+    q, k, v = torch.unbind(qkv, 2)
+    if block.pool is not None:
+        q = _max_pool(q.reshape(rows, h, w, -1), block.q_stride)
+        h, w = q.shape[1:3]
+        q = q.reshape(rows, h * w, attn.num_heads, -1)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    out = out.transpose(1, 2).reshape(rows, h, w, -1)
+    if size > 0:
+        if block.pool is not None:
+            size //= block.q_stride[0]
+        out = _unwindow(out, size, b, *shortcut.shape[1:3])
+    # proj is per token, so it runs after the windows are put back, straight into the residual.
+    x = _add_linear(shortcut, out.contiguous(), attn.proj)
+    fc1, fc2 = block.mlp.layers
+    hidden = _linear(block.norm2(x), fc1.weight, fc1.bias, "gelu")
+    return _add_linear(x, hidden, fc2)
+
+
+def _upsample2(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 upsampling of an NHWC map."""
+    b, h, w, c = x.shape
+    return x[:, :, None, :, None, :].expand(b, h, 2, w, 2, c).reshape(b, 2 * h, 2 * w, c)
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+@torch.inference_mode()
+def encode(stage, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ImageEncoderStage.forward(image) for a stage `supports` accepts: (feat, hr0, hr1), NCHW."""
+    trunk, neck = stage.trunk, stage.neck
+    x = trunk.patch_embed(image) + stage.trunk_pos
+    levels, ends = [], trunk.stage_ends
+    for i, block in enumerate(trunk.blocks):
+        x = _block(block, x)
+        if i == ends[-1] or (i in ends and trunk.return_interm_layers):
+            levels.append(x)
+    # FpnNeck.forward, NHWC throughout, without the position encodings (as the stage).
+    n = len(neck.convs) - 1
+    out, prev = [None] * len(neck.convs), None
+    for i in range(n, -1, -1):
+        lateral = _conv1x1(levels[i], neck.convs[n - i].conv)
+        if i in neck.fpn_top_down_levels and prev is not None:
+            prev = lateral + _upsample2(prev)
+            if neck.fuse_type == "avg":
+                prev /= 2
+        else:
+            prev = lateral
+        out[i] = prev
+    fpn = out[: -stage.scalp] if stage.scalp > 0 else out
+    return _nchw(fpn[-1]), _nchw(_conv1x1(fpn[-3], stage.conv_s0)), _nchw(_conv1x1(fpn[-2], stage.conv_s1))
