@@ -34,7 +34,9 @@ import torch
 from sam2long.engine.cpu_speed import best_seconds
 from sam2long.engine.stages import STAGE_NAMES
 
-PROBE_VERSION = 2  # bump when the probe changes what it measures: old timings are then ignored
+# Bump when the probe changes what it measures, or a backend's stage changes speed (3: torch's
+# fused CPU image encoder): old timings are then ignored and measured again.
+PROBE_VERSION = 3
 PROBE_ROWS = 3  # one object x the default 3 pathways
 STAGES = tuple(STAGE_NAMES)  # "image", "attention", "decoder", "memory"
 # ONNX Runtime holds a little more memory (its arena keeps the largest stage's buffers):
