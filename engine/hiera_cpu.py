@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from sam2.modeling.backbones.utils import window_partition, window_unpartition
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 
 def available() -> bool:
@@ -39,11 +41,8 @@ def _pool_ok(pool) -> bool:
     """MaxPool2d whose windows tile the map (kernel = stride, no padding), as Hiera builds it."""
     if pool is None:
         return True
-    kernel = pool.kernel_size if isinstance(pool.kernel_size, tuple) else (pool.kernel_size,) * 2
-    stride = pool.stride if isinstance(pool.stride, tuple) else (pool.stride,) * 2
-    padding = pool.padding if isinstance(pool.padding, tuple) else (pool.padding,) * 2
-    return (isinstance(pool, nn.MaxPool2d) and kernel == stride and padding == (0, 0)
-            and not pool.ceil_mode and pool.dilation in (1, (1, 1)))
+    return (isinstance(pool, nn.MaxPool2d) and _pair(pool.kernel_size) == _pair(pool.stride)
+            and _pair(pool.padding) == (0, 0) and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode)
 
 
 def _block_ok(block) -> bool:
@@ -100,26 +99,8 @@ def _conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return _linear(x, conv.weight.reshape(conv.weight.shape[0], -1), conv.bias)
 
 
-def _windows(x: torch.Tensor, size: int) -> torch.Tensor:
-    """sam2's window_partition: [B, H, W, C] zero-padded to multiples of `size` -> [B*n, size, size, C]."""
-    b, h, w, c = x.shape
-    pad_h, pad_w = (size - h % size) % size, (size - w % size) % size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
-    return x.view(b, hp // size, size, wp // size, size, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, size, size, c)
-
-
-def _unwindow(x: torch.Tensor, size: int, b: int, h: int, w: int) -> torch.Tensor:
-    """sam2's window_unpartition onto an h x w map (the padding dropped)."""
-    hp, wp = h + (size - h % size) % size, w + (size - w % size) % size
-    x = x.reshape(b, hp // size, wp // size, size, size, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    return x[:, :h, :w]
-
-
 def _block(block, x: torch.Tensor) -> torch.Tensor:
     """MultiScaleBlock.forward (sam2's hieradet)."""
-    b = x.shape[0]
     normed = block.norm1(x)
     shortcut = x
     if block.dim != block.dim_out:
@@ -127,7 +108,7 @@ def _block(block, x: torch.Tensor) -> torch.Tensor:
         if block.pool is not None:
             shortcut = _max_pool(shortcut, block.q_stride)
     size = block.window_size
-    tokens = _windows(normed, size) if size > 0 else normed
+    tokens, padded = window_partition(normed, size) if size > 0 else (normed, None)
 
     attn = block.attn
     rows, h, w, _ = tokens.shape
@@ -140,9 +121,11 @@ def _block(block, x: torch.Tensor) -> torch.Tensor:
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     out = out.transpose(1, 2).reshape(rows, h, w, -1)
     if size > 0:
-        if block.pool is not None:
+        hw = tuple(shortcut.shape[1:3])
+        if block.pool is not None:  # windows shrunk by the q stride: padded again as sam2 does
             size //= block.q_stride[0]
-        out = _unwindow(out, size, b, *shortcut.shape[1:3])
+            padded = tuple(n + (size - n % size) % size for n in hw)
+        out = window_unpartition(out, size, padded, hw)
     # proj is per token, so it runs after the windows are put back, straight into the residual.
     x = _add_linear(shortcut, out.contiguous(), attn.proj)
     fc1, fc2 = block.mlp.layers
@@ -163,24 +146,6 @@ def _nchw(x: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def encode(stage, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ImageEncoderStage.forward(image) for a stage `supports` accepts: (feat, hr0, hr1), NCHW."""
-    trunk, neck = stage.trunk, stage.neck
-    x = trunk.patch_embed(image) + stage.trunk_pos
-    levels, ends = [], trunk.stage_ends
-    for i, block in enumerate(trunk.blocks):
-        x = _block(block, x)
-        if i == ends[-1] or (i in ends and trunk.return_interm_layers):
-            levels.append(x)
-    # FpnNeck.forward, NHWC throughout, without the position encodings (as the stage).
-    n = len(neck.convs) - 1
-    out, prev = [None] * len(neck.convs), None
-    for i in range(n, -1, -1):
-        lateral = _conv1x1(levels[i], neck.convs[n - i].conv)
-        if i in neck.fpn_top_down_levels and prev is not None:
-            prev = lateral + _upsample2(prev)
-            if neck.fuse_type == "avg":
-                prev /= 2
-        else:
-            prev = lateral
-        out[i] = prev
-    fpn = out[: -stage.scalp] if stage.scalp > 0 else out
+    levels = stage.trunk_levels(image, _block)
+    fpn = stage.fpn(levels, lambda conv, x: _conv1x1(x, conv.conv), _upsample2)
     return _nchw(fpn[-1]), _nchw(_conv1x1(fpn[-3], stage.conv_s0)), _nchw(_conv1x1(fpn[-2], stage.conv_s1))

@@ -213,38 +213,44 @@ class ImageEncoderStage(nn.Module):
             pos = self.trunk._get_pos_embed(tuple(side))
         self.register_buffer("trunk_pos", pos, persistent=False)
 
-    def _trunk(self, image):
-        """Hiera.forward with the positional embedding precomputed."""
-        x = self.trunk.patch_embed(image) + self.trunk_pos
-        outputs = []
-        ends = self.trunk.stage_ends
-        for i, block in enumerate(self.trunk.blocks):
-            x = block(x)
-            if i == ends[-1] or (i in ends and self.trunk.return_interm_layers):
-                outputs.append(x.permute(0, 3, 1, 2))
-        return outputs
+    def trunk_levels(self, image, run_block=None) -> list[torch.Tensor]:
+        """Hiera.forward with the positional embedding precomputed: the stages' outputs, NHWC.
+        `run_block(block, x)` runs one block (default: the block itself)."""
+        trunk = self.trunk
+        x = trunk.patch_embed(image) + self.trunk_pos
+        levels, ends = [], trunk.stage_ends
+        for i, block in enumerate(trunk.blocks):
+            x = block(x) if run_block is None else run_block(block, x)
+            if i == ends[-1] or (i in ends and trunk.return_interm_layers):
+                levels.append(x)
+        return levels
 
-    def _neck(self, xs):
-        """FpnNeck.forward without the position encodings."""
+    def fpn(self, levels, lateral, top_down) -> list[torch.Tensor]:
+        """FpnNeck.forward without the position encodings, the scalp dropped, in the levels'
+        layout: `lateral(conv, x)` applies a level's 1x1 convolution, `top_down(x)` the x2
+        upsampling of the coarser level."""
         neck = self.neck
         n = len(neck.convs) - 1
         out, prev = [None] * len(neck.convs), None
         for i in range(n, -1, -1):
-            lateral = neck.convs[n - i](xs[i])
+            x = lateral(neck.convs[n - i], levels[i])
             if i in neck.fpn_top_down_levels and prev is not None:
-                top_down = F.interpolate(
-                    prev.to(dtype=torch.float32), scale_factor=2.0, mode=neck.fpn_interp_model,
-                    align_corners=None if neck.fpn_interp_model == "nearest" else False, antialias=False)
-                prev = lateral + top_down
+                prev = x + top_down(prev)
                 if neck.fuse_type == "avg":
                     prev /= 2
             else:
-                prev = lateral
+                prev = x
             out[i] = prev
         return out[: -self.scalp] if self.scalp > 0 else out
 
+    def _upsample(self, x):
+        mode = self.neck.fpn_interp_model
+        return F.interpolate(x.to(dtype=torch.float32), scale_factor=2.0, mode=mode,
+                             align_corners=None if mode == "nearest" else False, antialias=False)
+
     def forward(self, image: torch.Tensor):
-        fpn = self._neck(self._trunk(image))
+        levels = [x.permute(0, 3, 1, 2) for x in self.trunk_levels(image)]
+        fpn = self.fpn(levels, lambda conv, x: conv(x), self._upsample)
         return fpn[-1], self.conv_s0(fpn[-3]), self.conv_s1(fpn[-2])
 
 

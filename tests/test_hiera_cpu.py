@@ -63,7 +63,7 @@ def test_micro_model_features_are_sam2s(micro_stage):
 
 
 @pytest.mark.parametrize("image_size", [512, 224])
-def test_tiny_shaped_encoder_features_are_sams2(image_size):
+def test_tiny_shaped_encoder_features_are_sam2s(image_size):
     """tiny's layout at 512 (windows of 14 and 7 padded) and at 224 (odd-sized maps: 7 x 7 at
     the last stage, pooled and upsampled back)."""
     assert_same_features(tiny_shaped_stage(image_size))
