@@ -33,6 +33,7 @@ import torch
 
 from sam2long.engine.cpu_speed import best_seconds
 from sam2long.engine.stages import STAGE_NAMES
+from sam2long.resources import cache_dir
 
 # Bump when the probe changes what it measures, or a backend's stage changes speed (3: torch's
 # fused CPU image encoder): old timings are then ignored and measured again.
@@ -43,12 +44,6 @@ STAGES = tuple(STAGE_NAMES)  # "image", "attention", "decoder", "memory"
 # take it only for a clear gain.
 ONNX_MARGIN = 1.05
 NO_BUILD_ENV = "SAM2LONG_NO_BUILD_GRAPHS"
-
-
-def cache_root() -> Path:
-    """$XDG_CACHE_HOME/sam2long (default ~/.cache/sam2long)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sam2long"
 
 
 def build_graphs_allowed(flag_off: bool = False) -> bool:
@@ -83,7 +78,7 @@ def choice_key(machine: dict, config_sha256: str, checkpoint_sha256: str) -> str
 
 def graphs_dir(config_sha256: str, checkpoint_sha256: str) -> Path:
     """Where the model's ONNX graphs are built once (their manifest checks versions at load)."""
-    return cache_root() / "graphs" / f"{config_sha256[:16]}-{checkpoint_sha256[:16]}"
+    return cache_dir() / "graphs" / f"{config_sha256[:16]}-{checkpoint_sha256[:16]}"
 
 
 @contextlib.contextmanager
@@ -219,7 +214,7 @@ class ChoiceCache:
     """The measured timings per machine and model: one JSON file in the user cache."""
 
     def __init__(self, path: Path | None = None):
-        self.path = path or cache_root() / "backend_choice.json"
+        self.path = path or cache_dir() / "backend_choice.json"
 
     def _read(self) -> dict:
         try:

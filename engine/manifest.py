@@ -7,14 +7,12 @@ never wrong masks.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sam2long.engine.errors import SAM2LongError
+from sam2long.engine.file_hashes import file_sha256, known_sha256
 
 MANIFEST_NAME = "manifest.json"
 TRT_MANIFEST_NAME = "trt_manifest.json"
@@ -33,27 +31,12 @@ class EngineMismatchError(SAM2LongError, RuntimeError):
     """Engines that do not belong to the requested model; the message says how to rebuild."""
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_sha256(path: str | Path) -> str:
-    """file_sha256 of a model file (config, checkpoint), computed once per process: one run
-    asks for the checkpoint's hash up to three times (--backend auto's cache key, the engine
-    manifest's check, the completion records), a second each for a large checkpoint. Keyed
-    by the file's identity, so a replaced file (new inode, size or time) is hashed again.
-    Not for outputs checked right after they are written: their times may not move."""
-    st = os.stat(path)
-    return _model_sha256(os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _model_sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
+    """The SHA-256 of a model file (config, checkpoint), read once for as long as the file
+    stays as it is (engine/file_hashes.py): each run asks for the checkpoint's hash up to
+    three times (--backend auto's cache key, the engine manifest's check, the completion
+    records)."""
+    return known_sha256(path)
 
 
 class _JsonManifest:
@@ -118,7 +101,7 @@ def verify_files(folder: Path, records: dict, required, rebuild: str):
         if size != record["size"]:
             raise EngineMismatchError(f"{path} is damaged ({size} bytes, built as {record['size']}); "
                                       f"rebuild with: {rebuild} --force")
-        if file_sha256(path) != record["sha256"]:
+        if known_sha256(path) != record["sha256"]:
             raise EngineMismatchError(f"{path} is damaged (its SHA-256 differs from the build's); "
                                       f"rebuild with: {rebuild} --force")
 

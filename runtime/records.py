@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from sam2long.engine.manifest import file_sha256
+from sam2long.engine.file_hashes import file_sha256
 
 
 def describe_files(folder: str, names: Iterable[str]) -> dict[str, dict]:

@@ -9,6 +9,7 @@ import pytest
 
 from sam2long.engine import auto_backend
 from sam2long.engine.auto_backend import ChoiceCache, choice_key, choose_cpu_backend, decide, stage_plan
+from sam2long.resources import cache_dir
 from tests.conftest import MICRO_CFG
 
 
@@ -83,8 +84,8 @@ def test_no_graphs_and_no_build_means_torch_unmeasured(tmp_path, micro_checkpoin
     assert choice.name == "torch" and choice.backend.name == "torch"
     assert "not measured" in choice.reason and "--no_build_graphs" in choice.reason
     assert probes == [] and not (tmp_path / "c.json").exists()
-    assert not (auto_backend.cache_root() / "graphs").exists() or not any(
-        (auto_backend.cache_root() / "graphs").iterdir())
+    assert not (cache_dir() / "graphs").exists() or not any(
+        (cache_dir() / "graphs").iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +122,13 @@ def test_real_run_builds_graphs_once_times_both_and_records(real_choice, micro_c
                                                           "NOTE: --backend auto: onnx:",
                                                           "NOTE: --backend auto: mixed ("))]
     assert len(line) == 1 and " ms (image " in line[0] and "measured now" in line[0], note
-    data = json.loads((auto_backend.cache_root() / "backend_choice.json").read_text())
+    data = json.loads((cache_dir() / "backend_choice.json").read_text())
     (entry,) = [e for e in data.values() if e["checkpoint"] == str(micro_checkpoints["lively"])]
     assert set(entry["seconds"]) == {"torch", "onnx"}
     for seconds in entry["seconds"].values():
         assert set(seconds) == set(auto_backend.STAGES) and all(v > 0 for v in seconds.values())
     assert backend.name == decide(entry["seconds"])[0]
-    graphs = list((auto_backend.cache_root() / "graphs").glob("*/manifest.json"))
+    graphs = list((cache_dir() / "graphs").glob("*/manifest.json"))
     assert len(graphs) == 1
 
     # again: nothing measured nor built, the same choice, and it says where the numbers come from
@@ -146,7 +147,7 @@ def test_real_run_builds_graphs_once_times_both_and_records(real_choice, micro_c
 def test_fake_timings_choose_and_the_cache_is_per_model(real_choice, micro_checkpoints, tmp_path, monkeypatch):
     """With the graphs the real run built (as --engine_dir), fake stage timings decide; the
     second call with the same model reuses them, another checkpoint is measured anew."""
-    graphs = next((auto_backend.cache_root() / "graphs").glob("*/manifest.json")).parent
+    graphs = next((cache_dir() / "graphs").glob("*/manifest.json")).parent
     calls = []
 
     def fake(backend):
@@ -186,7 +187,7 @@ def test_the_benchmark_dry_run_compares_the_pick_with_tracked_speed(real_choice,
         return {"seconds": {"onnx": 1.0, "auto": 0.9}.get(side, 1.5), "num_frames": 3}
     monkeypatch.setattr(bench_auto_choice, "run_side", fake_run_side)
 
-    graphs = next((auto_backend.cache_root() / "graphs").glob("*/manifest.json")).parent
+    graphs = next((cache_dir() / "graphs").glob("*/manifest.json")).parent
     out = tmp_path / "auto.json"
     assert bench_auto_choice.main(["--dry_run", "--engine_dir", str(graphs), "--checkpoint",
                                    str(micro_checkpoints["lively"]), "--json", str(out)]) == 0
@@ -223,7 +224,7 @@ def test_graphs_from_an_older_exporter_are_rebuilt_in_the_cache(real_choice, mic
     with building off they are not used (another format may compute other masks)."""
     from sam2long.export import build_engines
 
-    manifest = next((auto_backend.cache_root() / "graphs").glob("*/manifest.json"))
+    manifest = next((cache_dir() / "graphs").glob("*/manifest.json"))
     original = manifest.read_text()
     older = json.loads(original)
     del older["graph_format"]  # as written before the field existed
