@@ -24,7 +24,8 @@ from sam2long.engine.errors import SAM2LongError
 from sam2long.engine.graph_backend import GraphBackend, check_stage_io
 from sam2long.engine.manifest import STAGES, EngineMismatchError, Manifest, check_graph_format
 from sam2long.engine.profiles import ort_trt_profile_options, slot_limits
-from sam2long.engine.stages import STAGE_SPECS, MemoryInputs, ModelGeometry, output_names, resolve_dims
+from sam2long.engine.stages import (STAGE_SPECS, MemoryInputs, ModelGeometry, attend_row_groups, output_names,
+                                    resolve_dims)
 
 # ONNX Runtime's errors for a graph file it cannot read (damaged, truncated, not ONNX).
 UNREADABLE_GRAPH = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail")
@@ -170,13 +171,15 @@ class OnnxBackend(GraphBackend):
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
         """Rows go in groups whose attention scores fit ATTENTION_SCORE_BYTES, on every
         device (a fused kernel holds a row's scores at once, an unfused one two copies):
-        memory stays flat in the object count. On the CPU, slots empty in every row are
-        left out too (early frames cost what they need); on a GPU that would wait for the
-        device, and the slots stay."""
+        memory stays flat in the object count. On the CPU each call takes rows holding the
+        same frame slots, with only the slots they use (attend_row_groups); on a GPU that
+        would wait for the device, and the slots stay."""
         self.check_slots(memory)
         if "memory_attention" in self.slot_dynamic_stages and self.device.type == "cpu":
-            used_frames, used_ptrs = memory.used_slots()
-            memory = memory.select(frames=used_frames, pointers=used_ptrs)
+            return attend_row_groups(memory, lambda rows, frames, group: self._attend_in_chunks(feat, group))
+        return self._attend_in_chunks(feat, memory)
+
+    def _attend_in_chunks(self, feat: torch.Tensor, memory: MemoryInputs) -> torch.Tensor:
         row_bytes = self.geometry.attention_score_bytes(4, memory.mem_feats.shape[1], memory.ptrs.shape[1])
         rows = max(1, ATTENTION_SCORE_BYTES // row_bytes)
         batch = memory.mem_feats.shape[0]

@@ -12,7 +12,8 @@ from dataclasses import fields
 import torch
 
 from sam2long.engine import hiera_cpu
-from sam2long.engine.stages import STAGE_NAMES, DecoderOutput, ImageFeatures, MemoryInputs, StageBackend
+from sam2long.engine.stages import (STAGE_NAMES, DecoderOutput, ImageFeatures, MemoryInputs, StageBackend,
+                                    attend_row_groups)
 from sam2long.engine.torch_stages import (
     ImageEncoderStage,
     MaskDecoderStage,
@@ -79,21 +80,22 @@ class TorchBackend(StageBackend):
 
     @torch.inference_mode()
     def attend_memory(self, feat: torch.Tensor, memory: MemoryInputs, mem_ids=None) -> torch.Tensor:
-        # Slots empty in every row carry no information: drop them before attention so
-        # early frames (few memories) cost what they need. Masked slots give the same
-        # result, so this only saves time.
+        # On the CPU each call takes rows holding the same frame slots, with only the slots
+        # they use (attend_row_groups): early frames cost what they need, and a pathway with
+        # fewer good frames does not pay for another's.
         if not self.compact_memory:
             with self._autocast():
                 return _fp32(self.memory_attention(feat, *(getattr(memory, f.name) for f in fields(memory))))
-        used_frames, used_ptrs = memory.used_slots()
-        compact = memory.select(frames=used_frames, pointers=used_ptrs)
-        with self._autocast():
-            pix = self.memory_attention(
-                feat, *(getattr(compact, f.name) for f in fields(compact)),
-                # Shared frame blocks need the CPU flash kernel's log-sum-exp output.
-                None if mem_ids is None or self.device.type != "cpu" else mem_ids[:, used_frames],
-            )
-        return _fp32(pix)
+
+        def attend(rows, frames, group):
+            with self._autocast():
+                return _fp32(self.memory_attention(
+                    feat, *(getattr(group, f.name) for f in fields(group)),
+                    # Shared frame blocks need the CPU flash kernel's log-sum-exp output.
+                    None if mem_ids is None else mem_ids[rows][:, frames],
+                ))
+
+        return attend_row_groups(memory, attend)
 
     @torch.inference_mode()
     def decode_masks(

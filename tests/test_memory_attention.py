@@ -117,3 +117,48 @@ def test_shared_blocks_give_the_per_row_result(lively_backend):
         shared = lively_backend.memory_attention(feat, *vars(mem).values(), mem_ids=ids)
     assert (per_row - shared).abs().max() <= 1e-5 * per_row.abs().max()
     assert (lively_backend.attend_memory(feat, mem, ids) - per_row).abs().max() <= 1e-5 * per_row.abs().max()
+
+
+def _pathway_memory(geo, gen):
+    """Four rows as a tracked batch holds them: frames right-aligned, the pathways holding 3, 1,
+    3 and 2 good frames besides the conditioning one (rows 0 and 2 the same slots)."""
+    mem = _random_memory(geo, 4, gen, True)
+    M = geo.num_maskmem
+    mem.mem_valid[:] = False
+    mem.mem_valid[:, 0] = True
+    for row, good in enumerate((3, 1, 3, 2)):
+        mem.mem_valid[row, M - good:] = True
+    return mem
+
+
+def test_row_groups_hold_rows_with_the_same_frame_slots(lively_backend):
+    mem = _pathway_memory(lively_backend.geometry, torch.Generator().manual_seed(5))
+    groups = sorted(g.tolist() for g in mem.row_groups())
+    assert groups == [[0, 2], [1], [3]]
+    assert [g.tolist() for g in mem.select(rows=[0, 2]).row_groups()] == [[0, 1]]
+
+
+def test_each_attention_call_takes_only_slots_its_rows_hold(lively_backend, monkeypatch):
+    """Rows with fewer good frames are attended apart, without the slots they lack (a masked
+    slot costs as much as a real one), and each row's result is its own."""
+    geo = lively_backend.geometry
+    gen = torch.Generator().manual_seed(9)
+    mem = _pathway_memory(geo, gen)
+    ids = torch.arange(4 * geo.num_maskmem).reshape(4, geo.num_maskmem)
+    ids[:, 0] = 0  # the conditioning frame: one entry every row holds
+    feat = torch.randn(1, geo.hidden_dim, *geo.feat_hw, generator=gen)
+    with torch.inference_mode():
+        want = lively_backend.memory_attention(feat, *vars(mem).values())
+    calls = []
+    stage = lively_backend.memory_attention
+    real = stage.forward
+
+    def spy(feat, *memory, **kw):
+        calls.append(memory[1].clone())  # mem_valid
+        return real(feat, *memory, **kw)
+
+    monkeypatch.setattr(stage, "forward", spy)
+    got = lively_backend.attend_memory(feat, mem, ids)
+    assert sorted(c.shape for c in calls) == sorted([torch.Size([2, 4]), torch.Size([1, 2]), torch.Size([1, 3])])
+    assert all(bool(c.all()) for c in calls)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()

@@ -240,7 +240,33 @@ def test_onnx_runtime_runs_fused_attention_over_the_used_slots(engines, onnx_bac
     monkeypatch.setattr(onnx_backend, "_run", counting)
     monkeypatch.setattr(onnx_module, "ATTENTION_SCORE_BYTES", 1)  # one row per call
     _close(onnx_backend.attend_memory(feat, mem), want, "one row per call")
-    assert [c[1][:2] for c in calls] == [(1, geo.num_maskmem - 1)] * 5
+    # Each row with the frame slots it holds (rows differ here), none it lacks.
+    assert sorted(c[1][:2] for c in calls) == sorted((1, int(n)) for n in mem.mem_valid.sum(1))
+
+
+def test_onnx_runtime_attends_rows_apart_when_their_frame_slots_differ(onnx_backend, lively_backend,
+                                                                        monkeypatch):
+    """Pathways holding different numbers of good frames go in separate calls, each without
+    the slots its rows lack (a masked slot costs the fused kernel as much as a real one)."""
+    from tests.test_memory_attention import _pathway_memory
+
+    geo = onnx_backend.geometry
+    gen = torch.Generator().manual_seed(13)
+    mem = _pathway_memory(geo, gen)
+    feat = torch.randn(1, geo.hidden_dim, *geo.feat_hw, generator=gen)
+    with torch.inference_mode():
+        want = lively_backend.memory_attention(feat, *vars(mem).values())
+    calls = []
+    real_run = onnx_backend._run
+
+    def counting(stage, feeds, batch):
+        calls.append(feeds["mem_valid"].clone())
+        return real_run(stage, feeds, batch)
+
+    monkeypatch.setattr(onnx_backend, "_run", counting)
+    _close(onnx_backend.attend_memory(feat, mem), want, "rows apart")
+    assert sorted(c.shape for c in calls) == sorted([torch.Size([2, 4]), torch.Size([1, 2]), torch.Size([1, 3])])
+    assert all(bool(c.all()) for c in calls)
 
 
 def test_fused_cross_attention_reads_the_narrow_memory(engines, onnx_backend, lively_backend):
