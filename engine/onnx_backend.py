@@ -161,7 +161,7 @@ class OnnxBackend(GraphBackend):
             check_stage_io(stage, [i.name for i in session.get_inputs()],
                            [o.name for o in session.get_outputs()])
             self.sessions[stage] = session
-        # Graphs exported with dynamic memory slots take only the slots some row uses,
+        # Graphs exported with dynamic memory slots take only the slots a call's rows hold,
         # and more than the model's M with several prompt frames per object.
         if "memory_attention" in self.sessions:
             slots = {i.name: i.shape for i in self.sessions["memory_attention"].get_inputs()}["mem_feats"][1]

@@ -227,7 +227,7 @@ STAGE_SPECS = {
 # dim is fixed by the model.
 DYNAMIC_DIMS = ("B", "N")
 # Memory frame and pointer slots: dynamic in both memory-attention graphs. ONNX Runtime on
-# the CPU leaves out slots empty in every row; SAM 2 with several conditioning frames per
+# the CPU takes only the slots a call's rows hold (attend_row_groups); SAM 2 with several conditioning frames per
 # object attends to more frames (and pointers) than the model's M (K). TensorRT's profile
 # covers M..M+EXTRA_SLOTS (engine/profiles.py) with M as its opt shape, the batch
 # tracker's one shape.
