@@ -4,9 +4,9 @@ Each run checks its model and its graphs by hash: the engine manifest, `--backen
 cache key, the dataset tool's records. Reading them takes 0.3 s of every tiny run's start
 and 0.7 s of base+'s on a 2-core CPU (checkpoint and graphs: 340 and 670 MB).
 `known_sha256` keeps the hashes in the user's cache, keyed by the file's identity: its
-path, device, inode, size, and modification and change times to the nanosecond. An unchanged file is not read again; a write, a replacement, a `touch` or a
-`cp -p` onto it gives it a new identity (the change time cannot be set back), and it is
-hashed anew.
+path, device, inode, size, and modification and change times to the nanosecond. An
+unchanged file is not read again; a write, a replacement, a `touch` or a `cp -p` onto it
+gives it a new identity (the change time cannot be set back), and it is hashed anew.
 
 As git does for its index, a hash taken while the file was young (its times within
 `SETTLED_SECONDS` of the hashing) is not kept, not even by the run that took it: a second
