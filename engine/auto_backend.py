@@ -248,11 +248,12 @@ def choose_cpu_backend(sam2_cfg: str, sam2_checkpoint: str, device: str, engine_
     probe_stage_seconds): a backend's seconds per stage. `torch_stages`: stages that must run
     in torch (sam2's post-processing binarises prompt masks in torch's memory encoder)."""
     from sam2long.engine.factory import build_backend
-    from sam2long.engine.manifest import EngineMismatchError, model_sha256
+    from sam2long.engine.file_hashes import known_sha256
+    from sam2long.engine.manifest import EngineMismatchError
     from sam2long.engine.model_loading import resolve_config_path
 
     cache = cache or ChoiceCache()
-    cfg_sha, ckpt_sha = model_sha256(resolve_config_path(sam2_cfg)), model_sha256(sam2_checkpoint)
+    cfg_sha, ckpt_sha = known_sha256(resolve_config_path(sam2_cfg)), known_sha256(sam2_checkpoint)
     key = choice_key(machine_identity(), cfg_sha, ckpt_sha)
     graphs = Path(engine_dir) if engine_dir else graphs_dir(cfg_sha, ckpt_sha)
 

@@ -31,14 +31,6 @@ class EngineMismatchError(SAM2LongError, RuntimeError):
     """Engines that do not belong to the requested model; the message says how to rebuild."""
 
 
-def model_sha256(path: str | Path) -> str:
-    """The SHA-256 of a model file (config, checkpoint), read once for as long as the file
-    stays as it is (engine/file_hashes.py): each run asks for the checkpoint's hash up to
-    three times (--backend auto's cache key, the engine manifest's check, the completion
-    records)."""
-    return known_sha256(path)
-
-
 class _JsonManifest:
     """save/load of a manifest dataclass as `FILE_NAME` in an engine folder."""
 
@@ -155,8 +147,8 @@ def check_manifest(folder: Path, config_path: Path, checkpoint_path: Path, preci
         manifest = Manifest.load(folder)
     except FileNotFoundError:
         raise EngineMismatchError(f"no engines in {folder} (no {MANIFEST_NAME}); build them with: {rebuild}") from None
-    wanted = {"config_sha256": model_sha256(config_path),
-              "checkpoint_sha256": model_sha256(checkpoint_path), "precision": precision}
+    wanted = {"config_sha256": known_sha256(config_path),
+              "checkpoint_sha256": known_sha256(checkpoint_path), "precision": precision}
     wrong = [k for k, v in wanted.items() if manifest.identity()[k] != v]
     if wrong:
         raise EngineMismatchError(

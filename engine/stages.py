@@ -119,7 +119,7 @@ class MemoryInputs:
                               for name, value in vars(self).items()))
 
 
-def attend_row_groups(memory: MemoryInputs, attend) -> torch.Tensor:
+def attend_row_groups(memory: MemoryInputs, attend, apart: bool = True) -> torch.Tensor:
     """Memory attention on the CPU, one call per group of rows holding the same frame slots
     (MemoryInputs.row_groups), each with only the frame and pointer slots its rows use: a
     masked slot costs the attention as much as a real one (tiny's steady state: 3 pathways
@@ -127,8 +127,9 @@ def attend_row_groups(memory: MemoryInputs, attend) -> torch.Tensor:
     apart, the stage took 28% less time). Layer one's self-attention, the same for every
     row, then runs once per group.
     `attend(rows, frames, memory)` gets the group's row indices, its frame slots ([M]
-    bool) and its memory; the results come back in row order."""
-    groups = memory.row_groups()
+    bool) and its memory; the results come back in row order. `apart=False`: every row in
+    one call, over the slots any row holds."""
+    groups = memory.row_groups() if apart else [torch.arange(memory.mem_valid.shape[0])]
     parts = []
     for rows in groups:
         group = memory.select(rows=rows) if len(groups) > 1 else memory

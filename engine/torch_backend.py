@@ -95,14 +95,10 @@ class TorchBackend(StageBackend):
                     None if mem_ids is None else mem_ids[rows][:, frames],
                 ))
 
-        if AUTOCAST_DTYPES[self.precision] is not None:
-            # bf16 / fp16 on the CPU stand in for the CUDA path's numbers, which attend every
-            # row in one call: one call here too, over the slots any row holds. (Apart, the
-            # groups' other shapes round differently, enough to flip a borderline object
-            # score on the micro model's random weights.)
-            frames, pointers = memory.used_slots()
-            return attend(slice(None), frames, memory.select(frames=frames, pointers=pointers))
-        return attend_row_groups(memory, attend)
+        # bf16 / fp16 on the CPU stand in for the CUDA path's numbers, which attend every row
+        # in one call: one call here too. (Apart, the groups' other shapes round differently,
+        # enough to flip a borderline object score on the micro model's random weights.)
+        return attend_row_groups(memory, attend, apart=AUTOCAST_DTYPES[self.precision] is None)
 
     @torch.inference_mode()
     def decode_masks(

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from sam2long.runtime.progress import progress
 
+from sam2long.engine.file_hashes import known_sha256
 from sam2long.engine.graph_backend import load_geometry
 from sam2long.engine.manifest import (CONSTANTS_NAME, GRAPH_FORMAT, MANIFEST_NAME, STAGES, EngineMismatchError, Manifest,
-                             build_command, model_sha256, record_files, verify_files)
+                             build_command, record_files, verify_files)
 from sam2long.engine.model_loading import ModelLoadError, load_sam2_model
 from sam2long.engine.profiles import DEFAULT_OPT_BATCH
 from sam2long.engine.stages import (DYNAMIC_DIMS, PRECISIONS, SLOT_DIMS, STAGE_SPECS, ModelGeometry, dynamic_axes, output_names,
@@ -183,8 +184,8 @@ def _build_onnx(sam2_cfg: str, sam2_checkpoint: str, out: Path, max_batch: int, 
         raise ModelLoadError("binarize_mask_from_pts_for_mem_enc=true is not supported by the exported memory encoder")
     geo = model_geometry(model)
     manifest = Manifest(
-        config_sha256=model_sha256(loaded.config_path),
-        checkpoint_sha256=model_sha256(loaded.checkpoint_path),
+        config_sha256=known_sha256(loaded.config_path),
+        checkpoint_sha256=known_sha256(loaded.checkpoint_path),
         config_name=str(sam2_cfg), image_size=geo.image_size, num_maskmem=geo.num_maskmem,
         max_obj_ptrs=geo.max_obj_ptrs, precision="fp32", opset=OPSET, max_batch=max_batch,
         versions={"torch": torch.__version__, "onnx": onnx.__version__,

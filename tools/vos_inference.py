@@ -117,12 +117,12 @@ def _report(message: str):
 
 def produced_by(args, backend) -> dict:
     """Everything that decides the masks, as the completion records store it."""
-    from sam2long.engine.manifest import model_sha256
+    from sam2long.engine.file_hashes import known_sha256
     from sam2long.engine.model_loading import resolve_config_path
 
     return {
-        "config_sha256": model_sha256(resolve_config_path(args.sam2_cfg)),
-        "checkpoint_sha256": model_sha256(args.sam2_checkpoint),
+        "config_sha256": known_sha256(resolve_config_path(args.sam2_cfg)),
+        "checkpoint_sha256": known_sha256(args.sam2_checkpoint),
         "backend": backend.describe(), "device": backend.device.type, "precision": args.precision,
         "num_pathway": args.num_pathway, "iou_thre": args.iou_thre, "uncertainty": args.uncertainty,
         "score_thresh": args.score_thresh, "per_obj_png_file": args.per_obj_png_file,
