@@ -201,7 +201,18 @@ PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP
 
     def _leftover_pids(self) -> list[int]:
         """Processes that carry this cluster's name or config in their environment."""
-        marks = (f"SLURM_CLUSTER_NAME={self.name}".encode(), f"SLURM_CONF={self.conf}".encode())
+        return self._pids_with(f"SLURM_CLUSTER_NAME={self.name}", f"SLURM_CONF={self.conf}")
+
+    def wait_processes_gone(self, job: str, timeout: float = 30):
+        """Wait until no process of `job` is left. squeue forgets a cancelled job (and
+        scontrol says CANCELLED) while slurmstepd may still be killing its workers, which
+        hold their outputs' locks until they exit: a resubmit in that window is refused."""
+        self._wait_for(lambda: not self._pids_with(f"SLURM_JOB_ID={job}"), timeout,
+                       f"the processes of job {job} to exit")
+
+    def _pids_with(self, *variables: str) -> list[int]:
+        """Processes with any of `variables` ('NAME=value') in their environment."""
+        marks = tuple(v.encode() for v in variables)
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -412,6 +423,7 @@ def test_launcher_on_real_slurm(cluster, dataset, micro_checkpoints):
     cluster.run("scancel", job)
     states = cluster.wait(job, logs=[first])
     assert states and states[0].startswith("CANCELLED"), states
+    cluster.wait_processes_gone(job)
     done_before = _completed(out)
     assert done_before and done_before != {v for v, _, _ in VIDEOS}, \
         f"the scancel did not land mid-run (finished: {done_before})"
