@@ -131,7 +131,8 @@ def rounds(sides: list[str], args):
 # -- 1. steady state -------------------------------------------------------------------------
 def steady_runs(sides, prep, num_objects, args, tmp: Path) -> dict:
     """side -> {"frame_seconds": [per timed run], "seconds": [...], "data": last npz, ...}."""
-    results = {side: {"frame_seconds": [], "seconds": [], "peak_rss_mib": []} for side in sides}
+    results = {side: {"frame_seconds": [], "frame_rss_mib": [], "seconds": [], "peak_rss_mib": []}
+               for side in sides}
     config, checkpoint = prep["model"]
     for _, side, timed in rounds(sides, args):
         script = "reference_runner.py" if side == "original" else "engine_runner.py"
@@ -149,6 +150,7 @@ def steady_runs(sides, prep, num_objects, args, tmp: Path) -> dict:
         data = dict(np.load(out))
         r = results[side]
         r["frame_seconds"].append(frames["frame_seconds"])
+        r["frame_rss_mib"].append(frames.get("frame_rss_mib", []))
         r["seconds"].append(float(data["seconds"]))
         r["peak_rss_mib"].append(float(data["peak_rss_bytes"]) / 2**20)
         r["backend"] = frames.get("backend", side)
@@ -158,12 +160,13 @@ def steady_runs(sides, prep, num_objects, args, tmp: Path) -> dict:
     return results
 
 
-def median_per_frame(runs: list[list]) -> list[float | None]:
-    """Milliseconds per frame index, the median over the runs (None where no run timed it)."""
+def median_per_frame(runs: list[list], scale: float = 1000) -> list[float | None]:
+    """Per frame index, the median over the runs times `scale` (seconds to ms by default;
+    None where no run has a value)."""
     out = []
     for values in zip(*runs):
         values = [v for v in values if v is not None]
-        out.append(1000 * statistics.median(values) if values else None)
+        out.append(scale * statistics.median(values) if values else None)
     return out
 
 
@@ -197,6 +200,12 @@ def window_ms(ms, window) -> float | None:
     return statistics.median(values) if values else None
 
 
+def window_last(values, window) -> float | None:
+    """The value at the window's last frame that has one (resident memory after it)."""
+    known = [v for v in values[window[0]:window[1]] if v is not None]
+    return known[-1] if known else None
+
+
 def steady_summary(results: dict, args) -> dict:
     """The numbers of one (model, object count): per side, steady and whole-run speed, ratios
     over the original, flatness, agreement and per-frame ms."""
@@ -204,6 +213,7 @@ def steady_summary(results: dict, args) -> dict:
     report = {}
     for side, r in results.items():
         ms = median_per_frame(r["frame_seconds"])
+        rss = median_per_frame(r["frame_rss_mib"], scale=1)
         steady = [v for v in ms[args.steady_from:] if v is not None]
         steady_ms = statistics.median(steady) if steady else None
         seconds = statistics.median(r["seconds"])
@@ -216,6 +226,8 @@ def steady_summary(results: dict, args) -> dict:
                         "whole_seconds": r["seconds"], "whole_fps": args.num_frames / seconds,
                         "windows_ms": {f"{a}-{b - 1}" if b - 1 > a else f"{a}": window_ms(ms, (a, b))
                                        for a, b in windows(len(ms), args.steady_from)},
+                        "windows_rss_mib": {f"{a}-{b - 1}" if b - 1 > a else f"{a}": window_last(rss, (a, b))
+                                            for a, b in windows(len(ms), args.steady_from)},
                         **flatness(ms, args.steady_from), "min_iou_vs_original": iou,
                         "peak_rss_mib": r["peak_rss_mib"]}
     orig = report.get("original")
@@ -248,6 +260,10 @@ def steady_table(name: str, num_objects: int, report: dict, args) -> list[str]:
     lines += ["", f"ms/frame by frame index (median of each window), {name}, {num_objects} object(s):", "",
               "| side | " + " | ".join(f"frames {w}" for w in wins) + " |", "|---" * (len(wins) + 1) + "|"]
     lines += [f"| {side} | " + " | ".join(fmt(n["windows_ms"][w]) for w in wins) + " |"
+              for side, n in report.items()]
+    lines += ["", f"resident MiB after each window's last frame, {name}, {num_objects} object(s):", "",
+              "| side | " + " | ".join(f"frames {w}" for w in wins) + " |", "|---" * (len(wins) + 1) + "|"]
+    lines += [f"| {side} | " + " | ".join(fmt(n["windows_rss_mib"].get(w)) for w in wins) + " |"
               for side, n in report.items()]
     return lines
 

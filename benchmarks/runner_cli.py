@@ -37,7 +37,8 @@ class FrameClock:
     piece of a frame's work is timed with `span(frame_idx)` and summed per frame (the original
     tracks objects one after another, so one frame has one span per object). Written by
     `write` as {"frame_seconds": [per frame index, null where nothing ran], "frame_end":
-    [when the frame's last span ended, seconds after `start()`], **extra}."""
+    [when the frame's last span ended, seconds after `start()`], "frame_rss_mib": [resident
+    memory then, null where /proc does not say], **extra}."""
 
     def __init__(self):
         import time
@@ -46,6 +47,7 @@ class FrameClock:
         self.origin = self._now()
         self.seconds: dict[int, float] = {}
         self.ends: dict[int, float] = {}
+        self.rss: dict[int, float | None] = {}
         self._depth = 0
 
     def start(self):
@@ -54,6 +56,7 @@ class FrameClock:
     def add(self, frame_idx: int, began: float, ended: float) -> None:
         self.seconds[frame_idx] = self.seconds.get(frame_idx, 0.0) + ended - began
         self.ends[frame_idx] = ended - self.origin
+        self.rss[frame_idx] = current_rss_mib()
 
     def wrap(self, fn, frame_of):
         """`fn` timed as a span of frame `frame_of(*args, **kwargs)`; a wrapped call inside
@@ -75,7 +78,8 @@ class FrameClock:
         import json
 
         report = {"frame_seconds": [self.seconds.get(t) for t in range(num_frames)],
-                  "frame_end": [self.ends.get(t) for t in range(num_frames)], **extra}
+                  "frame_end": [self.ends.get(t) for t in range(num_frames)],
+                  "frame_rss_mib": [self.rss.get(t) for t in range(num_frames)], **extra}
         with open(path, "w") as f:
             json.dump(report, f)
 
@@ -130,6 +134,17 @@ class GpuMemory:
             return {}
         return {"peak_torch_bytes": np.int64(self.torch.cuda.max_memory_allocated()),
                 "gpu_bytes_used": np.int64(self._in_use() - self._before)}
+
+
+def current_rss_mib() -> float | None:
+    """The process's resident memory now (Linux's /proc/self/statm), None elsewhere."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def peak_rss() -> dict:

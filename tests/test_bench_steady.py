@@ -40,6 +40,9 @@ def test_steady_bench_writes_every_table_and_field(tmp_path, micro_checkpoints):
     assert len(steady["frame_ms"]) == 4 and all(ms > 0 for ms in steady["frame_ms"])
     assert steady["steady_ms"] > 0 and steady["whole_fps"] > 0 and steady["late_over_early"] > 0
     assert list(steady["windows_ms"]) == ["0", "1", "2-3"]
+    rss = steady["windows_rss_mib"]  # resident memory after each window, from the runner's /proc reads
+    assert list(rss) == ["0", "1", "2-3"] and all(50 < rss[w] < steady["peak_rss_mib"][0] + 1 for w in rss)
+    assert "resident MiB after each window's last frame" in text
     assert steady["steady_fps_x_original"] is None and steady["min_iou_vs_original"] is None
     dataset = numbers["micro_sam2.1_256_o1_dataset"]["3"]["torch"]
     assert dataset["backend"] == "torch" and dataset["wall_seconds"][0] > 0 and dataset["peak_rss_mib"][0] > 50
@@ -71,6 +74,9 @@ def test_flatness_windows_and_startup_phases():
     assert bench_steady.windows(4, 2) == [(0, 1), (1, 2), (2, 4)]
     assert bench_steady.median_per_frame([[0.1, None, 0.3], [0.3, None, 0.5], [0.2, None, 0.4]]) == \
         [200.0, None, 400.0]
+    assert bench_steady.median_per_frame([[900.0, 1000.0], [910.0, 990.0]], scale=1) == [905.0, 995.0]
+    assert bench_steady.window_last([1.0, 2.0, None, 4.0, None], (1, 5)) == 4.0
+    assert bench_steady.window_last([1.0, None], (1, 2)) is None
 
     order = bench_steady.rounds(["a", "b"], argparse.Namespace(warmup=1, repeats=2))
     assert list(order) == [(0, "a", False), (0, "b", False), (1, "a", True), (1, "b", True),
@@ -118,8 +124,10 @@ def test_original_frame_clock_counts_nested_calls_once(tmp_path):
         predictor._run_single_frame_inference(inference_state={}, frame_idx=1)  # 7, 8; 13, 14
     assert clock.seconds == {0: 5.0, 1: 2.0} and clock.ends == {0: 12.0, 1: 14.0}
     clock.write(str(tmp_path / "t.json"), 3, backend="original")
-    assert json.loads((tmp_path / "t.json").read_text()) == {
-        "frame_seconds": [5.0, 2.0, None], "frame_end": [12.0, 14.0, None], "backend": "original"}
+    written = json.loads((tmp_path / "t.json").read_text())
+    rss = written.pop("frame_rss_mib")  # read from /proc after each frame's last span
+    assert written == {"frame_seconds": [5.0, 2.0, None], "frame_end": [12.0, 14.0, None], "backend": "original"}
+    assert rss[2] is None and all(20 < v < 100_000 for v in rss[:2]), rss
 
 
 def test_recorded_backend_and_png_agreement(tmp_path):
