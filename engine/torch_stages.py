@@ -192,16 +192,45 @@ def move_position_caches(model, device: torch.device):
                 cache[key] = value.to(device)
 
 
+def query_chunked_block(block, x: torch.Tensor, score_bytes: int) -> torch.Tensor:
+    """sam2's MultiScaleBlock.forward(x), with a global block's attention run over chunks of
+    its queries whose scores ([rows, heads, queries, keys], fp32) stay within `score_bytes`.
+    Each query's softmax is over all keys either way, so the numbers are the same; only what
+    an unfused attention holds at once shrinks. Windowed and pooling blocks, and global ones
+    within the bound, run as they are."""
+    attn = block.attn
+    b, h, w, _ = x.shape
+    n = h * w
+    rows = max(1, score_bytes // (4 * b * attn.num_heads * n))
+    if block.window_size > 0 or block.pool is not None or block.dim != block.dim_out or rows >= n:
+        return block(x)
+    qkv = attn.qkv(block.norm1(x)).reshape(b, n, 3, attn.num_heads, -1)
+    q, k, v = (t.transpose(1, 2) for t in torch.unbind(qkv, 2))
+    # SDPA as torch.onnx exports it (both sides scaled by the root of 1/sqrt(head dim)), with
+    # the keys transposed and scaled once for all chunks.
+    root = q.shape[-1] ** -0.25
+    keys = k.transpose(-2, -1) * root
+    out = torch.cat([torch.softmax((q[:, :, i:i + rows] * root) @ keys, dim=-1) @ v for i in range(0, n, rows)],
+                    dim=2)
+    x = x + block.drop_path(attn.proj(out.transpose(1, 2).reshape(b, h, w, -1)))
+    return x + block.drop_path(block.mlp(block.norm2(x)))
+
+
 class ImageEncoderStage(nn.Module):
     """SAM 2's image encoder (Hiera trunk + FPN neck) and the decoder's high-res
     projections, with the per-frame constants computed once: the trunk's positional
     embedding (a bicubic resize of a parameter, which exports as a Resize TensorRT does not
     take and costs a kernel per frame) is a buffer, and the neck's sine position encodings,
     which only the memory attention reads (as its own buffers), are not computed. The ops
-    on the image are SAM 2's, in its order, so the features are the same numbers."""
+    on the image are SAM 2's, in its order, so the features are the same numbers.
 
-    def __init__(self, model):
+    `query_chunk_bytes`: run global blocks' attention in query chunks whose scores stay
+    within it (query_chunked_block); the exported graphs do, as standard ONNX has no fused
+    attention to keep those scores from being held whole."""
+
+    def __init__(self, model, query_chunk_bytes: int | None = None):
         super().__init__()
+        self.query_chunk_bytes = query_chunk_bytes
         encoder = model.image_encoder
         self.trunk, self.neck, self.scalp = encoder.trunk, encoder.neck, encoder.scalp
         self.conv_s0 = model.sam_mask_decoder.conv_s0
@@ -249,7 +278,11 @@ class ImageEncoderStage(nn.Module):
                              align_corners=None if mode == "nearest" else False, antialias=False)
 
     def forward(self, image: torch.Tensor):
-        levels = [x.permute(0, 3, 1, 2) for x in self.trunk_levels(image)]
+        run_block = None
+        if self.query_chunk_bytes is not None:
+            def run_block(block, x):
+                return query_chunked_block(block, x, self.query_chunk_bytes)
+        levels = [x.permute(0, 3, 1, 2) for x in self.trunk_levels(image, run_block)]
         fpn = self.fpn(levels, lambda conv, x: conv(x), self._upsample)
         return fpn[-1], self.conv_s0(fpn[-3]), self.conv_s1(fpn[-2])
 

@@ -21,12 +21,19 @@ from sam2long.engine.torch_stages import (
 )
 
 
+# The image encoder's global attention, exported unfused, holds its scores and their
+# softmax: [heads, N, N] each, 512 MiB apiece for b+ at 1024 px (N = 4096), which ONNX
+# Runtime's arena then keeps for the whole run. In query chunks of at most this much:
+# 64 MiB (8 chunks for b+, 4 for tiny).
+IMAGE_ATTENTION_SCORE_BYTES = 64 << 20
+
+
 def stage_modules(model) -> dict[str, nn.Module]:
     """The modules exported; each takes the spec's inputs positionally, in spec order
     (the decoder's prompt inputs are its optional arguments). These are the standard-op
     graphs; build_engines exports the memory attention a second time, fused, for ONNX Runtime."""
     return {
-        "image_encoder": ImageEncoderStage(model).eval(),
+        "image_encoder": ImageEncoderStage(model, IMAGE_ATTENTION_SCORE_BYTES).eval(),
         "memory_attention": MemoryAttentionStage(model).eval(),
         "mask_decoder": MaskDecoderStage(model).eval(),
         "memory_encoder": MemoryEncoderStage(model).eval(),

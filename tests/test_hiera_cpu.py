@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not hiera_cpu.available(), reason="this torch bu
 ATOL = 1e-4
 
 
-def tiny_shaped_stage(image_size: int, seed: int = 0) -> ImageEncoderStage:
+def tiny_shaped_stage(image_size: int, seed: int = 0, query_chunk_bytes: int | None = None) -> ImageEncoderStage:
     """sam2.1 hiera tiny's encoder (its blocks, windows, global blocks and neck) with seeded
     random weights at `image_size`, without the rest of the model."""
     from sam2.modeling.backbones.hieradet import Hiera
@@ -35,7 +35,7 @@ def tiny_shaped_stage(image_size: int, seed: int = 0) -> ImageEncoderStage:
     decoder = SimpleNamespace(conv_s0=nn.Conv2d(256, 32, 1), conv_s1=nn.Conv2d(256, 64, 1))
     model = SimpleNamespace(image_encoder=ImageEncoder(trunk, neck, scalp=1), sam_mask_decoder=decoder,
                             image_size=image_size)
-    return ImageEncoderStage(model).eval()
+    return ImageEncoderStage(model, query_chunk_bytes).eval()
 
 
 @pytest.fixture(scope="module")
