@@ -79,6 +79,7 @@ def _first_line(e: BaseException) -> str:
 ATTENTION_SCORE_BYTES = 2 << 30  # per memory-attention call
 
 _SHARED_ARENA = False
+ARENA_CONFIG = {"arena_extend_strategy": 0, "initial_chunk_size_bytes": 1 << 30}
 
 
 def share_cpu_arena(ort) -> None:
@@ -88,8 +89,12 @@ def share_cpu_arena(ort) -> None:
     if _SHARED_ARENA:
         return
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-    # kSameAsRequested: grow by each request, not to the next power of two.
-    ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+    # One 1 GiB region first (kNextPowerOfTwo after it), of which only the pages used are
+    # ever resident: every stage's buffers come from it, and freed neighbours merge for
+    # the next request. Grown by each request instead (kSameAsRequested), a freed buffer
+    # sat in its own region and a larger request made another: tiny's peak RSS, 48 frames,
+    # 1145 against 1321 MiB, flat either way; b+'s image encoder alone 1354 against 1465.
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(ARENA_CONFIG))
     _SHARED_ARENA = True
 
 
@@ -101,7 +106,7 @@ def session_options(ort, device: torch.device, stage: str):
     if device.type != "cpu":
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         return options
-    # One arena for the four sessions, grown by what is asked: each session's own arena
+    # One arena for the four sessions: each session's own arena
     # kept its largest call's buffers, so the process held the sum of the four stages'
     # peaks (2.3x the torch backend's peak resident memory on micro, 1.3x shared); shared,
     # it holds the largest one.
