@@ -195,9 +195,10 @@ def move_position_caches(model, device: torch.device):
 def query_chunked_block(block, x: torch.Tensor, score_bytes: int) -> torch.Tensor:
     """sam2's MultiScaleBlock.forward(x), with a global block's attention run over chunks of
     its queries whose scores ([rows, heads, queries, keys], fp32) stay within `score_bytes`.
-    Each query's softmax is over all keys either way, so the numbers are the same; only what
-    an unfused attention holds at once shrinks. Windowed and pooling blocks, and global ones
-    within the bound, run as they are."""
+    Each query's softmax is over all keys either way, with the ops torch.onnx writes for
+    SDPA, so an exported graph gives the unchunked graph's numbers (bit for bit in ONNX
+    Runtime) and holds a chunk's scores at a time. Windowed and pooling blocks, and global
+    ones within the bound, run as they are."""
     attn = block.attn
     b, h, w, _ = x.shape
     n = h * w
