@@ -214,6 +214,7 @@ def steady_summary(results: dict, args) -> dict:
     for side, r in results.items():
         ms = median_per_frame(r["frame_seconds"])
         rss = median_per_frame(r["frame_rss_mib"], scale=1)
+        spans = {f"{a}-{b - 1}" if b - 1 > a else f"{a}": (a, b) for a, b in windows(len(ms), args.steady_from)}
         steady = [v for v in ms[args.steady_from:] if v is not None]
         steady_ms = statistics.median(steady) if steady else None
         seconds = statistics.median(r["seconds"])
@@ -224,10 +225,8 @@ def steady_summary(results: dict, args) -> dict:
         report[side] = {"backend": r["backend"], "frame_ms": ms, "steady_ms": steady_ms,
                         "steady_fps": 1000 / steady_ms if steady_ms else None,
                         "whole_seconds": r["seconds"], "whole_fps": args.num_frames / seconds,
-                        "windows_ms": {f"{a}-{b - 1}" if b - 1 > a else f"{a}": window_ms(ms, (a, b))
-                                       for a, b in windows(len(ms), args.steady_from)},
-                        "windows_rss_mib": {f"{a}-{b - 1}" if b - 1 > a else f"{a}": window_last(rss, (a, b))
-                                            for a, b in windows(len(ms), args.steady_from)},
+                        "windows_ms": {label: window_ms(ms, w) for label, w in spans.items()},
+                        "windows_rss_mib": {label: window_last(rss, w) for label, w in spans.items()},
                         **flatness(ms, args.steady_from), "min_iou_vs_original": iou,
                         "peak_rss_mib": r["peak_rss_mib"]}
     orig = report.get("original")
@@ -257,14 +256,11 @@ def steady_table(name: str, num_objects: int, report: dict, args) -> list[str]:
                      f"| {fmt(n['whole_fps_x_original'], '.2f', 'x')} | {fmt(late, '.3f')} "
                      f"| {fmt(n['slope_pct_per_16'], '+.1f', '%')} | {flat} "
                      f"| {fmt(n['min_iou_vs_original'], '.4f')} | {fmt(statistics.median(n['peak_rss_mib']))} |")
-    lines += ["", f"ms/frame by frame index (median of each window), {name}, {num_objects} object(s):", "",
-              "| side | " + " | ".join(f"frames {w}" for w in wins) + " |", "|---" * (len(wins) + 1) + "|"]
-    lines += [f"| {side} | " + " | ".join(fmt(n["windows_ms"][w]) for w in wins) + " |"
-              for side, n in report.items()]
-    lines += ["", f"resident MiB after each window's last frame, {name}, {num_objects} object(s):", "",
-              "| side | " + " | ".join(f"frames {w}" for w in wins) + " |", "|---" * (len(wins) + 1) + "|"]
-    lines += [f"| {side} | " + " | ".join(fmt(n["windows_rss_mib"].get(w)) for w in wins) + " |"
-              for side, n in report.items()]
+    for key, what in (("windows_ms", "ms/frame by frame index (median of each window)"),
+                      ("windows_rss_mib", "resident MiB after each window's last frame")):
+        lines += ["", f"{what}, {name}, {num_objects} object(s):", "",
+                  "| side | " + " | ".join(f"frames {w}" for w in wins) + " |", "|---" * (len(wins) + 1) + "|"]
+        lines += [f"| {side} | " + " | ".join(fmt(n[key][w]) for w in wins) + " |" for side, n in report.items()]
     return lines
 
 

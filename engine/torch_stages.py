@@ -8,6 +8,8 @@ and SAM2Long key weights as tensors, and all candidate masks / pointers as outpu
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -279,10 +281,8 @@ class ImageEncoderStage(nn.Module):
                              align_corners=None if mode == "nearest" else False, antialias=False)
 
     def forward(self, image: torch.Tensor):
-        run_block = None
-        if self.query_chunk_bytes is not None:
-            def run_block(block, x):
-                return query_chunked_block(block, x, self.query_chunk_bytes)
+        run_block = (None if self.query_chunk_bytes is None
+                     else functools.partial(query_chunked_block, score_bytes=self.query_chunk_bytes))
         levels = [x.permute(0, 3, 1, 2) for x in self.trunk_levels(image, run_block)]
         fpn = self.fpn(levels, lambda conv, x: conv(x), self._upsample)
         return fpn[-1], self.conv_s0(fpn[-3]), self.conv_s1(fpn[-2])
