@@ -69,6 +69,33 @@ def test_tiny_shaped_encoder_features_are_sam2s(image_size):
     assert_same_features(tiny_shaped_stage(image_size))
 
 
+def test_windowed_blocks_run_in_bands_of_window_rows(monkeypatch):
+    """At 512 px tiny's first block (128 x 128 tokens, windows of 8) runs in 8 bands of 16
+    rows (2048 tokens each), global blocks run whole, and the bands give the whole map's
+    features (the products' sums may group differently by rows: 1e-6 at unit scale)."""
+    stage = tiny_shaped_stage(512)
+    image = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(3))
+    bands = []
+    real = hiera_cpu._block_band
+
+    def record(block, x, out):
+        bands.append((block, tuple(x.shape[1:3])))
+        real(block, x, out)
+
+    monkeypatch.setattr(hiera_cpu, "_block_band", record)
+    with torch.inference_mode():
+        got = hiera_cpu.encode(stage, image)
+        first = [shape for block, shape in bands if block is stage.trunk.blocks[0]]
+        assert first == [(16, 128)] * 8
+        assert all(shape == (32, 32) for block, shape in bands if block.window_size == 0)
+        monkeypatch.setattr(hiera_cpu, "BAND_TOKENS", 1 << 40)
+        bands.clear()
+        whole = hiera_cpu.encode(stage, image)
+    assert len(bands) == len(stage.trunk.blocks)
+    for name, w, g in zip(("feat", "hr0", "hr1"), whole, got):
+        assert torch.allclose(g, w, atol=1e-5, rtol=0), f"{name}: max diff {(g - w).abs().max().item():.2e}"
+
+
 def test_unsupported_encoders_are_refused(micro_stage):
     """An encoder this module does not cover (tanh GELU, a bilinear neck, a 3x3 head) is left
     to sam2's path."""
