@@ -11,9 +11,9 @@ product (`mkldnn._linear_pointwise`), the residual and the following layer's bia
 first and the product accumulated into that sum in place (`addmm_`), pooling as the max of
 strided views, and 1x1 convolutions as products over the channels of the NHWC tokens.
 Windowed blocks run a band of whole window rows at a time (about 2048 tokens), so each
-band's tensors stay in L2 instead of the map's: on tiny at 1024 px the first two blocks
-take 124 and 142 ms against 198 and 183, and an encoding raises peak resident memory by
-287 MiB against 575.
+band's tensors are a few MiB, near the core's L2, instead of the map's 100 MB: on tiny at
+1024 px the first two blocks take 124 and 142 ms against 198 and 183, and an encoding
+raises peak resident memory by 287 MiB against 575.
 
 Every value is the same function of the same weights; only the order of float additions
 differs (features within a few 1e-6 of sam2's path at unit scale, tests/test_hiera_cpu.py).
@@ -97,8 +97,9 @@ def _conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
 
 # Tokens per band of a windowed block: the band's widest tensor (the MLP's hidden, 4 x the
-# width) then stays in this machine's 2 MiB L2, where the first stages' narrow products
-# (96 and 192 inputs) run 1.4-1.6x faster than over the whole map.
+# width) is then 3 MiB on the first stage, near this machine's 2 MiB L2, and the first
+# stages' narrow products (96 and 192 inputs) run 1.4-1.6x faster than over the whole map
+# (100 MB); 2048 was the fastest of 512-8192 on tiny.
 BAND_TOKENS = 2048
 
 
