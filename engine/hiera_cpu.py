@@ -103,13 +103,17 @@ def _conv1x1(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 BAND_TOKENS = 2048
 
 
+def _padded(n: int, size: int) -> int:
+    """n rounded up to whole windows of `size`, as sam2's window_partition pads."""
+    return n + (size - n % size) % size
+
+
 def _band_rows(block, height: int, width: int) -> int:
     """Rows of the input map per band: whole rows of windows, about BAND_TOKENS tokens."""
     size = block.window_size
     if size <= 0:  # global attention: every token attends to every other
         return height
-    padded_width = width + (size - width % size) % size
-    return size * max(1, BAND_TOKENS // (size * padded_width))
+    return size * max(1, BAND_TOKENS // (size * _padded(width, size)))
 
 
 def _block(block, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +155,7 @@ def _block_band(block, x: torch.Tensor, out: torch.Tensor):
         hw = tuple(shortcut.shape[1:3])
         if block.pool is not None:  # windows shrunk by the q stride: padded again as sam2 does
             size //= block.q_stride[0]
-            padded = tuple(n + (size - n % size) % size for n in hw)
+            padded = tuple(_padded(n, size) for n in hw)
         att = window_unpartition(att, size, padded, hw)
     # Each residual sum: the residual plus the layer's bias, the product accumulated into it
     # in place (proj is per token, so it runs after the windows are put back).

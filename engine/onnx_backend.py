@@ -106,10 +106,9 @@ def session_options(ort, device: torch.device, stage: str):
     if device.type != "cpu":
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         return options
-    # One arena for the four sessions: each session's own arena
-    # kept its largest call's buffers, so the process held the sum of the four stages'
-    # peaks (2.3x the torch backend's peak resident memory on micro, 1.3x shared); shared,
-    # it holds the largest one.
+    # One arena for the four sessions: each session's own arena kept its largest call's
+    # buffers, so the process held the sum of the four stages' peaks (2.3x the torch
+    # backend's peak resident memory on micro, 1.3x shared); shared, it holds the largest.
     share_cpu_arena(ort)
     options.add_session_config_entry("session.use_env_allocators", "1")
     # No memory pattern: after its first run a session asks the arena for one block the

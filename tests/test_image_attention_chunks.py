@@ -8,11 +8,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
-from sam2long.engine.torch_stages import ImageEncoderStage
 from sam2long.export.wrappers import IMAGE_ATTENTION_SCORE_BYTES, stage_modules
 from tests.conftest import MICRO_CFG
 from tests.test_hiera_cpu import tiny_shaped_stage
@@ -80,10 +78,9 @@ def test_exported_image_encoder_is_chunked(micro_checkpoints, tmp_path):
     assert stage_modules(model)["image_encoder"].query_chunk_bytes == IMAGE_ATTENTION_SCORE_BYTES
 
     stage = tiny_shaped_stage(448)
-    geo = model_geometry(model)
     path = tmp_path / "image_encoder.onnx"
     image = torch.randn(1, 3, 448, 448, generator=torch.Generator().manual_seed(4))
-    geo = dataclasses.replace(geo, image_size=448, feat_hw=(28, 28), hidden_dim=256, hr0_channels=32,
+    geo = dataclasses.replace(model_geometry(model), image_size=448, feat_hw=(28, 28), hidden_dim=256, hr0_channels=32,
                               hr1_channels=64)
     export_stage("image_encoder", tiny_shaped_stage(448, query_chunk_bytes=BOUND), {"image": image}, path, geo)
     softmaxes = sum(n.op_type == "Softmax" for n in onnx.load(str(path)).graph.node)
